@@ -1,0 +1,1 @@
+"""Issuing: CA/RA keys and certificates, the certificate builder policy, serials, CRLs."""

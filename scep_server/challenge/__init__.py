@@ -1,0 +1,1 @@
+"""Challenge validators: decide whether a PKCSReq may be issued."""

@@ -1,0 +1,265 @@
+"""Configuration: frozen dataclasses loaded from a YAML file, with secrets taken from env or files.
+
+Every setting has an embedded default, so ``scep-server serve`` with no file at all runs a dev server
+(SQLite and an auto-created CA under ``./var``). Environment variables named ``SCEP_SERVER_<KEY>``
+override the top-level scalar keys (``SCEP_SERVER_DATA_DIR``, ``SCEP_SERVER_DATABASE_URL``,
+``SCEP_SERVER_PUBLIC_URL``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+KEY_USAGE_NAMES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+)
+EKU_NAMES = {
+    "client_auth": "1.3.6.1.5.5.7.3.2",
+    "server_auth": "1.3.6.1.5.5.7.3.1",
+    "email_protection": "1.3.6.1.5.5.7.3.4",
+    "code_signing": "1.3.6.1.5.5.7.3.3",
+    "ipsec_ike": "1.3.6.1.5.5.7.3.17",
+    "ipsec_tunnel": "1.3.6.1.5.5.7.3.6",
+    "ipsec_user": "1.3.6.1.5.5.7.3.7",
+    "ipsec_end_system": "1.3.6.1.5.5.7.3.5",
+    "smartcard_logon": "1.3.6.1.4.1.311.20.2.2",
+}
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    """Where a secret comes from: an environment variable, a file, or (dev only) inline."""
+
+    env: str | None = None
+    file: str | None = None
+    value: str | None = None
+
+    def resolve(self) -> str | None:
+        if self.env and os.environ.get(self.env):
+            return os.environ[self.env]
+        if self.file:
+            try:
+                return Path(self.file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
+        return self.value
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.env or self.file or self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class CAConfig:
+    """The issuing CA and its RA (the SCEP message signer/decrypter)."""
+
+    name: str = "scep-server-ca"
+    subject: str = "CN=scep-server Dev CA,O=scep-server"
+    key_type: str = "rsa"  # rsa | ec
+    key_size: int = 3072  # RSA bits
+    curve: str = "P-256"  # EC curve: P-256 | P-384
+    validity_days: int = 3650
+    ra_subject: str = "CN=scep-server RA,O=scep-server"
+    ra_validity_days: int = 730
+    key_passphrase: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_CA_PASSPHRASE"))
+    include_root_in_getcacert: bool = True
+    crl_validity_hours: int = 168
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeConfig:
+    """How a profile checks the challengePassword: ``static`` (shared secret) or ``none`` (tests only)."""
+
+    type: str = "static"
+    secret: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_CHALLENGE"))
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileConfig:
+    """Issuance policy of one SCEP profile, served at ``/scep/<name>`` (``default`` also at ``/scep``)."""
+
+    name: str = "default"
+    challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
+    validity_days: int = 365
+    backdate_minutes: int = 60
+    hash: str = "sha256"  # sha256 | sha384 | sha512 (sha1 only with allow_sha1_signature)
+    allow_sha1_signature: bool = False
+    allowed_key_types: tuple[str, ...] = ("rsa", "ec")
+    min_rsa_bits: int = 2048
+    max_rsa_bits: int = 8192
+    allowed_curves: tuple[str, ...] = ("P-256", "P-384", "P-521")
+    key_usage: tuple[str, ...] | None = None  # None: take from the CSR, else forced
+    extended_key_usage: tuple[str, ...] | None = None  # None: take from the CSR, else forced
+    allow_sid_extension: bool = False
+    allow_des: bool = False
+    allow_sha1: bool = True  # SHA-1 message digests in SCEP envelopes (Windows, Apple legacy)
+    allow_renewal: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Top-level configuration."""
+
+    data_dir: str = "var"
+    database_url: str | None = None  # default: sqlite under data_dir
+    public_url: str | None = None
+    max_body_bytes: int = 256 * 1024
+    log_level: str = "INFO"
+    ca: CAConfig = field(default_factory=CAConfig)
+    profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'scep-server.db'}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return Path(self.data_dir) / "ca"
+
+    def profile(self, name: str) -> ProfileConfig | None:
+        return next((p for p in self.profiles if p.name == name), None)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
+    """Load the YAML file at ``path`` (or none: defaults) and apply ``SCEP_SERVER_*`` overrides."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        raw = loaded or {}
+    config = _build_server(raw)
+    return _apply_env(config, env)
+
+
+def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
+    overrides: dict[str, Any] = {}
+    for f in fields(ServerConfig):
+        value = env.get(f"SCEP_SERVER_{f.name.upper()}")
+        if value is None or f.name in ("ca", "profiles"):
+            continue
+        overrides[f.name] = int(value) if f.type in ("int", int) else value
+    return replace(config, **overrides) if overrides else config
+
+
+def _build_server(raw: Mapping[str, Any]) -> ServerConfig:
+    known = {f.name for f in fields(ServerConfig)}
+    _reject_unknown(raw, known, "top level")
+    values = {k: v for k, v in raw.items() if k not in ("ca", "profiles")}
+    ca = _build_ca(raw.get("ca") or {})
+    profiles = _build_profiles(raw.get("profiles"))
+    config = ServerConfig(**values, ca=ca, profiles=profiles)
+    _validate_server(config)
+    return config
+
+
+def _build_ca(raw: Mapping[str, Any]) -> CAConfig:
+    _reject_unknown(raw, {f.name for f in fields(CAConfig)}, "ca")
+    values = dict(raw)
+    if "key_passphrase" in values:
+        values["key_passphrase"] = _secret(values["key_passphrase"], "ca.key_passphrase")
+    ca = CAConfig(**values)
+    if ca.key_type not in ("rsa", "ec"):
+        raise ConfigError("ca.key_type must be 'rsa' or 'ec'")
+    if ca.key_type == "rsa" and not 2048 <= ca.key_size <= 4096:
+        raise ConfigError("ca.key_size must be between 2048 and 4096")
+    if ca.key_type == "ec" and ca.curve not in ("P-256", "P-384"):
+        raise ConfigError("ca.curve must be P-256 or P-384")
+    return ca
+
+
+def _build_profiles(raw: Any) -> tuple[ProfileConfig, ...]:
+    if raw is None:
+        return (ProfileConfig(),)
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("profiles must be a non-empty mapping of name -> settings")
+    return tuple(_build_profile(str(name), body or {}) for name, body in raw.items())
+
+
+def _build_profile(name: str, raw: Mapping[str, Any]) -> ProfileConfig:
+    where = f"profiles.{name}"
+    if not PROFILE_NAME.match(name):
+        raise ConfigError(f"{where}: profile names are letters, digits, '_', '.', '-'")
+    _reject_unknown(raw, {f.name for f in fields(ProfileConfig)} - {"name"}, where)
+    values: dict[str, Any] = dict(raw)
+    values["challenge"] = _challenge(raw.get("challenge") or {}, where)
+    for key in ("allowed_key_types", "allowed_curves", "key_usage", "extended_key_usage"):
+        if values.get(key) is not None:
+            values[key] = tuple(str(v) for v in values[key])
+    profile = ProfileConfig(name=name, **values)
+    _validate_profile(profile, where)
+    return profile
+
+
+def _challenge(raw: Mapping[str, Any], where: str) -> ChallengeConfig:
+    _reject_unknown(raw, {"type", "secret"}, f"{where}.challenge")
+    kind = str(raw.get("type", "static"))
+    if kind not in ("static", "none"):
+        raise ConfigError(f"{where}.challenge.type must be 'static' or 'none'")
+    secret = _secret(raw["secret"], f"{where}.challenge.secret") if "secret" in raw else SecretSource(
+        env="SCEP_CHALLENGE"
+    )
+    return ChallengeConfig(type=kind, secret=secret)
+
+
+def _secret(raw: Any, where: str) -> SecretSource:
+    if isinstance(raw, str):
+        return SecretSource(value=raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a string or a mapping with env/file/value")
+    _reject_unknown(raw, {"env", "file", "value"}, where)
+    return SecretSource(**{k: str(v) for k, v in raw.items()})
+
+
+def _validate_profile(profile: ProfileConfig, where: str) -> None:
+    if profile.hash not in ("sha256", "sha384", "sha512", "sha1"):
+        raise ConfigError(f"{where}.hash must be sha256, sha384, sha512 (or sha1)")
+    if profile.hash == "sha1" and not profile.allow_sha1_signature:
+        raise ConfigError(f"{where}.hash sha1 needs allow_sha1_signature: true")
+    if profile.validity_days < 1:
+        raise ConfigError(f"{where}.validity_days must be >= 1")
+    if profile.min_rsa_bits < 1024:
+        raise ConfigError(f"{where}.min_rsa_bits must be >= 1024")
+    if not set(profile.allowed_key_types) <= {"rsa", "ec"}:
+        raise ConfigError(f"{where}.allowed_key_types takes rsa and/or ec")
+    for usage in profile.key_usage or ():
+        if usage not in KEY_USAGE_NAMES:
+            raise ConfigError(f"{where}.key_usage: unknown usage {usage!r}")
+    for eku in profile.extended_key_usage or ():
+        if eku not in EKU_NAMES and not re.match(r"^\d+(\.\d+)+$", eku):
+            raise ConfigError(f"{where}.extended_key_usage: unknown EKU {eku!r} (a name or dotted OID)")
+
+
+def _validate_server(config: ServerConfig) -> None:
+    if config.max_body_bytes < 1024:
+        raise ConfigError("max_body_bytes must be >= 1024")
+    if config.public_url and not re.match(r"^https?://", config.public_url):
+        raise ConfigError("public_url must start with http:// or https://")
+
+
+def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)}")

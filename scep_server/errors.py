@@ -1,0 +1,122 @@
+"""The one exception tree of scep-server.
+
+::
+
+    ScepServerError
+     ├─ ConfigError              invalid or missing configuration (CLI exits non-zero)
+     ├─ CAError                  CA material missing, unreadable or inconsistent
+     ├─ StoreError               the database failed
+     │   └─ StoreUnavailable     transient: retry later (→ PENDING or 503 by policy)
+     └─ ScepError
+         ├─ RequestError         → HTTP 400, no CertRep possible (unknown operation, undecodable message)
+         │   └─ PayloadTooLarge  → HTTP 413
+         ├─ PKIFailure           → HTTP 200 + signed CertRep FAILURE carrying .fail_info
+         │   ├─ BadAlg            failInfo 0
+         │   ├─ BadMessageCheck   failInfo 1
+         │   ├─ BadRequest        failInfo 2
+         │   │   └─ ChallengeRejected  carries the validator's reason (an Intune code, say)
+         │   ├─ BadTime           failInfo 3
+         │   └─ BadCertId         failInfo 4
+         └─ UpstreamError        transient: a dependency (the challenge validator) failed
+
+A ``PKIFailure`` can only be answered with a CertRep when the request's envelope was readable enough
+to know the transactionID, the sender nonce and the signer; the web layer falls back to HTTP 400 when
+it was not. Exceptions carry their data as attributes; messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class FailInfo(IntEnum):
+    """SCEP failInfo values (RFC 8894 §3.2.1.4.5)."""
+
+    BAD_ALG = 0
+    BAD_MESSAGE_CHECK = 1
+    BAD_REQUEST = 2
+    BAD_TIME = 3
+    BAD_CERT_ID = 4
+
+
+class ScepServerError(Exception):
+    """Base of every error raised on purpose by scep-server."""
+
+
+class ConfigError(ScepServerError):
+    """The configuration is invalid or incomplete."""
+
+
+class CAError(ScepServerError):
+    """CA or RA material is missing, unreadable or inconsistent."""
+
+
+class StoreError(ScepServerError):
+    """The certificate store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store failed in a way that may go away on retry (lock timeout, lost connection)."""
+
+
+class ScepError(ScepServerError):
+    """An error in handling one SCEP request."""
+
+
+class RequestError(ScepError):
+    """The HTTP request cannot be answered with a CertRep (HTTP 400)."""
+
+    status_code = 400
+
+
+class PayloadTooLarge(RequestError):
+    """The request body exceeds the configured limit (HTTP 413)."""
+
+    status_code = 413
+
+
+class PKIFailure(ScepError):
+    """Answered with a signed CertRep whose pkiStatus is FAILURE."""
+
+    fail_info: FailInfo = FailInfo.BAD_REQUEST
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadAlg(PKIFailure):
+    fail_info = FailInfo.BAD_ALG
+
+
+class BadMessageCheck(PKIFailure):
+    fail_info = FailInfo.BAD_MESSAGE_CHECK
+
+
+class BadRequest(PKIFailure):
+    fail_info = FailInfo.BAD_REQUEST
+
+
+class ChallengeRejected(BadRequest):
+    """The challenge validator refused the request; ``reason`` is its code (e.g. an Intune code)."""
+
+    def __init__(self, detail: str, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class BadTime(PKIFailure):
+    fail_info = FailInfo.BAD_TIME
+
+
+class BadCertId(PKIFailure):
+    fail_info = FailInfo.BAD_CERT_ID
+
+
+class UpstreamError(ScepError):
+    """A dependency failed transiently; the request may succeed later."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, typed repository functions, Alembic migrations."""

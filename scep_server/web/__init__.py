@@ -1,0 +1,1 @@
+"""HTTP surface: the Flask app factory and one blueprint per surface."""
