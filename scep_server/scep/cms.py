@@ -1,0 +1,454 @@
+"""CMS (RFC 5652) building blocks of SCEP: SignedData and EnvelopedData, both directions.
+
+asn1crypto holds the structures; cryptography does every cryptographic operation. The signer of a
+request is read leniently with asn1crypto (Windows' throw-away signer certificates carry extensions
+that strict parsers reject): only its public key and issuer/serial are used.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.ciphers.algorithms import AES
+
+from ..errors import BadAlg, BadMessageCheck, RequestError
+from .types import Attr, ContentCipher, DigestAlgorithm, KeyTransport
+
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class SignerCertificate:
+    """The certificate that signed a SignedData, parsed leniently."""
+
+    der: bytes
+    issuer_der: bytes
+    serial: int
+    public_key: PublicKeyTypes
+
+    def to_x509(self) -> x509.Certificate | None:
+        """The strict cryptography view, or None when the certificate does not parse strictly."""
+        try:
+            return x509.load_der_x509_certificate(self.der)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedMessage:
+    """A parsed, not yet verified, SignedData."""
+
+    content: bytes | None
+    content_type: str
+    attributes: Mapping[str, core.Any]
+    signed_attrs_der: bytes
+    signature: bytes
+    digest: DigestAlgorithm
+    signature_algorithm: algos.SignedDigestAlgorithm
+    signer: SignerCertificate
+    certificates: tuple[bytes, ...]
+
+    def attribute(self, oid: Attr, spec: type[core.Asn1Value]) -> object | None:
+        """The first value of a signed attribute, decoded as ``spec``; None when absent."""
+        raw = self.attributes.get(oid.value)
+        if raw is None:
+            return None
+        try:
+            value: object = spec.load(raw.dump()).native
+        except ValueError as exc:
+            raise RequestError(f"attribute {oid.name} is not a valid {spec.__name__}") from exc
+        return value
+
+    def verify(self) -> None:
+        """Check the content digest and the signature (RFC 5652 §5.4, §5.6); raise BadMessageCheck."""
+        declared = self.attribute(Attr.MESSAGE_DIGEST, core.OctetString)
+        actual = _digest(self.digest, self.content or b"")
+        if not isinstance(declared, bytes) or not hmac.compare_digest(declared, actual):
+            raise BadMessageCheck("messageDigest does not match the signed content")
+        declared_type = self.attribute(Attr.CONTENT_TYPE, cms.ContentType)
+        if declared_type is not None and declared_type != self.content_type:
+            raise BadMessageCheck("contentType attribute does not match the encapsulated content type")
+        # The signature covers the DER SET OF the attributes, not the [0] IMPLICIT tag they travel in.
+        signed = b"\x31" + self.signed_attrs_der[1:]
+        _verify_signature(self.signer.public_key, self.signature_algorithm, self.digest, self.signature, signed)
+
+
+def parse_signed(der: bytes) -> SignedMessage:
+    """Parse a ContentInfo(SignedData) with one signer; RequestError when it is not one."""
+    try:
+        info = cms.ContentInfo.load(der)
+        if info["content_type"].native != "signed_data":
+            raise RequestError("pkiMessage is not a SignedData")
+        signed = info["content"]
+        signer_infos = signed["signer_infos"]
+        if len(signer_infos) != 1:
+            raise RequestError(f"pkiMessage must have exactly one signer, found {len(signer_infos)}")
+        return _signed_message(signed, signer_infos[0])
+    except RequestError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise RequestError(f"pkiMessage is not decodable CMS: {_short(exc)}") from exc
+
+
+def _signed_message(signed: cms.SignedData, signer_info: cms.SignerInfo) -> SignedMessage:
+    encap = signed["encap_content_info"]
+    content_value = encap["content"]
+    content = None if isinstance(content_value, core.Void) else bytes(content_value.native or b"")
+    attrs = signer_info["signed_attrs"]
+    if isinstance(attrs, core.Void) or len(attrs) == 0:
+        raise RequestError("pkiMessage has no signed attributes")
+    certificates = tuple(c.chosen.dump() for c in signed["certificates"] if c.name == "certificate")
+    return SignedMessage(
+        content=content,
+        content_type=encap["content_type"].dotted if encap["content_type"].native is None
+        else str(encap["content_type"].native),
+        attributes=_attribute_map(attrs),
+        signed_attrs_der=attrs.dump(),
+        signature=bytes(signer_info["signature"].native),
+        digest=_digest_algorithm(signer_info["digest_algorithm"]["algorithm"].native),
+        signature_algorithm=signer_info["signature_algorithm"],
+        signer=_find_signer(signer_info["sid"], certificates),
+        certificates=certificates,
+    )
+
+
+def _attribute_map(attrs: cms.CMSAttributes) -> dict[str, core.Any]:
+    found: dict[str, core.Any] = {}
+    for attr in attrs:
+        oid = attr["type"].dotted
+        values = attr["values"]
+        if oid in found:
+            raise RequestError(f"signed attribute {oid} appears twice")
+        if len(values) != 1:
+            raise RequestError(f"signed attribute {oid} must have exactly one value")
+        found[oid] = core.Any.load(values[0].dump())
+    return found
+
+
+def _find_signer(sid: cms.SignerIdentifier, certificates: Sequence[bytes]) -> SignerCertificate:
+    for der in certificates:
+        cert = asn1_x509.Certificate.load(der)
+        if _matches(sid, cert):
+            return _lenient_signer(der, cert)
+    raise RequestError("the signer's certificate is not in the pkiMessage")
+
+
+def _matches(sid: cms.SignerIdentifier, cert: asn1_x509.Certificate) -> bool:
+    tbs = cert["tbs_certificate"]
+    if sid.name == "issuer_and_serial_number":
+        wanted = sid.chosen
+        return bool(
+            wanted["serial_number"].native == tbs["serial_number"].native
+            and wanted["issuer"].dump() == tbs["issuer"].dump()
+        )
+    key_id = sid.chosen.native
+    return bool(cert.key_identifier == key_id)
+
+
+def _lenient_signer(der: bytes, cert: asn1_x509.Certificate) -> SignerCertificate:
+    tbs = cert["tbs_certificate"]
+    try:
+        public_key = serialization.load_der_public_key(tbs["subject_public_key_info"].dump())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise BadAlg(f"the signer's public key is not usable: {_short(exc)}") from exc
+    return SignerCertificate(
+        der=der, issuer_der=tbs["issuer"].dump(), serial=int(tbs["serial_number"].native), public_key=public_key
+    )
+
+
+def _digest_algorithm(name: str) -> DigestAlgorithm:
+    try:
+        return DigestAlgorithm(name)
+    except ValueError:
+        raise BadAlg(f"digest algorithm {name} is not supported") from None
+
+
+def _digest(algorithm: DigestAlgorithm, data: bytes) -> bytes:
+    h = hashes.Hash(algorithm.hash())
+    h.update(data)
+    return h.finalize()
+
+
+def _verify_signature(
+    key: PublicKeyTypes,
+    algorithm: algos.SignedDigestAlgorithm,
+    digest: DigestAlgorithm,
+    signature: bytes,
+    data: bytes,
+) -> None:
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and algorithm.signature_algo == "rsassa_pss":
+            key.verify(signature, data, _pss_padding(algorithm), digest.hash())
+        elif isinstance(key, rsa.RSAPublicKey) and algorithm.signature_algo == "rsassa_pkcs1v15":
+            key.verify(signature, data, asym_padding.PKCS1v15(), digest.hash())
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm.signature_algo == "ecdsa":
+            key.verify(signature, data, ec.ECDSA(digest.hash()))
+        else:
+            raise BadAlg(f"signature algorithm {algorithm['algorithm'].native} is not supported for this key")
+    except InvalidSignature:
+        raise BadMessageCheck("the pkiMessage signature does not verify") from None
+    except ValueError as exc:
+        raise BadAlg(f"signature algorithm parameters are not supported: {_short(exc)}") from exc
+
+
+def _pss_padding(algorithm: algos.SignedDigestAlgorithm) -> asym_padding.PSS:
+    params = algorithm["parameters"]
+    mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
+    return asym_padding.PSS(
+        mgf=asym_padding.MGF1(DigestAlgorithm(mgf_hash).hash()), salt_length=int(params["salt_length"].native)
+    )
+
+
+def sign(
+    content: bytes | None,
+    *,
+    signer_cert: x509.Certificate,
+    signer_key: SigningKey,
+    digest: DigestAlgorithm,
+    attributes: Sequence[cms.CMSAttribute],
+    extra_certificates: Sequence[x509.Certificate] = (),
+    signing_time: datetime | None = None,
+) -> bytes:
+    """Build a ContentInfo(SignedData) over ``content`` (None: no eContent) with ``attributes`` signed."""
+    all_attrs = cms.CMSAttributes(
+        [
+            make_attribute(Attr.CONTENT_TYPE, cms.ContentType("data")),
+            make_attribute(Attr.MESSAGE_DIGEST, core.OctetString(_digest(digest, content or b""))),
+            make_attribute(Attr.SIGNING_TIME, cms.Time({"utc_time": signing_time or datetime.now(UTC)})),
+            *attributes,
+        ]
+    )
+    to_sign = b"\x31" + all_attrs.dump()[1:]
+    signature_algo, signature = _sign_bytes(signer_key, digest, to_sign)
+    signer_info = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier({"issuer_and_serial_number": issuer_and_serial(signer_cert)}),
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest.value}),
+            "signed_attrs": all_attrs,
+            "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": signature_algo}),
+            "signature": signature,
+        }
+    )
+    encap: dict[str, object] = {"content_type": "data"}
+    if content is not None:
+        encap["content"] = content
+    certs = [signer_cert, *extra_certificates]
+    signed = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest.value})],
+            "encap_content_info": encap,
+            "certificates": [_asn1_cert(c) for c in certs],
+            "signer_infos": [signer_info],
+        }
+    )
+    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+
+
+def _sign_bytes(key: SigningKey, digest: DigestAlgorithm, data: bytes) -> tuple[str, bytes]:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "rsassa_pkcs1v15", key.sign(data, asym_padding.PKCS1v15(), digest.hash())
+    return f"{digest.value}_ecdsa", key.sign(data, ec.ECDSA(digest.hash()))
+
+
+def make_attribute(oid: Attr, value: core.Asn1Value) -> cms.CMSAttribute:
+    """One signed attribute with a single value."""
+    if oid.value in cms.CMSAttributeType._map:  # asn1crypto knows its value type: hand it the typed value
+        return cms.CMSAttribute({"type": oid.value, "values": [value]})
+    return cms.CMSAttribute({"type": oid.value, "values": [core.Any.load(value.dump())]})
+
+
+def issuer_and_serial(cert: x509.Certificate) -> cms.IssuerAndSerialNumber:
+    """IssuerAndSerialNumber of a certificate (RFC 5652 §10.2.4)."""
+    tbs = _asn1_cert(cert)["tbs_certificate"]
+    return cms.IssuerAndSerialNumber({"issuer": tbs["issuer"], "serial_number": tbs["serial_number"]})
+
+
+def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def certs_only(certificates: Sequence[x509.Certificate], crls: Sequence[bytes] = ()) -> bytes:
+    """A degenerate certificates/CRLs-only SignedData (RFC 8894 §3.4)."""
+    signed: dict[str, object] = {
+        "version": "v1",
+        "digest_algorithms": [],
+        "encap_content_info": {"content_type": "data"},
+        "certificates": [_asn1_cert(c) for c in certificates],
+        "signer_infos": [],
+    }
+    if crls:
+        signed["crls"] = [cms.RevocationInfoChoice({"crl": asn1_crl(der)}) for der in crls]
+    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed)}).dump())
+
+
+def asn1_crl(der: bytes) -> core.Asn1Value:
+    from asn1crypto import crl as asn1_crl_module
+
+    return asn1_crl_module.CertificateList.load(der)
+
+
+def read_certs_only(der: bytes) -> tuple[list[bytes], list[bytes]]:
+    """Certificates and CRLs (DER) of a degenerate SignedData."""
+    try:
+        info = cms.ContentInfo.load(der)
+        signed = info["content"]
+        certs = [c.chosen.dump() for c in signed["certificates"] if c.name == "certificate"]
+        crls = [c.chosen.dump() for c in signed["crls"] if c.name == "crl"]
+        return certs, crls
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RequestError(f"not a certificates-only SignedData: {_short(exc)}") from exc
+
+
+def encrypt(
+    content: bytes,
+    recipient: x509.Certificate,
+    cipher: ContentCipher,
+    key_transport: KeyTransport = KeyTransport.RSA_PKCS1V15,
+) -> bytes:
+    """ContentInfo(EnvelopedData) of ``content`` for an RSA ``recipient`` (RFC 5652 §6)."""
+    public_key = recipient.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise BadAlg("the recipient certificate has no RSA key: SCEP key transport needs RSA")
+    key, iv = os.urandom(cipher.key_size), os.urandom(cipher.block_size)
+    encrypted_key = public_key.encrypt(key, _key_transport_padding(key_transport))
+    recipient_info = cms.KeyTransRecipientInfo(
+        {
+            "version": "v0",
+            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": issuer_and_serial(recipient)}),
+            "key_encryption_algorithm": {"algorithm": key_transport.value},
+            "encrypted_key": encrypted_key,
+        }
+    )
+    enveloped = cms.EnvelopedData(
+        {
+            "version": "v0",
+            "recipient_infos": [cms.RecipientInfo({"ktri": recipient_info})],
+            "encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": {"algorithm": cipher.asn1_name, "parameters": iv},
+                "encrypted_content": _symmetric(cipher, key, iv, content, encrypt=True),
+            },
+        }
+    )
+    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump())
+
+
+@dataclass(frozen=True, slots=True)
+class Decrypted:
+    content: bytes
+    cipher: ContentCipher
+    key_transport: KeyTransport
+
+
+def decrypt(der: bytes, recipient_key: rsa.RSAPrivateKey, recipient: x509.Certificate) -> Decrypted:
+    """Open a ContentInfo(EnvelopedData) addressed to ``recipient``; BadMessageCheck/BadAlg on failure."""
+    enveloped = _load_enveloped(der)
+    ktri = _recipient_info(enveloped, recipient)
+    transport = _key_transport(ktri["key_encryption_algorithm"]["algorithm"].native)
+    eci = enveloped["encrypted_content_info"]
+    algorithm = eci["content_encryption_algorithm"]
+    cipher = ContentCipher.from_asn1_name(algorithm["algorithm"].native)
+    if cipher is None:
+        raise BadAlg(f"content encryption {algorithm['algorithm'].native} is not supported")
+    iv = algorithm["parameters"].native
+    ciphertext = eci["encrypted_content"].native
+    if not isinstance(iv, bytes) or len(iv) != cipher.block_size or not isinstance(ciphertext, bytes):
+        raise BadMessageCheck("the envelope's IV or encrypted content is malformed")
+    try:
+        key = recipient_key.decrypt(bytes(ktri["encrypted_key"].native), _key_transport_padding(transport))
+    except ValueError:
+        raise BadMessageCheck("the envelope's content-encryption key cannot be decrypted") from None
+    if len(key) != cipher.key_size:
+        raise BadMessageCheck("the envelope's content-encryption key has the wrong length")
+    return Decrypted(_symmetric(cipher, key, iv, ciphertext, encrypt=False), cipher, transport)
+
+
+def _load_enveloped(der: bytes) -> cms.EnvelopedData:
+    try:
+        info = cms.ContentInfo.load(der)
+        if info["content_type"].native != "enveloped_data":
+            raise BadMessageCheck("pkcsPKIEnvelope is not an EnvelopedData")
+        enveloped = info["content"]
+        enveloped["encrypted_content_info"].native  # noqa: B018 - forces a full parse here
+        return enveloped
+    except BadMessageCheck:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BadMessageCheck(f"pkcsPKIEnvelope is not decodable: {_short(exc)}") from exc
+
+
+def _recipient_info(enveloped: cms.EnvelopedData, recipient: x509.Certificate) -> cms.KeyTransRecipientInfo:
+    wanted = issuer_and_serial(recipient).dump()
+    ski = _subject_key_identifier(recipient)
+    for info in enveloped["recipient_infos"]:
+        if info.name != "ktri":
+            continue
+        rid = info.chosen["rid"]
+        if rid.name == "issuer_and_serial_number" and rid.chosen.dump() == wanted:
+            return info.chosen
+        if rid.name == "subject_key_identifier" and ski is not None and rid.chosen.native == ski:
+            return info.chosen
+    raise BadMessageCheck("the envelope is not addressed to our RA certificate")
+
+
+def _subject_key_identifier(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _key_transport(name: str) -> KeyTransport:
+    if name == "rsa":  # rsaEncryption as the key-transport OID means PKCS#1 v1.5
+        return KeyTransport.RSA_PKCS1V15
+    try:
+        return KeyTransport(name)
+    except ValueError:
+        raise BadAlg(f"key transport {name} is not supported") from None
+
+
+def _key_transport_padding(transport: KeyTransport) -> asym_padding.AsymmetricPadding:
+    if transport is KeyTransport.RSA_OAEP:
+        return asym_padding.OAEP(mgf=asym_padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    return asym_padding.PKCS1v15()
+
+
+def _symmetric(cipher: ContentCipher, key: bytes, iv: bytes, data: bytes, *, encrypt: bool) -> bytes:
+    if cipher is ContentCipher.DES:
+        key = key * 3  # single DES is 3DES with K1 = K2 = K3
+    algorithm = TripleDES(key) if cipher in (ContentCipher.DES, ContentCipher.DES3) else AES(key)
+    engine = Cipher(algorithm, modes.CBC(iv))
+    padder = padding.PKCS7(cipher.block_size * 8)
+    if encrypt:
+        enc = engine.encryptor()
+        padded = padder.padder()
+        return enc.update(padded.update(data) + padded.finalize()) + enc.finalize()
+    if len(data) == 0 or len(data) % cipher.block_size:
+        raise BadMessageCheck("encrypted content is not a whole number of cipher blocks")
+    dec = engine.decryptor()
+    unpadder = padder.unpadder()
+    try:
+        return unpadder.update(dec.update(data) + dec.finalize()) + unpadder.finalize()
+    except ValueError:
+        raise BadMessageCheck("encrypted content does not decrypt (wrong key or corrupted)") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
