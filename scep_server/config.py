@@ -82,7 +82,7 @@ class CAConfig:
 
 @dataclass(frozen=True, slots=True)
 class ChallengeConfig:
-    """How a profile checks the challengePassword: ``static`` (shared secret) or ``none`` (tests only)."""
+    """How a profile checks the challengePassword: ``static`` (a shared secret)."""
 
     type: str = "static"
     secret: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_CHALLENGE"))
@@ -216,8 +216,8 @@ def _build_profile(name: str, raw: Mapping[str, Any]) -> ProfileConfig:
 def _challenge(raw: Mapping[str, Any], where: str) -> ChallengeConfig:
     _reject_unknown(raw, {"type", "secret"}, f"{where}.challenge")
     kind = str(raw.get("type", "static"))
-    if kind not in ("static", "none"):
-        raise ConfigError(f"{where}.challenge.type must be 'static' or 'none'")
+    if kind not in ("static",):
+        raise ConfigError(f"{where}.challenge.type must be 'static'")
     secret = _secret(raw["secret"], f"{where}.challenge.secret") if "secret" in raw else SecretSource(
         env="SCEP_CHALLENGE"
     )

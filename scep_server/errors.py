@@ -85,6 +85,18 @@ class PKIFailure(ScepError):
         self.detail = detail
 
 
+def failure_for(fail_info: FailInfo, detail: str) -> PKIFailure:
+    """The PKIFailure subclass for a failInfo value (to replay a stored failure)."""
+    classes: dict[FailInfo, type[PKIFailure]] = {
+        FailInfo.BAD_ALG: BadAlg,
+        FailInfo.BAD_MESSAGE_CHECK: BadMessageCheck,
+        FailInfo.BAD_REQUEST: BadRequest,
+        FailInfo.BAD_TIME: BadTime,
+        FailInfo.BAD_CERT_ID: BadCertId,
+    }
+    return classes[fail_info](detail)
+
+
 class BadAlg(PKIFailure):
     fail_info = FailInfo.BAD_ALG
 

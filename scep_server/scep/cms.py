@@ -38,7 +38,12 @@ class SignerCertificate:
     der: bytes
     issuer_der: bytes
     serial: int
-    public_key: PublicKeyTypes
+    public_key: PublicKeyTypes | None  # None: an algorithm we cannot use (reported by verify())
+
+    def issuer_and_serial(self) -> cms.IssuerAndSerialNumber:
+        return cms.IssuerAndSerialNumber(
+            {"issuer": asn1_x509.Name.load(self.issuer_der), "serial_number": self.serial}
+        )
 
     def to_x509(self) -> x509.Certificate | None:
         """The strict cryptography view, or None when the certificate does not parse strictly."""
@@ -57,7 +62,7 @@ class SignedMessage:
     attributes: Mapping[str, core.Any]
     signed_attrs_der: bytes
     signature: bytes
-    digest: DigestAlgorithm
+    digest: DigestAlgorithm | None  # None: an unsupported digest (reported by verify())
     signature_algorithm: algos.SignedDigestAlgorithm
     signer: SignerCertificate
     certificates: tuple[bytes, ...]
@@ -75,6 +80,10 @@ class SignedMessage:
 
     def verify(self) -> None:
         """Check the content digest and the signature (RFC 5652 §5.4, §5.6); raise BadMessageCheck."""
+        if self.digest is None:
+            raise BadAlg("the digest algorithm is not supported (SHA-1, SHA-256, SHA-384, SHA-512 are)")
+        if self.signer.public_key is None:
+            raise BadAlg("the signer's public key uses an unsupported algorithm")
         declared = self.attribute(Attr.MESSAGE_DIGEST, core.OctetString)
         actual = _digest(self.digest, self.content or b"")
         if not isinstance(declared, bytes) or not hmac.compare_digest(declared, actual):
@@ -161,20 +170,21 @@ def _matches(sid: cms.SignerIdentifier, cert: asn1_x509.Certificate) -> bool:
 
 def _lenient_signer(der: bytes, cert: asn1_x509.Certificate) -> SignerCertificate:
     tbs = cert["tbs_certificate"]
+    public_key: PublicKeyTypes | None
     try:
         public_key = serialization.load_der_public_key(tbs["subject_public_key_info"].dump())
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise BadAlg(f"the signer's public key is not usable: {_short(exc)}") from exc
+    except (ValueError, UnsupportedAlgorithm):
+        public_key = None
     return SignerCertificate(
         der=der, issuer_der=tbs["issuer"].dump(), serial=int(tbs["serial_number"].native), public_key=public_key
     )
 
 
-def _digest_algorithm(name: str) -> DigestAlgorithm:
+def _digest_algorithm(name: str) -> DigestAlgorithm | None:
     try:
         return DigestAlgorithm(name)
     except ValueError:
-        raise BadAlg(f"digest algorithm {name} is not supported") from None
+        return None
 
 
 def _digest(algorithm: DigestAlgorithm, data: bytes) -> bytes:
@@ -317,12 +327,15 @@ def read_certs_only(der: bytes) -> tuple[list[bytes], list[bytes]]:
 
 def encrypt(
     content: bytes,
-    recipient: x509.Certificate,
+    recipient: x509.Certificate | SignerCertificate,
     cipher: ContentCipher,
     key_transport: KeyTransport = KeyTransport.RSA_PKCS1V15,
 ) -> bytes:
     """ContentInfo(EnvelopedData) of ``content`` for an RSA ``recipient`` (RFC 5652 §6)."""
-    public_key = recipient.public_key()
+    if isinstance(recipient, SignerCertificate):
+        public_key, rid = recipient.public_key, recipient.issuer_and_serial()
+    else:
+        public_key, rid = recipient.public_key(), issuer_and_serial(recipient)
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise BadAlg("the recipient certificate has no RSA key: SCEP key transport needs RSA")
     key, iv = os.urandom(cipher.key_size), os.urandom(cipher.block_size)
@@ -330,7 +343,7 @@ def encrypt(
     recipient_info = cms.KeyTransRecipientInfo(
         {
             "version": "v0",
-            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": issuer_and_serial(recipient)}),
+            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": rid}),
             "key_encryption_algorithm": {"algorithm": key_transport.value},
             "encrypted_key": encrypted_key,
         }

@@ -1,0 +1,234 @@
+"""The ``scep-server`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from . import __version__
+from .ca.authority import ca_exists, import_ca, init_ca, load_ca
+from .config import ServerConfig, load_config
+from .errors import ScepServerError
+from .runtime import ca_passphrase
+from .store import CertificateRecord, CertStatus, Store
+
+log = logging.getLogger("scep_server.cli")
+
+Command = Callable[[ServerConfig, argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_logging(os.environ.get("SCEP_SERVER_LOG_LEVEL", "INFO"))
+    try:
+        config = load_config(args.config)
+        command: Command = args.func
+        return command(config, args)
+    except ScepServerError as exc:
+        print(f"scep-server: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scep-server", description="SCEP CA with Intune challenge validation")
+    parser.add_argument("--version", action="version", version=f"scep-server {__version__}")
+    parser.add_argument(
+        "--config", default=os.environ.get("SCEP_SERVER_CONFIG"), help="YAML config file (env SCEP_SERVER_CONFIG)"
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    init = sub.add_parser("init", help="create the CA, the RA and the database")
+    init.add_argument("--if-missing", action="store_true", help="do nothing when the CA already exists")
+    init.set_defaults(func=cmd_init)
+
+    imp = sub.add_parser("import-ca", help="use an existing CA certificate and key")
+    imp.add_argument("--cert", required=True, type=Path, help="PEM CA certificate")
+    imp.add_argument("--key", required=True, type=Path, help="PEM private key (PKCS#8 or traditional)")
+    imp.add_argument("--key-password-env", help="environment variable holding the key's password")
+    imp.add_argument("--chain", type=Path, help="PEM certificates above the CA (issuer first)")
+    imp.set_defaults(func=cmd_import_ca)
+
+    serve = sub.add_parser("serve", help="run the server (gunicorn, gthread workers)")
+    serve.add_argument("--bind", default=os.environ.get("SCEP_SERVER_BIND", "127.0.0.1:8080"))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("SCEP_SERVER_WORKERS", "2")))
+    serve.add_argument("--threads", type=int, default=int(os.environ.get("SCEP_SERVER_THREADS", "4")))
+    serve.add_argument("--init-if-missing", action="store_true", help="create a CA first when there is none")
+    serve.set_defaults(func=cmd_serve)
+
+    certs = sub.add_parser("certs", help="issued certificates").add_subparsers(required=True, metavar="ACTION")
+    listing = certs.add_parser("list", help="list issued certificates, newest first")
+    listing.add_argument("--status", choices=[s.value for s in CertStatus])
+    listing.add_argument("--profile")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(func=cmd_certs_list)
+    show = certs.add_parser("show", help="show one certificate")
+    show.add_argument("serial", help="serial number in hex (as listed)")
+    show.add_argument("--pem", action="store_true", help="print the certificate in PEM")
+    show.set_defaults(func=cmd_certs_show)
+
+    ca = sub.add_parser("ca", help="the CA").add_subparsers(required=True, metavar="ACTION")
+    ca.add_parser("show", help="CA and RA details with the fingerprints Intune asks for").set_defaults(
+        func=cmd_ca_show
+    )
+    return parser
+
+
+def cmd_init(config: ServerConfig, args: argparse.Namespace) -> int:
+    if ca_exists(config.ca_dir):
+        if not args.if_missing:
+            print(f"scep-server: a CA already exists in {config.ca_dir}", file=sys.stderr)
+            return 1
+    else:
+        init_ca(config.ca_dir, config.ca, ca_passphrase(config))
+        print(f"created CA in {config.ca_dir}")
+    _migrate(config)
+    return cmd_ca_show(config, args)
+
+
+def cmd_import_ca(config: ServerConfig, args: argparse.Namespace) -> int:
+    password = os.environ.get(args.key_password_env, "").encode() if args.key_password_env else None
+    import_ca(
+        config.ca_dir,
+        config.ca,
+        cert_pem=args.cert.read_bytes(),
+        key_pem=args.key.read_bytes(),
+        key_password=password or None,
+        chain_pem=args.chain.read_bytes() if args.chain else None,
+        passphrase=ca_passphrase(config),
+    )
+    _migrate(config)
+    print(f"imported CA into {config.ca_dir}")
+    return cmd_ca_show(config, args)
+
+
+def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
+    from .web.gunicorn import serve
+
+    if args.init_if_missing and not ca_exists(config.ca_dir):
+        init_ca(config.ca_dir, config.ca, ca_passphrase(config))
+        log.info("created CA in %s", config.ca_dir)
+    load_ca(config.ca_dir, config.ca, ca_passphrase(config))  # fail before forking when the CA is unusable
+    _migrate(config)
+    serve(config, bind=args.bind, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def cmd_certs_list(config: ServerConfig, args: argparse.Namespace) -> int:
+    with _store(config) as store:
+        status = CertStatus(args.status) if args.status else None
+        records = store.list_certificates(limit=args.limit, status=status, profile=args.profile)
+    print(f"{'SERIAL':<42} {'STATUS':<8} {'NOT AFTER':<20} {'PROFILE':<12} SUBJECT")
+    for record in records:
+        print(
+            f"{record.serial:x}".ljust(42),
+            f"{record.status.value:<8}",
+            f"{record.not_after:%Y-%m-%d %H:%M:%S}".ljust(20),
+            f"{record.profile:<12}",
+            record.subject,
+        )
+    return 0
+
+
+def cmd_certs_show(config: ServerConfig, args: argparse.Namespace) -> int:
+    serial = _parse_serial(args.serial)
+    with _store(config) as store:
+        record = store.get_certificate(serial)
+    if record is None:
+        print(f"scep-server: no certificate with serial {args.serial}", file=sys.stderr)
+        return 1
+    if args.pem:
+        from cryptography import x509
+
+        print(x509.load_der_x509_certificate(record.der).public_bytes(Encoding.PEM).decode(), end="")
+        return 0
+    _print_record(record)
+    return 0
+
+
+def cmd_ca_show(config: ServerConfig, args: argparse.Namespace) -> int:
+    ca = load_ca(config.ca_dir, config.ca, ca_passphrase(config))
+    fingerprints = ca.fingerprints()
+    rows = [
+        ("name", ca.name),
+        ("subject", ca.ca_cert.subject.rfc4514_string()),
+        ("issuer", ca.ca_cert.issuer.rfc4514_string()),
+        ("valid until", f"{ca.ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"),
+        ("SHA-1 fingerprint", fingerprints["sha1"]),
+        ("SHA-256 fingerprint", fingerprints["sha256"]),
+        ("RA subject", ca.ra_cert.subject.rfc4514_string()),
+        ("RA valid until", f"{ca.ra_cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"),
+        ("chain above CA", str(len(ca.chain))),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':<22}{value}")
+    return 0
+
+
+def _print_record(record: CertificateRecord) -> None:
+    rows: list[tuple[str, Any]] = [
+        ("serial", f"{record.serial:x}"),
+        ("status", record.status.value),
+        ("subject", record.subject),
+        ("issuer", record.issuer),
+        ("SANs", ", ".join(record.sans) or "-"),
+        ("not before", record.not_before.isoformat()),
+        ("not after", record.not_after.isoformat()),
+        ("profile", record.profile),
+        ("transaction", record.transaction_id or "-"),
+        ("requester", record.requester_ip or "-"),
+        ("issued at", record.issued_at.isoformat()),
+        ("SHA-1", record.sha1_thumbprint),
+        ("SHA-256", record.sha256_thumbprint),
+    ]
+    if record.revoked_at is not None:
+        rows += [("revoked at", record.revoked_at.isoformat()), ("reason", record.revocation_reason)]
+    for key, value in rows:
+        print(f"{key + ':':<14}{value}")
+
+
+def _parse_serial(text: str) -> int:
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        return int(cleaned, 16)
+    except ValueError:
+        raise SystemExit(f"scep-server: {text!r} is not a hexadecimal serial number") from None
+
+
+def _migrate(config: ServerConfig) -> None:
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    with _store(config) as store:
+        store.migrate()
+
+
+class _store:  # noqa: N801 - used as a context manager, reads like a function
+    def __init__(self, config: ServerConfig) -> None:
+        self._url = config.effective_database_url
+
+    def __enter__(self) -> Store:
+        self._store = Store.open(self._url)
+        return self._store
+
+    def __exit__(self, *exc: object) -> None:
+        self._store.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,275 @@
+"""One PKIOperation from bytes in to CertRep out: decode → challenge → issue → store → encode.
+
+Invariants this module keeps:
+- no certificate is issued unless the profile's validator accepted the request (PKCSReq) or the request
+  is signed by a valid certificate this CA issued (RenewalReq);
+- a certificate leaves the server only after it is stored;
+- one transactionID yields at most one certificate: a retry with the same CSR gets the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .ca.authority import CertificateAuthority
+from .ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
+from .challenge import ChallengeValidator, IssuedCertificate, ValidationRequest
+from .errors import (
+    BadCertId,
+    BadRequest,
+    FailInfo,
+    PKIFailure,
+    StoreError,
+    UpstreamError,
+    failure_for,
+)
+from .revocation import CrlCache
+from .scep import message
+from .scep.message import DecodeOptions, PkiRequest, ReplyContext, Responder
+from .scep.types import MessageType
+from .store import CertificateRecord, CertStatus, NewCertificate, Store, TransactionRecord, TransactionState
+
+log = logging.getLogger("scep_server.scep")
+
+# HRESULT E_FAIL, what Intune expects in a failure notification when nothing more specific applies.
+E_FAIL = 0x80004005
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A configured SCEP profile, ready to serve."""
+
+    name: str
+    validator: ChallengeValidator
+    policy: IssuancePolicy
+    decode: DecodeOptions
+    allow_renewal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one PKIOperation (for the audit log and metrics)."""
+
+    reply: bytes
+    status: str
+    detail: str | None = None
+
+
+class EnrollmentService:
+    """Answers PKIOperation messages for every profile of one CA."""
+
+    def __init__(
+        self, ca: CertificateAuthority, store: Store, profiles: Mapping[str, Profile], crls: CrlCache
+    ) -> None:
+        self.ca = ca
+        self.store = store
+        self.profiles = profiles
+        self.crls = crls
+        self.responder = Responder(ca.ra_cert, ca.ra_key)
+
+    def pki_operation(self, profile: Profile, der: bytes, requester_ip: str | None) -> Outcome:
+        """Answer one pkiMessage. RequestError escapes when no CertRep can be built."""
+        signed, context = message.read_envelope(der)
+        try:
+            request = message.open_request(
+                signed, context, ra_key=self.ca.ra_key, ra_cert=self.ca.ra_cert, options=profile.decode
+            )
+            outcome = self._dispatch(profile, request, requester_ip)
+        except PKIFailure as failure:
+            outcome = self._failure(profile, context, failure, requester_ip)
+        self._audit(profile, context, outcome, requester_ip)
+        return outcome
+
+    def _dispatch(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
+        kind = request.message_type
+        if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
+            return self._enroll(profile, request, ip)
+        if kind is MessageType.CERT_POLL:
+            return self._poll(profile, request)
+        if kind is MessageType.GET_CERT:
+            return self._get_cert(request)
+        return self._get_crl(request)
+
+    def _failure(self, profile: Profile, context: ReplyContext, failure: PKIFailure, ip: str | None) -> Outcome:
+        log.warning(
+            "PKIOperation FAILURE profile=%s transaction=%s type=%s failInfo=%s ip=%s reason=%r",
+            profile.name, context.transaction_id, _type_name(context.message_type),
+            failure.fail_info.name, ip, failure.detail,
+        )
+        reply = message.cert_rep_failure(context, self.responder, failure.fail_info, failure.detail)
+        return Outcome(reply, f"FAILURE:{failure.fail_info.name}", failure.detail)
+
+    # PKCSReq / RenewalReq ------------------------------------------------------------------------
+
+    def _enroll(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
+        assert request.csr is not None and request.csr_der is not None
+        context = request.context
+        if request.message_type is MessageType.RENEWAL_REQ:
+            self._check_renewal_signer(profile, request)
+        record, claimed = self.store.claim_transaction(
+            profile=profile.name, transaction_id=context.transaction_id,
+            message_type=int(request.message_type), csr_der=request.csr_der, requester_ip=ip,
+        )
+        if not claimed:
+            return self._replay(request, record)
+        validation = ValidationRequest(profile.name, context.transaction_id, request.csr, request.csr_der, ip)
+        try:
+            self._authorise(profile, request, validation)
+        except PKIFailure as failure:
+            self.store.record_failure(
+                profile=profile.name, transaction_id=context.transaction_id,
+                fail_info=int(failure.fail_info), reason=failure.detail,
+            )
+            raise
+        return self._issue(profile, request, validation, ip)
+
+    def _authorise(self, profile: Profile, request: PkiRequest, validation: ValidationRequest) -> None:
+        assert request.csr is not None
+        check_csr(request.csr, profile.policy)
+        if request.message_type is MessageType.RENEWAL_REQ:
+            return  # authenticated by the signer certificate, checked before the claim
+        try:
+            profile.validator.validate(validation)
+        except UpstreamError as exc:
+            raise BadRequest(f"the challenge could not be validated now: {exc.detail}") from exc
+
+    def _issue(self, profile: Profile, request: PkiRequest, validation: ValidationRequest, ip: str | None) -> Outcome:
+        assert request.csr is not None
+        certificate = build_certificate(request.csr, self.ca, profile.policy)
+        try:
+            self.store.record_issued(
+                profile=profile.name, transaction_id=request.context.transaction_id,
+                certificate=self._new_certificate(certificate, profile, request, ip),
+            )
+        except StoreError as exc:
+            profile.validator.notify_failed(validation, E_FAIL, "the certificate could not be stored")
+            raise UpstreamError(f"the certificate store failed: {exc}") from exc
+        issued = IssuedCertificate(certificate, self.ca.ca_cert, self.ca.name)
+        profile.validator.notify_issued(validation, issued)
+        log.info(
+            "PKIOperation SUCCESS profile=%s transaction=%s type=%s serial=%x subject=%r ip=%s",
+            profile.name, request.context.transaction_id, request.message_type.name,
+            certificate.serial_number, certificate.subject.rfc4514_string(), ip,
+        )
+        return self._success(request, [certificate], f"issued {certificate.serial_number:x}")
+
+    def _new_certificate(
+        self, certificate: x509.Certificate, profile: Profile, request: PkiRequest, ip: str | None
+    ) -> NewCertificate:
+        sha1, sha256 = thumbprints(certificate)
+        return NewCertificate(
+            serial=certificate.serial_number,
+            issuer=self.ca.issuer_name,
+            subject=certificate.subject.rfc4514_string(),
+            sans=describe_sans(certificate),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            profile=profile.name,
+            transaction_id=request.context.transaction_id,
+            requester_ip=ip,
+            der=certificate.public_bytes(Encoding.DER),
+            sha1_thumbprint=sha1,
+            sha256_thumbprint=sha256,
+        )
+
+    def _replay(self, request: PkiRequest, record: TransactionRecord) -> Outcome:
+        """A transactionID we have seen: same request → same answer; a different request → refused."""
+        assert request.csr_der is not None
+        if record.csr_sha256 != hashlib.sha256(request.csr_der).hexdigest():
+            raise BadRequest("this transactionID was already used for a different certification request")
+        return self._transaction_state(request, record)
+
+    def _transaction_state(self, request: PkiRequest, record: TransactionRecord) -> Outcome:
+        if record.state is TransactionState.ISSUED and record.serial is not None:
+            stored = self._stored_certificate(record.serial)
+            return self._success(request, [stored], f"re-sent {record.serial:x}")
+        if record.state is TransactionState.PENDING:
+            return Outcome(message.cert_rep_pending(request.context, self.responder), "PENDING")
+        raise failure_for(FailInfo(record.fail_info or FailInfo.BAD_REQUEST), record.fail_reason or "request failed")
+
+    def _stored_certificate(self, serial: int) -> x509.Certificate:
+        stored = self.store.get_certificate(serial, self.ca.issuer_name)
+        if stored is None:
+            raise StoreError(f"transaction names certificate {serial:x}, which is not in the store")
+        return x509.load_der_x509_certificate(stored.der)
+
+    def _check_renewal_signer(self, profile: Profile, request: PkiRequest) -> None:
+        """RenewalReq must be signed by an unexpired, unrevoked certificate this CA issued (RFC 8894 §3.3.1.2)."""
+        if not profile.allow_renewal:
+            raise BadRequest(f"renewal is disabled for profile {profile.name}")
+        signer = request.context.signer
+        record = self._issued_by_us(signer.issuer_der, signer.serial, signer.der)
+        now = datetime.now(UTC)
+        if record is None:
+            raise BadRequest("RenewalReq must be signed by a certificate this CA issued")
+        if record.status is CertStatus.REVOKED:
+            raise BadRequest(f"the renewal signer certificate {record.serial:x} is revoked")
+        if now > record.not_after:
+            raise BadRequest(f"the renewal signer certificate {record.serial:x} has expired")
+
+    def _issued_by_us(self, issuer_der: bytes, serial: int, der: bytes) -> CertificateRecord | None:
+        if issuer_der != self.ca.ca_cert.subject.public_bytes():
+            return None
+        record = self.store.get_certificate(serial, self.ca.issuer_name)
+        return record if record is not None and record.der == der else None
+
+    # CertPoll / GetCert / GetCRL ------------------------------------------------------------------
+
+    def _poll(self, profile: Profile, request: PkiRequest) -> Outcome:
+        record = self.store.get_transaction(profile.name, request.context.transaction_id)
+        if record is None:
+            raise BadCertId(f"no transaction {request.context.transaction_id!r} in profile {profile.name}")
+        return self._transaction_state(request, record)
+
+    def _get_cert(self, request: PkiRequest) -> Outcome:
+        assert request.issuer_serial is not None
+        self._require_our_issuer(request.issuer_serial.issuer)
+        stored = self.store.get_certificate(request.issuer_serial.serial, self.ca.issuer_name)
+        if stored is None:
+            raise BadCertId(f"no certificate with serial {request.issuer_serial.serial:x}")
+        return self._success(request, [x509.load_der_x509_certificate(stored.der)], f"sent {stored.serial:x}")
+
+    def _get_crl(self, request: PkiRequest) -> Outcome:
+        assert request.issuer_serial is not None
+        self._require_our_issuer(request.issuer_serial.issuer)
+        reply = message.cert_rep_success(
+            request.context, self.responder, cipher=request.cipher, key_transport=request.key_transport,
+            crls=[self.crls.current_der()],
+        )
+        return Outcome(reply, "SUCCESS", "CRL")
+
+    def _require_our_issuer(self, issuer: x509.Name) -> None:
+        if issuer.rfc4514_string() != self.ca.issuer_name:
+            raise BadCertId(f"issuer {issuer.rfc4514_string()!r} is not this CA")
+
+    def _success(self, request: PkiRequest, certificates: list[x509.Certificate], detail: str) -> Outcome:
+        reply = message.cert_rep_success(
+            request.context, self.responder, cipher=request.cipher, key_transport=request.key_transport,
+            certificates=certificates,
+        )
+        return Outcome(reply, "SUCCESS", detail)
+
+    def _audit(self, profile: Profile, context: ReplyContext, outcome: Outcome, ip: str | None) -> None:
+        try:
+            self.store.record_operation(
+                profile=profile.name, operation="PKIOperation", message_type=context.message_type,
+                transaction_id=context.transaction_id, outcome=outcome.status, detail=outcome.detail,
+                requester_ip=ip,
+            )
+        except StoreError as exc:
+            log.error("audit record lost: %s (transaction=%s)", exc, context.transaction_id)
+
+
+def _type_name(value: int) -> str:
+    try:
+        return MessageType(value).name
+    except ValueError:
+        return str(value)
+

@@ -1,0 +1,130 @@
+"""The SCEP endpoint (RFC 8894 §4): GetCACaps, GetCACert, PKIOperation by GET and POST.
+
+Served at ``/scep`` and ``/scep/<profile>``, and at the paths devices and MDMs use out of habit:
+``/cgi-bin/pkiclient.exe`` (RFC 8894's example), ``/certsrv/mscep/mscep.dll`` and
+``/certsrv/mscep/mscep.dll/pkiclient.exe`` (NDES). Windows appends ``/pkiclient.exe`` to whatever
+URL the profile names, so every path also answers with that suffix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+
+from flask import Blueprint, Response, abort, request
+
+from ..enrollment import Profile
+from ..errors import PayloadTooLarge, RequestError
+from ..scep import cms
+from . import runtime
+
+log = logging.getLogger("scep_server.web.scep")
+
+bp = Blueprint("scep", __name__)
+
+DEFAULT_PROFILE = "default"
+DEFAULT_PATHS = (
+    "/scep",
+    "/scep/pkiclient.exe",
+    "/cgi-bin/pkiclient.exe",
+    "/certsrv/mscep/mscep.dll",
+    "/certsrv/mscep/mscep.dll/pkiclient.exe",
+)
+PKI_MESSAGE = "application/x-pki-message"
+_BASE64_JUNK = re.compile(r"[\r\n\t]")
+
+
+def _default_profile() -> Response:
+    return _handle(DEFAULT_PROFILE)
+
+
+def _named_profile(profile: str) -> Response:
+    return _handle(profile)
+
+
+for _path in DEFAULT_PATHS:
+    bp.add_url_rule(_path, endpoint=f"default{_path}", view_func=_default_profile, methods=["GET", "POST"])
+bp.add_url_rule("/scep/<profile>", view_func=_named_profile, methods=["GET", "POST"])
+bp.add_url_rule(
+    "/scep/<profile>/pkiclient.exe", endpoint="named_pkiclient", view_func=_named_profile, methods=["GET", "POST"]
+)
+
+
+def _handle(profile_name: str) -> Response:
+    profile = runtime().profiles.get(profile_name)
+    if profile is None:
+        abort(404, description=f"no SCEP profile named {profile_name!r}")
+    operation = request.args.get("operation", "")
+    if operation == "GetCACaps":
+        return _get_ca_caps(profile)
+    if operation == "GetCACert":
+        return _get_ca_cert()
+    if operation == "PKIOperation":
+        return _pki_operation(profile)
+    raise RequestError(f"unsupported operation {operation[:40]!r}" if operation else "missing operation parameter")
+
+
+def capabilities(profile: Profile) -> list[str]:
+    """What this profile really does, with the exact-case keywords clients match (RFC 8894 §3.5.2)."""
+    caps = ["AES", "DES3", "POSTPKIOperation"]
+    if profile.allow_renewal:
+        caps.append("Renewal")
+    if profile.decode.allow_sha1:
+        caps.append("SHA-1")
+    caps += ["SHA-256", "SHA-512", "SCEPStandard"]
+    return caps
+
+
+def _get_ca_caps(profile: Profile) -> Response:
+    return Response("\n".join(capabilities(profile)), mimetype="text/plain")
+
+
+def _get_ca_cert() -> Response:
+    """The RA and the CA chain as a degenerate PKCS#7 (RFC 8894 §4.2.1.2); ``message`` is ignored."""
+    current = runtime()
+    certificates = current.ca.getcacert_certificates(current.config.ca.include_root_in_getcacert)
+    return Response(cms.certs_only(certificates), mimetype="application/x-x509-ca-ra-cert")
+
+
+def _pki_operation(profile: Profile) -> Response:
+    der = _message_from_post() if request.method == "POST" else _message_from_query()
+    current = runtime()
+    outcome = current.service.pki_operation(profile, der, request.remote_addr)
+    return Response(outcome.reply, mimetype=PKI_MESSAGE)
+
+
+def _message_from_post() -> bytes:
+    body = request.get_data(cache=False)
+    if not body:
+        raise RequestError("PKIOperation POST has an empty body")
+    if body[:1] == b"\x30":
+        return body
+    # Some clients POST the message base64-encoded; a DER SEQUENCE always starts with 0x30.
+    return _decode_base64(body.decode("latin-1"))
+
+
+def _message_from_query() -> bytes:
+    encoded = request.args.get("message")
+    if not encoded:
+        raise RequestError("PKIOperation GET needs a message parameter")
+    limit = runtime().config.max_body_bytes
+    if len(encoded) > limit * 4 // 3 + 4:
+        raise PayloadTooLarge(f"message parameter exceeds {limit} bytes")
+    return _decode_base64(encoded)
+
+
+def _decode_base64(text: str) -> bytes:
+    """Decode leniently: macOS leaves '+' unescaped (it arrives as a space), some send URL-safe base64,
+    some wrap lines or drop the padding."""
+    cleaned = _BASE64_JUNK.sub("", text).strip().replace(" ", "+").replace("-", "+").replace("_", "/")
+    cleaned = cleaned.rstrip("=")
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        decoded = base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError("PKIOperation message is not valid base64") from None
+    if not decoded:
+        raise RequestError("PKIOperation message is empty")
+    return decoded
