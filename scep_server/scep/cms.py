@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from asn1crypto import algos, cms, core
+from asn1crypto import algos, cms, core, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -380,7 +380,7 @@ def decrypt(der: bytes, recipient_key: rsa.RSAPrivateKey, recipient: x509.Certif
     if cipher is None:
         raise BadAlg(f"content encryption {algorithm['algorithm'].native} is not supported")
     iv = algorithm["parameters"].native
-    ciphertext = eci["encrypted_content"].native
+    ciphertext = _encrypted_content(eci)
     if not isinstance(iv, bytes) or len(iv) != cipher.block_size or not isinstance(ciphertext, bytes):
         raise BadMessageCheck("the envelope's IV or encrypted content is malformed")
     try:
@@ -392,13 +392,35 @@ def decrypt(der: bytes, recipient_key: rsa.RSAPrivateKey, recipient: x509.Certif
     return Decrypted(_symmetric(cipher, key, iv, ciphertext, encrypt=False), cipher, transport)
 
 
+class _OctetStringChunks(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = core.OctetString
+
+
+def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes | None:
+    """The encryptedContent, also when sent as a definite-length constructed [0] (BER, as some clients
+    and servers do), which asn1crypto's implicit-tag parsing refuses."""
+    try:
+        value = eci["encrypted_content"].native
+        return bytes(value) if value is not None else None
+    except ValueError:
+        pass
+    _, _, _, _, body, _ = parser.parse(eci.dump())
+    offset = parser.peek(body)  # contentType
+    offset += parser.peek(body[offset:])  # contentEncryptionAlgorithm
+    class_, method, tag, _, contents, _ = parser.parse(body[offset:])
+    if (class_, method, tag) != (2, 1, 0):  # context-specific, constructed, [0]
+        raise BadMessageCheck("the envelope's encryptedContent is malformed")
+    return b"".join(bytes(chunk.native) for chunk in _OctetStringChunks(contents=contents))
+
+
 def _load_enveloped(der: bytes) -> cms.EnvelopedData:
     try:
         info = cms.ContentInfo.load(der)
         if info["content_type"].native != "enveloped_data":
             raise BadMessageCheck("pkcsPKIEnvelope is not an EnvelopedData")
         enveloped = info["content"]
-        enveloped["encrypted_content_info"].native  # noqa: B018 - forces a full parse here
+        enveloped["recipient_infos"].native  # noqa: B018 - forces a full parse here
+        enveloped["encrypted_content_info"]["content_encryption_algorithm"].native  # noqa: B018
         return enveloped
     except BadMessageCheck:
         raise
