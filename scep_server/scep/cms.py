@@ -439,7 +439,7 @@ def _recipient_info(enveloped: cms.EnvelopedData, recipient: x509.Certificate) -
             return info.chosen
         if rid.name == "subject_key_identifier" and ski is not None and rid.chosen.native == ski:
             return info.chosen
-    raise BadMessageCheck("the envelope is not addressed to our RA certificate")
+    raise BadMessageCheck("the envelope is not addressed to the expected recipient certificate")
 
 
 def _subject_key_identifier(cert: x509.Certificate) -> bytes | None:

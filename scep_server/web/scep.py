@@ -44,8 +44,8 @@ def _named_profile(profile: str) -> Response:
     return _handle(profile)
 
 
-for _path in DEFAULT_PATHS:
-    bp.add_url_rule(_path, endpoint=f"default{_path}", view_func=_default_profile, methods=["GET", "POST"])
+for _index, _path in enumerate(DEFAULT_PATHS):
+    bp.add_url_rule(_path, endpoint=f"default_{_index}", view_func=_default_profile, methods=["GET", "POST"])
 bp.add_url_rule("/scep/<profile>", view_func=_named_profile, methods=["GET", "POST"])
 bp.add_url_rule(
     "/scep/<profile>/pkiclient.exe", endpoint="named_pkiclient", view_func=_named_profile, methods=["GET", "POST"]
