@@ -118,6 +118,7 @@ class ServerConfig:
     database_url: str | None = None  # default: sqlite under data_dir
     public_url: str | None = None
     max_body_bytes: int = 256 * 1024
+    trusted_proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For is trusted
     log_level: str = "INFO"
     ca: CAConfig = field(default_factory=CAConfig)
     profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
@@ -160,8 +161,15 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
         value = env.get(f"SCEP_SERVER_{f.name.upper()}")
         if value is None or f.name in ("ca", "profiles"):
             continue
-        overrides[f.name] = int(value) if f.type in ("int", int) else value
-    return replace(config, **overrides) if overrides else config
+        try:
+            overrides[f.name] = int(value) if f.type in ("int", int) else value
+        except ValueError:
+            raise ConfigError(f"SCEP_SERVER_{f.name.upper()} must be an integer") from None
+    if not overrides:
+        return config
+    config = replace(config, **overrides)
+    _validate_server(config)
+    return config
 
 
 def _build_server(raw: Mapping[str, Any]) -> ServerConfig:
@@ -253,6 +261,8 @@ def _validate_profile(profile: ProfileConfig, where: str) -> None:
 
 
 def _validate_server(config: ServerConfig) -> None:
+    if not 0 <= config.trusted_proxy_hops <= 5:
+        raise ConfigError("trusted_proxy_hops must be between 0 and 5")
     if config.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be >= 1024")
     if config.public_url and not re.match(r"^https?://", config.public_url):

@@ -25,6 +25,13 @@ def create_app(config: ServerConfig | None = None, *, runtime_override: Runtime 
     config = config or load_config(os.environ.get("SCEP_SERVER_CONFIG"))
     app = Flask("scep_server")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    if config.trusted_proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Requester IPs in logs and the store come from X-Forwarded-For only behind trusted proxies.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=config.trusted_proxy_hops, x_proto=config.trusted_proxy_hops
+        )
     app.extensions["scep_server"] = runtime_override or build_runtime(config)
     for blueprint in (scep.bp, ca_files.bp, health.bp):
         app.register_blueprint(blueprint)
