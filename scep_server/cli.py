@@ -7,13 +7,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import __version__
-from .ca.authority import ca_exists, import_ca, init_ca, load_ca
+from .ca.authority import CertificateAuthority, ca_exists, import_ca, init_ca, load_ca, rotate_ra
 from .config import ServerConfig, load_config
 from .errors import ScepServerError
 from .runtime import ca_passphrase
@@ -22,6 +23,7 @@ from .store import CertificateRecord, CertStatus, Store
 log = logging.getLogger("scep_server.cli")
 
 Command = Callable[[ServerConfig, argparse.Namespace], int]
+RA_EXPIRY_WARNING = timedelta(days=30)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +47,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_parser("show", help="CA and RA details with the fingerprints Intune asks for").set_defaults(
         func=cmd_ca_show
     )
+    ca.add_parser("rotate-ra", help="replace the RA key and certificate (restart the server after)").set_defaults(
+        func=cmd_ca_rotate_ra
+    )
     return parser
 
 
@@ -125,7 +131,8 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
     if args.init_if_missing and not ca_exists(config.ca_dir):
         init_ca(config.ca_dir, config.ca, ca_passphrase(config))
         log.info("created CA in %s", config.ca_dir)
-    load_ca(config.ca_dir, config.ca, ca_passphrase(config))  # fail before forking when the CA is unusable
+    # Fail before forking when the CA is unusable.
+    warn_if_ra_expires_soon(load_ca(config.ca_dir, config.ca, ca_passphrase(config)))
     _migrate(config)
     serve(config, bind=args.bind, workers=args.workers, threads=args.threads)
     return 0
@@ -180,6 +187,22 @@ def cmd_ca_show(config: ServerConfig, args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key + ':':<22}{value}")
     return 0
+
+
+def cmd_ca_rotate_ra(config: ServerConfig, args: argparse.Namespace) -> int:
+    passphrase = ca_passphrase(config)
+    ca = rotate_ra(config.ca_dir, load_ca(config.ca_dir, config.ca, passphrase), config.ca, passphrase)
+    print(f"new RA certificate valid until {ca.ra_cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+    return 0
+
+
+def warn_if_ra_expires_soon(ca: CertificateAuthority) -> None:
+    """RA expiry is the classic SCEP outage: say so loudly, well before it happens."""
+    if ca.ra_expires_within(RA_EXPIRY_WARNING):
+        log.warning(
+            "the RA certificate expires on %s: run `scep-server ca rotate-ra` and restart",
+            ca.ra_cert.not_valid_after_utc.isoformat(),
+        )
 
 
 def _print_record(record: CertificateRecord) -> None:

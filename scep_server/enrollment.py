@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -60,6 +60,8 @@ class Outcome:
     reply: bytes
     status: str
     detail: str | None = None
+    message_type: str = "unknown"
+    issued: bool = False
 
 
 class EnrollmentService:
@@ -85,7 +87,7 @@ class EnrollmentService:
         except PKIFailure as failure:
             outcome = self._failure(profile, context, failure, requester_ip)
         self._audit(profile, context, outcome, requester_ip)
-        return outcome
+        return replace(outcome, message_type=_type_name(context.message_type))
 
     def _dispatch(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
         kind = request.message_type
@@ -158,7 +160,7 @@ class EnrollmentService:
             profile.name, request.context.transaction_id, request.message_type.name,
             certificate.serial_number, certificate.subject.rfc4514_string(), ip,
         )
-        return self._success(request, [certificate], f"issued {certificate.serial_number:x}")
+        return replace(self._success(request, [certificate], f"issued {certificate.serial_number:x}"), issued=True)
 
     def _new_certificate(
         self, certificate: x509.Certificate, profile: Profile, request: PkiRequest, ip: str | None

@@ -20,7 +20,7 @@ def create_app(config: ServerConfig | None = None, *, runtime_override: Runtime 
     """Build the WSGI app. With no config, load it from SCEP_SERVER_CONFIG (or embedded defaults)."""
     import os
 
-    from . import ca_files, health, scep
+    from . import ca_files, health, metrics, scep
 
     config = config or load_config(os.environ.get("SCEP_SERVER_CONFIG"))
     app = Flask("scep_server")
@@ -32,11 +32,20 @@ def create_app(config: ServerConfig | None = None, *, runtime_override: Runtime 
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=config.trusted_proxy_hops, x_proto=config.trusted_proxy_hops
         )
-    app.extensions["scep_server"] = runtime_override or build_runtime(config)
-    for blueprint in (scep.bp, ca_files.bp, health.bp):
+    current = runtime_override or build_runtime(config)
+    app.extensions["scep_server"] = current
+    _publish_expiry(current)
+    for blueprint in (scep.bp, ca_files.bp, health.bp, metrics.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
     return app
+
+
+def _publish_expiry(current: Runtime) -> None:
+    from .. import metrics
+
+    metrics.CA_EXPIRY.labels("ca").set(current.ca.ca_cert.not_valid_after_utc.timestamp())
+    metrics.CA_EXPIRY.labels("ra").set(current.ca.ra_cert.not_valid_after_utc.timestamp())
 
 
 def runtime() -> Runtime:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -27,8 +30,25 @@ class _ScepGunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self._config)
 
 
+def _child_exit(server: object, worker: Any) -> None:
+    from .. import metrics
+
+    metrics.worker_exited(worker.pid)
+
+
+def _metrics_dir(config: ServerConfig) -> Path:
+    """A fresh directory for the workers' Prometheus samples (stale files would double-count)."""
+    path = Path(config.data_dir) / "metrics"
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, mode=0o700)
+    return path
+
+
 def serve(config: ServerConfig, *, bind: str, workers: int, threads: int) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir(config))
     options = {
+        "child_exit": _child_exit,
         "bind": bind,
         "workers": workers,
         "threads": threads,

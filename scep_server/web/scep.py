@@ -12,9 +12,12 @@ import base64
 import binascii
 import logging
 import re
+import time
+from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, request
 
+from .. import metrics
 from ..enrollment import Profile
 from ..errors import PayloadTooLarge, RequestError
 from ..scep import cms
@@ -57,13 +60,17 @@ def _handle(profile_name: str) -> Response:
     if profile is None:
         abort(404, description=f"no SCEP profile named {profile_name!r}")
     operation = request.args.get("operation", "")
-    if operation == "GetCACaps":
-        return _get_ca_caps(profile)
-    if operation == "GetCACert":
-        return _get_ca_cert()
-    if operation == "PKIOperation":
-        return _pki_operation(profile)
-    raise RequestError(f"unsupported operation {operation[:40]!r}" if operation else "missing operation parameter")
+    handler = _OPERATIONS.get(operation)
+    if handler is None:
+        metrics.SCEP_REQUESTS.labels(profile.name, "unknown", "rejected").inc()
+        raise RequestError(f"unsupported operation {operation[:40]!r}" if operation else "missing operation parameter")
+    try:
+        response = handler(profile)
+    except Exception:
+        metrics.SCEP_REQUESTS.labels(profile.name, operation, "error").inc()
+        raise
+    metrics.SCEP_REQUESTS.labels(profile.name, operation, "answered").inc()
+    return response
 
 
 def capabilities(profile: Profile) -> list[str]:
@@ -81,7 +88,7 @@ def _get_ca_caps(profile: Profile) -> Response:
     return Response("\n".join(capabilities(profile)), mimetype="text/plain")
 
 
-def _get_ca_cert() -> Response:
+def _get_ca_cert(profile: Profile) -> Response:
     """The RA and the CA chain as a degenerate PKCS#7 (RFC 8894 §4.2.1.2); ``message`` is ignored."""
     current = runtime()
     certificates = current.ca.getcacert_certificates(current.config.ca.include_root_in_getcacert)
@@ -91,8 +98,20 @@ def _get_ca_cert() -> Response:
 def _pki_operation(profile: Profile) -> Response:
     der = _message_from_post() if request.method == "POST" else _message_from_query()
     current = runtime()
+    started = time.perf_counter()
     outcome = current.service.pki_operation(profile, der, request.remote_addr)
+    metrics.PKI_OPERATION_SECONDS.labels(profile.name).observe(time.perf_counter() - started)
+    metrics.PKI_OPERATIONS.labels(profile.name, outcome.message_type, outcome.status).inc()
+    if outcome.issued:
+        metrics.CERTIFICATES_ISSUED.labels(profile.name).inc()
     return Response(outcome.reply, mimetype=PKI_MESSAGE)
+
+
+_OPERATIONS: dict[str, Callable[[Profile], Response]] = {
+    "GetCACaps": _get_ca_caps,
+    "GetCACert": _get_ca_cert,
+    "PKIOperation": _pki_operation,
+}
 
 
 def _message_from_post() -> bytes:

@@ -292,3 +292,17 @@ def test_every_pki_operation_is_audited(server: ScepTestServer) -> None:
 def test_health_endpoints(server: ScepTestServer) -> None:
     assert server.http.get("/healthz").status_code == 200
     assert server.http.get("/livez").status_code == 200
+
+
+def test_metrics_count_operations_and_issuance(server: ScepTestServer) -> None:
+    def sample(text: str, prefix: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    issued = 'scep_certificates_issued_total{profile="default"}'
+    before = sample(server.http.get("/metrics").get_data(as_text=True), issued)
+    server.enroll(Device())
+    text = server.http.get("/metrics").get_data(as_text=True)
+    assert sample(text, issued) == before + 1
+    assert 'scep_pki_operations_total{message_type="PKCS_REQ",outcome="SUCCESS",profile="default"}' in text
+    assert "scep_ca_certificate_not_after_seconds" in text

@@ -1,0 +1,134 @@
+"""The scep-server console script: init, import-ca, ca show/rotate-ra, certs list/show."""
+
+from __future__ import annotations
+
+import datetime
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from scep_server.cli import main
+from scep_server.config import load_config
+from scep_server.runtime import build_runtime
+from scep_server.web import create_app
+
+from .conftest import CHALLENGE, CONFIG, Device, ScepTestServer
+
+
+def _config_file(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "scep.yaml"
+    path.write_text(CONFIG.format(data_dir=tmp_path / "var", challenge=CHALLENGE) + extra)
+    return path
+
+
+def test_init_creates_private_keys_and_prints_fingerprints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config_file(tmp_path)
+    assert main(["--config", str(config), "init"]) == 0
+    out = capsys.readouterr().out
+    assert "SHA-1 fingerprint:" in out and "SHA-256 fingerprint:" in out
+    for name in ("ca.key", "ra.key"):
+        mode = stat.S_IMODE((tmp_path / "var" / "ca" / name).stat().st_mode)
+        assert mode == 0o600, f"{name} has mode {mode:o}"
+    assert (tmp_path / "var" / "scep-server.db").exists()
+
+
+def test_init_twice_refuses_unless_if_missing(tmp_path: Path) -> None:
+    config = str(_config_file(tmp_path))
+    assert main(["--config", config, "init"]) == 0
+    before = (tmp_path / "var" / "ca" / "ca.pem").read_bytes()
+    assert main(["--config", config, "init"]) == 1
+    assert main(["--config", config, "init", "--if-missing"]) == 0
+    assert (tmp_path / "var" / "ca" / "ca.pem").read_bytes() == before
+
+
+def test_passphrase_encrypts_keys_and_is_required_to_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(_config_file(tmp_path))
+    monkeypatch.setenv("SCEP_CA_PASSPHRASE", "correct horse")
+    assert main(["--config", config, "init"]) == 0
+    assert b"ENCRYPTED" in (tmp_path / "var" / "ca" / "ca.key").read_bytes()
+    monkeypatch.delenv("SCEP_CA_PASSPHRASE")
+    capsys.readouterr()
+    assert main(["--config", config, "ca", "show"]) == 2
+    assert "SCEP_CA_PASSPHRASE" in capsys.readouterr().err
+
+
+def test_import_existing_ca_with_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    root_key, sub_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP256R1())
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Imported Root")])
+    sub_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Imported Issuing CA")])
+
+    def ca_cert(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey,
+                signer: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=900))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(signer, hashes.SHA384())
+        )
+
+    root = ca_cert(root_name, root_name, root_key, root_key)
+    sub = ca_cert(sub_name, root_name, sub_key, root_key)
+    (tmp_path / "sub.pem").write_bytes(sub.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "sub.key").write_bytes(sub_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    config = _config_file(tmp_path)
+    assert main([
+        "--config", str(config), "import-ca", "--cert", str(tmp_path / "sub.pem"),
+        "--key", str(tmp_path / "sub.key"), "--chain", str(tmp_path / "root.pem"),
+    ]) == 0
+    assert "Imported Issuing CA" in capsys.readouterr().out
+
+    runtime = build_runtime(load_config(config, env={}))
+    try:
+        server = ScepTestServer(runtime, create_app(runtime.config, runtime_override=runtime).test_client(),
+                                tmp_path / "var")
+        cert = server.enroll(Device(common_name="under-imported-ca"))
+        cert.verify_directly_issued_by(sub)
+        assert server.http.get("/scep?operation=GetCACert").status_code == 200
+        assert runtime.ca.getcacert_certificates(True)[-1] == root
+    finally:
+        runtime.close()
+
+
+def test_rotate_ra_replaces_the_ra(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(_config_file(tmp_path))
+    main(["--config", config, "init"])
+    before = (tmp_path / "var" / "ca" / "ra.pem").read_bytes()
+    assert main(["--config", config, "ca", "rotate-ra"]) == 0
+    after = (tmp_path / "var" / "ca" / "ra.pem").read_bytes()
+    assert after != before
+    assert main(["--config", config, "ca", "show"]) == 0
+
+
+def test_certs_list_and_show(server: ScepTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cert = server.enroll(Device(common_name="listed-device"))
+    config = tmp_path / "scep-server.yaml"  # written by the server fixture
+    serial = f"{cert.serial_number:x}"
+    assert main(["--config", str(config), "certs", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert serial in listing and "CN=listed-device" in listing
+    assert main(["--config", str(config), "certs", "show", serial]) == 0
+    shown = capsys.readouterr().out
+    assert "CN=listed-device" in shown and "valid" in shown
+    assert main(["--config", str(config), "certs", "show", serial, "--pem"]) == 0
+    pem = capsys.readouterr().out.encode()
+    assert x509.load_pem_x509_certificate(pem) == cert
+    assert main(["--config", str(config), "certs", "show", "abcdef"]) == 1
+
+
+def test_bad_config_is_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profiles: {p: {hash: md5}}\n")
+    assert main(["--config", str(bad), "ca", "show"]) == 2
+    assert "hash" in capsys.readouterr().err
