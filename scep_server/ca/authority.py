@@ -1,0 +1,346 @@
+"""The certificate authority: its certificate, key and chain, plus the RA, and their life on disk.
+
+A CA directory holds ``ca.key`` and ``ra.key`` (PKCS#8 PEM, mode 0600, encrypted with the CA
+passphrase when one is set), ``ca.pem``, ``ra.pem`` and, for a subordinate CA, ``chain.pem`` (the
+certificates above ``ca.pem``, its issuer first).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ..config import CAConfig
+from ..errors import CAError, ConfigError
+from .keys import (
+    CERT_FILE_MODE,
+    KEY_FILE_MODE,
+    PrivateKey,
+    certificates_pem,
+    commit,
+    discard,
+    generate_private_key,
+    key_matches,
+    load_certificates,
+    load_private_key,
+    parse_certificates,
+    parse_private_key,
+    private_key_pem,
+    save_certificate,
+    save_certificates,
+    save_private_key,
+    stage,
+)
+from .material import RA_KEY_BITS, issue_ra, self_signed_ca
+from .names import parse_name
+from .signing import is_issued_by, is_self_signed
+
+CA_KEY, CA_CERT, RA_KEY, RA_CERT, CHAIN = "ca.key", "ca.pem", "ra.key", "ra.pem", "chain.pem"
+CA_DIR_MODE = 0o700
+
+_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateAuthority:
+    """The issuing CA, the RA that speaks SCEP for it, and the chain above the CA."""
+
+    name: str
+    ca_cert: x509.Certificate
+    ca_key: PrivateKey = field(repr=False)
+    ra_cert: x509.Certificate
+    ra_key: rsa.RSAPrivateKey = field(repr=False)
+    chain: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def issuer_name(self) -> str:
+        """The CA's subject as an RFC 4514 string."""
+        return self.ca_cert.subject.rfc4514_string()
+
+    def getcacert_certificates(self, include_root: bool) -> list[x509.Certificate]:
+        """The GetCACert answer (RFC 8894 §4.2.1.2): RA, CA, then the chain up to the root.
+
+        With ``include_root`` False a self-signed root at the top of the chain is left out; a
+        self-signed CA certificate is always sent, as it is the issuer clients need.
+        """
+        chain = list(self.chain)
+        if not include_root and chain and is_self_signed(chain[-1]):
+            chain.pop()
+        return [self.ra_cert, self.ca_cert, *chain]
+
+    def fingerprints(self) -> dict[str, str]:
+        """SHA-1 and SHA-256 fingerprints of the CA certificate, as ``AB:CD:...`` (Intune asks for them)."""
+        return {
+            "sha1": _colon_hex(self.ca_cert.fingerprint(hashes.SHA1())),
+            "sha256": _colon_hex(self.ca_cert.fingerprint(hashes.SHA256())),
+        }
+
+    def ra_expires_within(self, delta: timedelta, now: datetime | None = None) -> bool:
+        """Whether the RA certificate expires within ``delta`` of ``now`` (or is already expired)."""
+        return self.ra_cert.not_valid_after_utc - _now(now) <= delta
+
+
+def _colon_hex(digest: bytes) -> str:
+    return ":".join(f"{byte:02X}" for byte in digest)
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+def ca_exists(ca_dir: Path) -> bool:
+    """Whether ``ca_dir`` already holds a CA key or certificate (which init/import must not overwrite)."""
+    return (ca_dir / CA_KEY).exists() or (ca_dir / CA_CERT).exists()
+
+
+def init_ca(
+    ca_dir: Path, config: CAConfig, passphrase: bytes | None, *, now: datetime | None = None
+) -> CertificateAuthority:
+    """Create a self-signed CA and its RA in ``ca_dir`` (made mode 0700 when absent)."""
+    now = _now(now)
+    _refuse_existing(ca_dir)
+    subject = _config_name(config.subject, "ca.subject")
+    ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
+    ca_key = generate_private_key(config.key_type, key_size=config.key_size, curve=config.curve)
+    ca_cert = self_signed_ca(ca_key, subject, config.validity_days, now)
+    ca = _with_new_ra(config.name, ca_cert, ca_key, (), ra_subject, config.ra_validity_days, now)
+    _store(ca_dir, ca, passphrase)
+    return ca
+
+
+def import_ca(
+    ca_dir: Path,
+    config: CAConfig,
+    *,
+    cert_pem: bytes,
+    key_pem: bytes,
+    key_password: bytes | None,
+    chain_pem: bytes | None,
+    passphrase: bytes | None,
+    now: datetime | None = None,
+) -> CertificateAuthority:
+    """Adopt an existing CA certificate and key, check them, and create an RA under them.
+
+    Certificates after the first in ``cert_pem`` are treated as chain certificates, like those of
+    ``chain_pem``; the chain may be given in any order and is stored issuer first. The key is stored
+    re-encrypted with ``passphrase``.
+    """
+    now = _now(now)
+    _refuse_existing(ca_dir)
+    ca_cert, *extra = parse_certificates(cert_pem, source="the CA certificate")
+    pool = extra + (parse_certificates(chain_pem, source="the chain") if chain_pem else [])
+    ca_key = parse_private_key(key_pem, key_password, source="the CA key", hint="give the key's password")
+    if not key_matches(ca_key, ca_cert):
+        raise CAError("the private key does not belong to the CA certificate (their public keys differ)")
+    check_ca_certificate(ca_cert, now, "the CA certificate")
+    chain = order_chain(ca_cert, pool, now)
+    ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
+    ca = _with_new_ra(config.name, ca_cert, ca_key, chain, ra_subject, config.ra_validity_days, now)
+    _store(ca_dir, ca, passphrase)
+    return ca
+
+
+def load_ca(ca_dir: Path, config: CAConfig, passphrase: bytes | None) -> CertificateAuthority:
+    """Load the CA of ``ca_dir`` and check that its parts belong together."""
+    missing = [name for name in (CA_KEY, CA_CERT, RA_KEY, RA_CERT) if not (ca_dir / name).exists()]
+    if missing:
+        raise CAError(f"no complete CA in {ca_dir}: missing {', '.join(missing)} (initialise or import a CA)")
+    ca_cert = _single_certificate(ca_dir / CA_CERT)
+    ca_key = load_private_key(ca_dir / CA_KEY, passphrase)
+    if not key_matches(ca_key, ca_cert):
+        raise CAError(f"{ca_dir / CA_KEY} does not belong to the certificate in {ca_dir / CA_CERT}")
+    ra_cert, ra_key = _load_ra(ca_dir, passphrase)
+    if not is_issued_by(ra_cert, ca_cert):
+        raise CAError(f"the RA certificate in {ca_dir / RA_CERT} was not issued by the CA (rotate the RA)")
+    chain = _load_chain(ca_dir, ca_cert)
+    return CertificateAuthority(config.name, ca_cert, ca_key, ra_cert, ra_key, chain)
+
+
+def rotate_ra(
+    ca_dir: Path,
+    ca: CertificateAuthority,
+    config: CAConfig,
+    passphrase: bytes | None,
+    *,
+    now: datetime | None = None,
+) -> CertificateAuthority:
+    """Give the CA a new RA key and certificate, replacing ``ra.key`` and ``ra.pem``.
+
+    Both files are written in full under temporary names first and then renamed into place one
+    right after the other, so the pair on disk is only ever mismatched for the instant between two
+    renames (and :func:`load_ca` detects a mismatch).
+    """
+    ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
+    new = _with_new_ra(ca.name, ca.ca_cert, ca.ca_key, ca.chain, ra_subject, config.ra_validity_days, _now(now))
+    staged_key = stage(ca_dir / RA_KEY, private_key_pem(new.ra_key, passphrase), KEY_FILE_MODE)
+    try:
+        staged_cert = stage(ca_dir / RA_CERT, certificates_pem([new.ra_cert]), CERT_FILE_MODE)
+    except CAError:
+        discard(staged_key)
+        raise
+    commit(staged_key, ca_dir / RA_KEY)
+    commit(staged_cert, ca_dir / RA_CERT)
+    return new
+
+
+def check_ca_certificate(cert: x509.Certificate, now: datetime, label: str) -> None:
+    """Raise CAError unless ``cert`` may issue certificates at ``now``.
+
+    RFC 5280 §4.2.1.9: basicConstraints with cA TRUE; §4.2.1.3: keyCertSign when keyUsage is present.
+    """
+    subject = cert.subject.rfc4514_string()
+    extensions = _extensions(cert, label)
+    constraints = _extension(extensions, x509.BasicConstraints)
+    if constraints is None or not constraints.ca:
+        raise CAError(f"{label} ({subject}) is not a CA certificate: basicConstraints cA is not TRUE")
+    usage = _extension(extensions, x509.KeyUsage)
+    if usage is not None and not usage.key_cert_sign:
+        raise CAError(f"{label} ({subject}) may not sign certificates: keyUsage lacks keyCertSign")
+    if cert.not_valid_after_utc <= now:
+        raise CAError(f"{label} ({subject}) expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if cert.not_valid_before_utc > now:
+        raise CAError(f"{label} ({subject}) is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+
+
+def order_chain(ca_cert: x509.Certificate, pool: list[x509.Certificate], now: datetime) -> tuple[x509.Certificate, ...]:
+    """Arrange ``pool`` into the chain above ``ca_cert`` (issuer first), checking every link.
+
+    Each certificate must be a valid CA certificate whose key signed the one below it; a certificate
+    that is not on the path, or a name match whose signature does not verify, is a broken chain.
+    """
+    remaining = _unique(pool, exclude=ca_cert)
+    chain: list[x509.Certificate] = []
+    current = ca_cert
+    while remaining and not is_self_signed(current):
+        issuer = _find_issuer(current, remaining)
+        if issuer is None:
+            break
+        check_ca_certificate(issuer, now, "the chain certificate")
+        chain.append(issuer)
+        remaining.remove(issuer)
+        current = issuer
+    if remaining:
+        names = "; ".join(cert.subject.rfc4514_string() for cert in remaining)
+        raise CAError(
+            f"broken chain: {names} did not issue {current.subject.rfc4514_string()} "
+            "or any certificate above the CA certificate"
+        )
+    return tuple(chain)
+
+
+def _find_issuer(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x509.Certificate | None:
+    named = [candidate for candidate in candidates if candidate.subject == cert.issuer]
+    issuer = next((candidate for candidate in named if is_issued_by(cert, candidate)), None)
+    if named and issuer is None:
+        raise CAError(
+            f"broken chain: the signature of {cert.subject.rfc4514_string()} does not verify with the key "
+            f"of the given {cert.issuer.rfc4514_string()} certificate"
+        )
+    return issuer
+
+
+def _unique(certs: list[x509.Certificate], *, exclude: x509.Certificate) -> list[x509.Certificate]:
+    unique: list[x509.Certificate] = []
+    for cert in certs:
+        if cert != exclude and cert not in unique:
+            unique.append(cert)
+    return unique
+
+
+def _extensions(cert: x509.Certificate, label: str) -> x509.Extensions:
+    try:
+        return cert.extensions
+    except ValueError as exc:
+        raise CAError(f"{label} has malformed extensions: {exc}") from exc
+
+
+def _extension(extensions: x509.Extensions, kind: type[_Ext]) -> _Ext | None:
+    try:
+        return extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _with_new_ra(
+    name: str,
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    chain: tuple[x509.Certificate, ...],
+    ra_subject: x509.Name,
+    ra_validity_days: int,
+    now: datetime,
+) -> CertificateAuthority:
+    ra_key = rsa.generate_private_key(public_exponent=65537, key_size=RA_KEY_BITS)
+    ra_cert = issue_ra(ca_cert, ca_key, ra_key, ra_subject, ra_validity_days, now)
+    return CertificateAuthority(name, ca_cert, ca_key, ra_cert, ra_key, chain)
+
+
+def _config_name(text: str, setting: str) -> x509.Name:
+    try:
+        name = parse_name(text)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {exc}") from exc
+    if not name.rdns:
+        raise ConfigError(f"{setting} must not be empty")
+    return name
+
+
+def _refuse_existing(ca_dir: Path) -> None:
+    if ca_exists(ca_dir):
+        raise CAError(f"{ca_dir} already holds a CA; remove {CA_KEY} and {CA_CERT} first to replace it")
+
+
+def _store(ca_dir: Path, ca: CertificateAuthority, passphrase: bytes | None) -> None:
+    # ca.pem goes last: until it exists, load_ca reports the CA as incomplete.
+    _make_private_dir(ca_dir)
+    save_private_key(ca_dir / RA_KEY, ca.ra_key, passphrase)
+    save_certificate(ca_dir / RA_CERT, ca.ra_cert)
+    if ca.chain:
+        save_certificates(ca_dir / CHAIN, ca.chain)
+    save_private_key(ca_dir / CA_KEY, ca.ca_key, passphrase)
+    save_certificate(ca_dir / CA_CERT, ca.ca_cert)
+
+
+def _make_private_dir(ca_dir: Path) -> None:
+    if ca_dir.is_dir():
+        return
+    try:
+        ca_dir.mkdir(mode=CA_DIR_MODE, parents=True)
+        os.chmod(ca_dir, CA_DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened
+    except OSError as exc:
+        raise CAError(f"cannot create the CA directory {ca_dir}: {exc.strerror}") from exc
+
+
+def _single_certificate(path: Path) -> x509.Certificate:
+    certs = load_certificates(path)
+    if len(certs) != 1:
+        raise CAError(f"{path} must hold exactly one certificate, not {len(certs)}")
+    return certs[0]
+
+
+def _load_chain(ca_dir: Path, ca_cert: x509.Certificate) -> tuple[x509.Certificate, ...]:
+    path = ca_dir / CHAIN
+    chain = tuple(load_certificates(path)) if path.exists() else ()
+    for lower, upper in zip((ca_cert, *chain), chain, strict=False):
+        if not is_issued_by(lower, upper):
+            raise CAError(
+                f"{path} is out of order: {lower.subject.rfc4514_string()} is not issued by the next certificate"
+            )
+    return chain
+
+
+def _load_ra(ca_dir: Path, passphrase: bytes | None) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    ra_cert = _single_certificate(ca_dir / RA_CERT)
+    ra_key = load_private_key(ca_dir / RA_KEY, passphrase)
+    if not isinstance(ra_key, rsa.RSAPrivateKey):
+        raise CAError(f"{ca_dir / RA_KEY} is not an RSA key: SCEP clients only encrypt to RSA")
+    if not key_matches(ra_key, ra_cert):
+        raise CAError(f"{ca_dir / RA_KEY} does not belong to the certificate in {ca_dir / RA_CERT}")
+    return ra_cert, ra_key
