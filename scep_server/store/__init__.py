@@ -1,1 +1,32 @@
 """Persistence: SQLAlchemy Core tables, typed repository functions, Alembic migrations."""
+
+from __future__ import annotations
+
+from .records import (
+    AlreadyRevoked,
+    CertificateNotFound,
+    CertificateRecord,
+    CertStatus,
+    DuplicateCertificate,
+    NewCertificate,
+    OperationRecord,
+    TransactionNotPending,
+    TransactionRecord,
+    TransactionState,
+)
+from .repository import Store, serial_hex
+
+__all__ = [
+    "AlreadyRevoked",
+    "CertStatus",
+    "CertificateNotFound",
+    "CertificateRecord",
+    "DuplicateCertificate",
+    "NewCertificate",
+    "OperationRecord",
+    "Store",
+    "TransactionNotPending",
+    "TransactionRecord",
+    "TransactionState",
+    "serial_hex",
+]

@@ -1,0 +1,649 @@
+"""The certificate store: SCEP transactions, issued certificates, revocations, CRL numbers, audit log.
+
+Works on SQLite (WAL, one writer at a time: write transactions start with ``BEGIN IMMEDIATE`` so they
+queue on the busy timeout instead of failing on a lock upgrade) and on PostgreSQL (READ COMMITTED;
+races are settled by unique constraints and conditional updates). SQLAlchemy errors never leave the
+public methods: lost connections and lock timeouts become ``StoreUnavailable``, the rest ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, Row, Select, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..errors import StoreError, StoreUnavailable
+from .records import (
+    AlreadyRevoked,
+    CertificateNotFound,
+    CertificateRecord,
+    CertStatus,
+    DuplicateCertificate,
+    NewCertificate,
+    OperationRecord,
+    TransactionNotPending,
+    TransactionRecord,
+    TransactionState,
+)
+from .tables import (
+    IP_LENGTH,
+    LABEL_LENGTH,
+    PROFILE_LENGTH,
+    TRANSACTION_ID_LENGTH,
+    certificates,
+    crl_state,
+    scep_events,
+    transactions,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_SERIAL_BITS = 160
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+# CRLReason codes of RFC 5280 §5.3.1; 7 is unassigned.
+REVOCATION_REASONS = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10})
+
+_WRITE_OPTION = "scep_server_write"
+_SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+)
+_PG_MIGRATION_LOCK = 0x5CE95E4E  # pg_advisory_xact_lock key serialising concurrent migrate() calls
+_RACE_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+class Store:
+    """Typed access to the database; one instance per process, safe to share between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{_WRITE_OPTION: True})
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 5) -> Store:
+        """Create the engine for ``url`` (no connection is made and nothing is migrated yet)."""
+        if pool_size < 1:
+            raise ValueError("pool_size must be >= 1")
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError("the database URL cannot be parsed") from None
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = 10
+        try:
+            engine = create_engine(parsed, pool_size=pool_size, pool_pre_ping=True, connect_args=connect_args)
+        except (ArgumentError, ImportError) as exc:
+            raise StoreError(f"unsupported database URL: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+        # The query string may carry a password too (psycopg accepts ?password=).
+        log.info("store: %s", parsed.set(query={}).render_as_string(hide_password=True))
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query (for health checks)."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(select(1)).scalar_one()
+        except SQLAlchemyError as exc:
+            log.warning("store ping failed: %s", _describe(exc))
+            return False
+        return True
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest migration; a no-op when it is current.
+
+        Runs in one transaction that first takes a database-wide lock (SQLite ``BEGIN IMMEDIATE``,
+        PostgreSQL advisory lock), so concurrent callers run one after the other and the later ones
+        find the schema current.
+        """
+        config = _alembic_config()
+        with _guard(), self._writer.connect() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def schema_is_current(self) -> bool:
+        heads = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+        with _guard(), self._engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        return current == heads
+
+    # -- SCEP transactions ----------------------------------------------------------------------
+
+    def claim_transaction(
+        self,
+        *,
+        profile: str,
+        transaction_id: str,
+        message_type: int,
+        csr_der: bytes,
+        requester_ip: str | None,
+        stale_after: timedelta = timedelta(minutes=5),
+    ) -> tuple[TransactionRecord, bool]:
+        """Start (or restart) the transaction; the flag is True for the one caller that should issue.
+
+        A new id is inserted PENDING. An existing row is returned unchanged with False, unless it FAILED
+        or has been PENDING longer than ``stale_after`` (its handler presumably died): then it is reset
+        to PENDING with this CSR and True. Concurrent claims of one id: exactly one gets True.
+        """
+        _check_key(profile, transaction_id)
+        _check_length(requester_ip, IP_LENGTH, "requester_ip")
+        values = {
+            "message_type": message_type,
+            "state": TransactionState.PENDING.value,
+            "csr_sha256": hashlib.sha256(csr_der).hexdigest(),
+            "csr_der": csr_der,
+            "serial_hex": None,
+            "certificate_id": None,
+            "fail_info": None,
+            "fail_reason": None,
+            "requester_ip": requester_ip,
+        }
+        with _guard():
+            for _ in range(_RACE_ATTEMPTS):
+                outcome = self._try_claim(profile, transaction_id, values, stale_after)
+                if outcome is not None:
+                    return outcome
+        raise StoreUnavailable(f"claims of transaction {transaction_id!r} kept colliding; retry later")
+
+    def _try_claim(
+        self, profile: str, transaction_id: str, values: Mapping[str, Any], stale_after: timedelta
+    ) -> tuple[TransactionRecord, bool] | None:
+        """One attempt of ``claim_transaction``; None when it lost a race and must look again."""
+        try:
+            with self._writer.begin() as conn:
+                existing = _fetch_transaction(conn, profile, transaction_id)
+                now = _utcnow()
+                if existing is None:
+                    conn.execute(
+                        insert(transactions).values(
+                            profile=profile, transaction_id=transaction_id, created_at=now, updated_at=now, **values
+                        )
+                    )
+                elif not _reclaimable(existing, now, stale_after):
+                    return existing, False
+                elif not _reset_transaction(conn, existing, values, now):
+                    return None
+                claimed = _fetch_transaction(conn, profile, transaction_id)
+        except IntegrityError:
+            return None
+        if claimed is None:  # pragma: no cover - the row was written in this very transaction
+            raise StoreError("claimed transaction vanished")
+        return claimed, True
+
+    def record_issued(
+        self, *, profile: str, transaction_id: str | None, certificate: NewCertificate
+    ) -> CertificateRecord:
+        """Store the certificate and mark its transaction ISSUED, both or neither.
+
+        Raises ``DuplicateCertificate`` if the serial is taken and ``TransactionNotPending`` if the
+        transaction is missing or no longer PENDING (another handler finished it first).
+        """
+        values = _certificate_values(certificate)
+        with _guard():
+            try:
+                with self._writer.begin() as conn:
+                    inserted = conn.execute(insert(certificates).values(**values)).inserted_primary_key
+                    cert_id = _required(inserted)[0]
+                    if transaction_id is not None:
+                        _complete_transaction(conn, profile, transaction_id, values["serial_hex"], cert_id)
+                    row = conn.execute(select(certificates).where(certificates.c.id == cert_id)).one()
+            except IntegrityError as exc:
+                if self.get_certificate(certificate.serial, certificate.issuer) is None:
+                    raise StoreError(_describe(exc)) from exc
+                raise DuplicateCertificate(certificate.serial, certificate.issuer) from None
+        return _certificate_record(row)
+
+    def record_failure(self, *, profile: str, transaction_id: str, fail_info: int, reason: str) -> None:
+        """Mark a PENDING transaction FAILED (failInfo: RFC 8894 §3.2.1.4.5); a later claim may retry it."""
+        changes = {
+            "state": TransactionState.FAILED.value,
+            "fail_info": fail_info,
+            "fail_reason": reason,
+            "updated_at": _utcnow(),
+        }
+        with _guard(), self._writer.begin() as conn:
+            _update_pending(conn, profile, transaction_id, changes)
+
+    def get_transaction(self, profile: str, transaction_id: str) -> TransactionRecord | None:
+        with _guard(), self._engine.connect() as conn:
+            return _fetch_transaction(conn, profile, transaction_id)
+
+    # -- certificates ---------------------------------------------------------------------------
+
+    def get_certificate(self, serial: int, issuer: str | None = None) -> CertificateRecord | None:
+        """The certificate with this serial; without ``issuer``, the newest one of any issuer."""
+        query = select(certificates).where(certificates.c.serial_hex == serial_hex(serial))
+        if issuer is not None:
+            query = query.where(certificates.c.issuer == issuer)
+        query = query.order_by(certificates.c.id.desc()).limit(1)
+        with _guard(), self._engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else _certificate_record(row)
+
+    def find_certificates_by_subject(self, issuer: str, subject: str) -> list[CertificateRecord]:
+        """Certificates of this issuer and subject, newest first (RFC 8894 §3.3.3 CertPoll)."""
+        query = (
+            select(certificates)
+            .where(certificates.c.issuer == issuer, certificates.c.subject == subject)
+            .order_by(certificates.c.issued_at.desc(), certificates.c.id.desc())
+        )
+        return self._certificate_list(query)
+
+    def list_certificates(
+        self,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        status: CertStatus | None = None,
+        profile: str | None = None,
+    ) -> list[CertificateRecord]:
+        """A page of certificates, newest first."""
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        query = select(certificates).order_by(certificates.c.issued_at.desc(), certificates.c.id.desc())
+        if status is not None:
+            query = query.where(certificates.c.status == CertStatus(status).value)
+        if profile is not None:
+            query = query.where(certificates.c.profile == profile)
+        return self._certificate_list(query.limit(limit).offset(offset))
+
+    def count_certificates(self, *, status: CertStatus | None = None) -> int:
+        query = select(func.count()).select_from(certificates)
+        if status is not None:
+            query = query.where(certificates.c.status == CertStatus(status).value)
+        with _guard(), self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _certificate_list(self, query: Select[Any]) -> list[CertificateRecord]:
+        with _guard(), self._engine.connect() as conn:
+            return [_certificate_record(row) for row in conn.execute(query)]
+
+    # -- revocation and CRLs --------------------------------------------------------------------
+
+    def revoke(self, serial: int, issuer: str, *, reason: int, revoked_at: datetime) -> CertificateRecord:
+        """Revoke a VALID certificate (``reason`` is an RFC 5280 §5.3.1 CRLReason code)."""
+        if reason not in REVOCATION_REASONS:
+            raise ValueError(f"{reason} is not an RFC 5280 CRLReason code")
+        changes = {
+            "status": CertStatus.REVOKED.value,
+            "revoked_at": _aware(revoked_at, "revoked_at"),
+            "revocation_reason": reason,
+        }
+        key = (certificates.c.issuer == issuer) & (certificates.c.serial_hex == serial_hex(serial))
+        with _guard(), self._writer.begin() as conn:
+            valid = key & (certificates.c.status == CertStatus.VALID.value)
+            revoked = conn.execute(update(certificates).where(valid).values(**changes)).rowcount
+            row = conn.execute(select(certificates).where(key)).one_or_none()
+        if row is None:
+            raise CertificateNotFound(serial, issuer)
+        record = _certificate_record(row)
+        if not revoked:
+            raise AlreadyRevoked(record)
+        return record
+
+    def iter_revoked(self, issuer: str, *, batch_size: int = 1000) -> Iterator[tuple[int, datetime, int | None]]:
+        """(serial, revoked_at, reason) of every revoked certificate of ``issuer``, read in batches."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        return self._iter_revoked(issuer, batch_size)
+
+    def _iter_revoked(self, issuer: str, batch_size: int) -> Iterator[tuple[int, datetime, int | None]]:
+        after = ""
+        while True:
+            batch = self._revoked_batch(issuer, after, batch_size)
+            for hex_serial, revoked_at, reason in batch:
+                yield int(hex_serial, 16), revoked_at, reason
+            if len(batch) < batch_size:
+                return
+            after = batch[-1][0]
+
+    def _revoked_batch(self, issuer: str, after: str, size: int) -> list[tuple[str, datetime, int | None]]:
+        """Keyset page on the (issuer, serial_hex) unique index: rows with serial_hex > ``after``."""
+        c = certificates.c
+        query = (
+            select(c.serial_hex, c.revoked_at, c.revocation_reason)
+            .where(c.issuer == issuer, c.status == CertStatus.REVOKED.value, c.serial_hex > after)
+            .order_by(c.serial_hex)
+            .limit(size)
+        )
+        with _guard(), self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(row.serial_hex, _required(row.revoked_at), row.revocation_reason) for row in rows]
+
+    def next_crl_number(self, issuer: str) -> int:
+        """Allocate the next CRLNumber (RFC 5280 §5.2.3) of ``issuer``: 1, 2, 3, ..."""
+        with _guard():
+            for _ in range(_RACE_ATTEMPTS):
+                try:
+                    with self._writer.begin() as conn:
+                        return _bump_crl_number(conn, issuer)
+                except IntegrityError:
+                    continue  # another caller created the counter row first; bump it instead
+        raise StoreUnavailable(f"CRL number allocation for {issuer} kept colliding; retry later")
+
+    # -- audit log ------------------------------------------------------------------------------
+
+    def record_operation(
+        self,
+        *,
+        profile: str,
+        operation: str,
+        message_type: int | None,
+        transaction_id: str | None,
+        outcome: str,
+        detail: str | None,
+        requester_ip: str | None,
+    ) -> None:
+        """Append one SCEP PKIOperation to the audit log. Never pass secrets (challenges) in ``detail``.
+
+        The transactionID may come from a malformed request, so an over-long one is truncated rather
+        than refused: the log must record the failure.
+        """
+        _check_length(profile, PROFILE_LENGTH, "profile")
+        _check_length(operation, LABEL_LENGTH, "operation")
+        _check_length(outcome, LABEL_LENGTH, "outcome")
+        _check_length(requester_ip, IP_LENGTH, "requester_ip")
+        row = {
+            "occurred_at": _utcnow(),
+            "profile": profile,
+            "operation": operation,
+            "message_type": message_type,
+            "transaction_id": None if transaction_id is None else transaction_id[:TRANSACTION_ID_LENGTH],
+            "outcome": outcome,
+            "detail": detail,
+            "requester_ip": requester_ip,
+        }
+        with _guard(), self._writer.begin() as conn:
+            conn.execute(insert(scep_events).values(**row))
+
+    def list_operations(
+        self, *, limit: int = 100, offset: int = 0, profile: str | None = None, transaction_id: str | None = None
+    ) -> list[OperationRecord]:
+        """A page of the audit log, newest first."""
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        c = scep_events.c
+        query = select(scep_events).order_by(c.occurred_at.desc(), c.id.desc()).limit(limit).offset(offset)
+        if profile is not None:
+            query = query.where(c.profile == profile)
+        if transaction_id is not None:
+            query = query.where(c.transaction_id == transaction_id)
+        with _guard(), self._engine.connect() as conn:
+            return [_operation_record(row) for row in conn.execute(query)]
+
+
+# -- engine setup and error mapping ----------------------------------------------------------------
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take BEGIN away from the sqlite3 module (it skips it for SELECT); _sqlite_on_begin emits it.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
+    # writer got in between; IMMEDIATE takes the write lock up front and waits on busy_timeout.
+    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Turn SQLAlchemy and Alembic errors into the store's own."""
+    try:
+        yield
+    except (OperationalError, PoolTimeout) as exc:
+        raise StoreUnavailable(_describe(exc)) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(_describe(exc)) from exc
+        raise StoreError(_describe(exc)) from exc
+    except (SQLAlchemyError, CommandError) as exc:
+        raise StoreError(_describe(exc)) from exc
+
+
+def _describe(exc: Exception) -> str:
+    """The driver's message without the SQL statement and its parameters."""
+    orig = getattr(exc, "orig", None)
+    source = orig if isinstance(orig, BaseException) else exc
+    text = str(source).strip().splitlines()
+    return f"{type(source).__name__}: {text[0]}" if text else type(source).__name__
+
+
+# -- values ----------------------------------------------------------------------------------------
+
+
+def serial_hex(serial: int) -> str:
+    """The stored form of a certificate serial number: lowercase hex without leading zeros."""
+    if isinstance(serial, bool) or not isinstance(serial, int):
+        raise ValueError("serial must be an int")
+    if not 0 < serial < 1 << MAX_SERIAL_BITS:
+        raise ValueError(f"serial must be positive and at most {MAX_SERIAL_BITS} bits")
+    return format(serial, "x")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def _required(value: T | None) -> T:
+    if value is None:
+        raise StoreError("a required column is NULL")
+    return value
+
+
+def _check_length(value: str | None, limit: int, name: str) -> None:
+    if value is not None and len(value) > limit:
+        raise ValueError(f"{name} is longer than {limit} characters")
+
+
+def _check_key(profile: str, transaction_id: str) -> None:
+    if not profile or not transaction_id:
+        raise ValueError("profile and transaction_id must not be empty")
+    _check_length(profile, PROFILE_LENGTH, "profile")
+    _check_length(transaction_id, TRANSACTION_ID_LENGTH, "transaction_id")
+
+
+def _certificate_values(certificate: NewCertificate) -> dict[str, Any]:
+    _check_length(certificate.profile, PROFILE_LENGTH, "profile")
+    _check_length(certificate.transaction_id, TRANSACTION_ID_LENGTH, "transaction_id")
+    _check_length(certificate.requester_ip, IP_LENGTH, "requester_ip")
+    return {
+        "serial_hex": serial_hex(certificate.serial),
+        "issuer": certificate.issuer,
+        "subject": certificate.subject,
+        "sans": json.dumps(list(certificate.sans), separators=(",", ":")),
+        "not_before": _aware(certificate.not_before, "not_before"),
+        "not_after": _aware(certificate.not_after, "not_after"),
+        "profile": certificate.profile,
+        "transaction_id": certificate.transaction_id,
+        "requester_ip": certificate.requester_ip,
+        "der": certificate.der,
+        "sha1_thumbprint": certificate.sha1_thumbprint,
+        "sha256_thumbprint": certificate.sha256_thumbprint,
+        "status": CertStatus.VALID.value,
+        "issued_at": _utcnow(),
+        "revoked_at": None,
+        "revocation_reason": None,
+    }
+
+
+def _certificate_record(row: Row[Any]) -> CertificateRecord:
+    m = row._mapping
+    return CertificateRecord(
+        serial=int(m["serial_hex"], 16),
+        issuer=m["issuer"],
+        subject=m["subject"],
+        sans=tuple(json.loads(m["sans"])),
+        not_before=m["not_before"],
+        not_after=m["not_after"],
+        profile=m["profile"],
+        transaction_id=m["transaction_id"],
+        requester_ip=m["requester_ip"],
+        der=bytes(m["der"]),
+        sha1_thumbprint=m["sha1_thumbprint"],
+        sha256_thumbprint=m["sha256_thumbprint"],
+        status=CertStatus(m["status"]),
+        issued_at=m["issued_at"],
+        revoked_at=m["revoked_at"],
+        revocation_reason=m["revocation_reason"],
+    )
+
+
+def _transaction_record(row: Row[Any]) -> TransactionRecord:
+    m = row._mapping
+    return TransactionRecord(
+        profile=m["profile"],
+        transaction_id=m["transaction_id"],
+        message_type=m["message_type"],
+        state=TransactionState(m["state"]),
+        csr_sha256=m["csr_sha256"],
+        csr_der=None if m["csr_der"] is None else bytes(m["csr_der"]),
+        serial=None if m["serial_hex"] is None else int(m["serial_hex"], 16),
+        fail_info=m["fail_info"],
+        fail_reason=m["fail_reason"],
+        requester_ip=m["requester_ip"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _operation_record(row: Row[Any]) -> OperationRecord:
+    m = row._mapping
+    return OperationRecord(
+        occurred_at=m["occurred_at"],
+        profile=m["profile"],
+        operation=m["operation"],
+        message_type=m["message_type"],
+        transaction_id=m["transaction_id"],
+        outcome=m["outcome"],
+        detail=m["detail"],
+        requester_ip=m["requester_ip"],
+    )
+
+
+# -- statements run inside a caller's transaction --------------------------------------------------
+
+
+def _transaction_key(profile: str, transaction_id: str) -> ColumnElement[bool]:
+    return (transactions.c.profile == profile) & (transactions.c.transaction_id == transaction_id)
+
+
+def _fetch_transaction(conn: Connection, profile: str, transaction_id: str) -> TransactionRecord | None:
+    row = conn.execute(select(transactions).where(_transaction_key(profile, transaction_id))).one_or_none()
+    return None if row is None else _transaction_record(row)
+
+
+def _reclaimable(existing: TransactionRecord, now: datetime, stale_after: timedelta) -> bool:
+    if existing.state is TransactionState.FAILED:
+        return True
+    return existing.state is TransactionState.PENDING and existing.updated_at < now - stale_after
+
+
+def _reset_transaction(conn: Connection, existing: TransactionRecord, values: Mapping[str, Any], now: datetime) -> bool:
+    """Reset ``existing`` unless someone changed it since it was read; True if this call won."""
+    # updated_at is the row's version: never reuse the old value, even within one clock tick.
+    new_version = max(now, existing.updated_at + timedelta(microseconds=1))
+    unchanged = (
+        _transaction_key(existing.profile, existing.transaction_id)
+        & (transactions.c.state == existing.state.value)
+        & (transactions.c.updated_at == existing.updated_at)
+    )
+    statement = update(transactions).where(unchanged).values(updated_at=new_version, **values)
+    return conn.execute(statement).rowcount == 1
+
+
+def _update_pending(conn: Connection, profile: str, transaction_id: str, changes: Mapping[str, Any]) -> None:
+    pending = _transaction_key(profile, transaction_id) & (transactions.c.state == TransactionState.PENDING.value)
+    if conn.execute(update(transactions).where(pending).values(**changes)).rowcount == 1:
+        return
+    current = _fetch_transaction(conn, profile, transaction_id)
+    raise TransactionNotPending(profile, transaction_id, None if current is None else current.state)
+
+
+def _complete_transaction(conn: Connection, profile: str, transaction_id: str, hex_serial: str, cert_id: int) -> None:
+    changes = {
+        "state": TransactionState.ISSUED.value,
+        "serial_hex": hex_serial,
+        "certificate_id": cert_id,
+        "fail_info": None,
+        "fail_reason": None,
+        "updated_at": _utcnow(),
+    }
+    _update_pending(conn, profile, transaction_id, changes)
+
+
+def _bump_crl_number(conn: Connection, issuer: str) -> int:
+    now = _utcnow()
+    mine = crl_state.c.issuer == issuer
+    bumped = conn.execute(
+        update(crl_state).where(mine).values(crl_number=crl_state.c.crl_number + 1, updated_at=now)
+    ).rowcount
+    if not bumped:
+        conn.execute(insert(crl_state).values(issuer=issuer, crl_number=1, updated_at=now))
+        return 1
+    return int(conn.execute(select(crl_state.c.crl_number).where(mine)).scalar_one())

@@ -1,0 +1,152 @@
+"""The database schema as SQLAlchemy Core tables. Migration 0001 creates exactly these.
+
+Serial numbers are up to 160 bits (RFC 5280 §4.1.2.2 allows 20 octets), more than any portable integer
+column holds, so they are kept as lowercase hex text without leading zeros (``serial_hex``).
+Datetimes are stored timezone-aware and always read back in UTC (see ``UTCDateTime``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PROFILE_LENGTH = 64
+TRANSACTION_ID_LENGTH = 255
+IP_LENGTH = 64
+SERIAL_HEX_LENGTH = 40
+LABEL_LENGTH = 64
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that only accepts aware values and always returns UTC-aware ones.
+
+    SQLite has no timezone support: values are converted to UTC before they are written, and the naive
+    values SQLite returns are marked as UTC on the way back.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("naive datetime given to the store; pass a timezone-aware one")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _id_column() -> Column[int]:
+    # SQLite only autoincrements an INTEGER PRIMARY KEY.
+    return Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True)
+
+
+certificates = Table(
+    "certificates",
+    metadata,
+    _id_column(),
+    Column("serial_hex", String(SERIAL_HEX_LENGTH), nullable=False),
+    Column("issuer", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("sans", Text, nullable=False),
+    Column("not_before", UTCDateTime(), nullable=False),
+    Column("not_after", UTCDateTime(), nullable=False),
+    Column("profile", String(PROFILE_LENGTH), nullable=False),
+    Column("transaction_id", String(TRANSACTION_ID_LENGTH), nullable=True),
+    Column("requester_ip", String(IP_LENGTH), nullable=True),
+    Column("der", LargeBinary, nullable=False),
+    Column("sha1_thumbprint", String(40), nullable=False),
+    Column("sha256_thumbprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("issued_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("revocation_reason", Integer, nullable=True),
+    UniqueConstraint("issuer", "serial_hex"),
+    CheckConstraint("status IN ('valid', 'revoked')", name="status"),
+    Index(None, "profile", "transaction_id"),
+    Index(None, "subject"),
+    Index(None, "status"),
+    Index(None, "issued_at"),
+)
+
+transactions = Table(
+    "scep_transactions",
+    metadata,
+    _id_column(),
+    Column("profile", String(PROFILE_LENGTH), nullable=False),
+    Column("transaction_id", String(TRANSACTION_ID_LENGTH), nullable=False),
+    Column("message_type", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("csr_sha256", String(64), nullable=True),
+    Column("csr_der", LargeBinary, nullable=True),
+    Column("serial_hex", String(SERIAL_HEX_LENGTH), nullable=True),
+    Column("certificate_id", ForeignKey("certificates.id"), nullable=True),
+    Column("fail_info", Integer, nullable=True),
+    Column("fail_reason", Text, nullable=True),
+    Column("requester_ip", String(IP_LENGTH), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("profile", "transaction_id"),
+    CheckConstraint("state IN ('pending', 'issued', 'failed')", name="state"),
+    Index(None, "state", "updated_at"),
+)
+
+crl_state = Table(
+    "crl_state",
+    metadata,
+    Column("issuer", Text, primary_key=True),
+    Column("crl_number", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+scep_events = Table(
+    "scep_events",
+    metadata,
+    _id_column(),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("profile", String(PROFILE_LENGTH), nullable=False),
+    Column("operation", String(LABEL_LENGTH), nullable=False),
+    Column("message_type", Integer, nullable=True),
+    Column("transaction_id", String(TRANSACTION_ID_LENGTH), nullable=True),
+    Column("outcome", String(LABEL_LENGTH), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("requester_ip", String(IP_LENGTH), nullable=True),
+    Index(None, "occurred_at"),
+    Index(None, "profile", "transaction_id"),
+)
