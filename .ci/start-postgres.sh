@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the PostgreSQL server the tests use (127.0.0.1:5432, trust auth, database `test`) is up.
 set -euo pipefail
-ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+ready() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 if ready; then exit 0; fi
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
   bash "$(dirname "$0")/install-deps.sh" postgresql

@@ -205,7 +205,7 @@ def cert_rep_success(
 
 def cert_rep_pending(context: ReplyContext, responder: Responder) -> bytes:
     """CertRep PENDING (RFC 8894 §3.3.2.2): the client should poll with CertPoll."""
-    return _cert_rep(context, responder, PKIStatus.PENDING, None, [])
+    return _cert_rep(context, responder, PKIStatus.PENDING, b"", [])
 
 
 def cert_rep_failure(context: ReplyContext, responder: Responder, fail_info: FailInfo, text: str | None) -> bytes:
@@ -213,7 +213,7 @@ def cert_rep_failure(context: ReplyContext, responder: Responder, fail_info: Fai
     extra = [cms.make_attribute(Attr.FAIL_INFO, core.PrintableString(str(int(fail_info))))]
     if text:
         extra.append(cms.make_attribute(Attr.FAIL_INFO_TEXT, core.UTF8String(text[:256])))
-    return _cert_rep(context, responder, PKIStatus.FAILURE, None, extra)
+    return _cert_rep(context, responder, PKIStatus.FAILURE, b"", extra)
 
 
 def _cert_rep(

@@ -21,7 +21,8 @@ class _ScepGunicorn(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self._options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # control_socket exists only in gunicorn >= 25.1
+                self.cfg.set(key, value)
 
     def load(self) -> Flask:
         from . import create_app
@@ -63,5 +64,7 @@ def serve(config: ServerConfig, *, bind: str, workers: int, threads: int) -> Non
         "errorlog": "-",
         "loglevel": config.log_level.lower(),
         "proc_name": "scep-server",
+        # One control socket per instance (gunicornc), not one shared under $HOME.
+        "control_socket": str((Path(config.data_dir) / "gunicorn.ctl").resolve()),
     }
     _ScepGunicorn(config, options).run()
