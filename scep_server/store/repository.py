@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -427,9 +429,28 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            if "journal_mode" in pragma:
+                _switch_to_wal(cursor, pragma)
+            else:
+                cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any, pragma: str) -> None:
+    # WAL is persistent: once set, this is a read. Switching a new database needs an exclusive lock
+    # and SQLite answers SQLITE_BUSY at once, without the busy handler, when another connection is
+    # opening it at the same moment, so retry for up to the busy timeout.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute(pragma)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
