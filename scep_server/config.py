@@ -82,10 +82,17 @@ class CAConfig:
 
 @dataclass(frozen=True, slots=True)
 class ChallengeConfig:
-    """How a profile checks the challengePassword: ``static`` (a shared secret)."""
+    """How a profile checks the challengePassword: ``static`` (a shared secret) or ``intune``.
+
+    ``on_intune_unavailable``: ``fail`` answers FAILURE when Intune cannot be reached; ``pending``
+    answers PENDING and keeps validating in the background until the device's CertPoll finds the
+    result.
+    """
 
     type: str = "static"
     secret: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_CHALLENGE"))
+    on_intune_unavailable: str = "fail"
+    pending_timeout_minutes: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,61 @@ class ProfileConfig:
     allow_renewal: bool = True
 
 
+INTUNE_ENV_NAMES = {
+    # Microsoft's names (as in its CsrValidation libraries) accepted as environment variables.
+    "client_id": "AAD_APP_ID",
+    "tenant": "TENANT",
+    "provider_name_and_version": "PROVIDER_NAME_AND_VERSION",
+    "authority": "AUTH_AUTHORITY",
+    "intune_resource_url": "INTUNE_RESOURCE_URL",
+    "graph_resource_url": "MS_GRAPH_RESOURCE_URL",
+    "graph_api_version": "MS_GRAPH_API_VERSION",
+    "intune_app_id": "INTUNE_APP_ID",
+    "proxy_host": "PROXY_HOST",
+    "proxy_port": "PROXY_PORT",
+    "proxy_user": "PROXY_USER",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IntuneConfig:
+    """How to reach Intune (or the bundled emulator): Entra ID app credentials and every URL.
+
+    Sovereign clouds differ only in the URLs. Either ``client_secret`` or ``client_certificate`` +
+    ``client_key`` authenticates the app (Microsoft's name for the secret is AAD_APP_KEY).
+    """
+
+    tenant: str | None = None
+    client_id: str | None = None
+    client_secret: SecretSource = field(default_factory=lambda: SecretSource(env="AAD_APP_KEY"))
+    client_certificate: str | None = None  # PEM file: the certificate registered on the app
+    client_key: str | None = None  # PEM file: its private key
+    client_key_password: SecretSource = field(default_factory=SecretSource)
+    provider_name_and_version: str = "scep-server/0.1.0"
+    authority: str = "https://login.microsoftonline.com/"
+    intune_resource_url: str = "https://api.manage.microsoft.com/"
+    graph_resource_url: str = "https://graph.microsoft.com/"
+    graph_api_version: str = "1.0"
+    intune_app_id: str = "0000000a-0000-0000-c000-000000000000"
+    ca_bundle: str | None = None  # PEM bundle to verify Entra ID/Graph/Intune TLS; None = system store
+    proxy_host: str | None = None
+    proxy_port: int | None = None
+    proxy_user: str | None = None
+    proxy_password: SecretSource = field(default_factory=lambda: SecretSource(env="PROXY_PASS"))
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    revocation_poll_seconds: int = 300
+    revocation_batch_size: int = 100
+    revocation_issuer_filter: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.tenant and self.client_id)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Top-level configuration."""
@@ -121,6 +183,7 @@ class ServerConfig:
     trusted_proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For is trusted
     log_level: str = "INFO"
     ca: CAConfig = field(default_factory=CAConfig)
+    intune: IntuneConfig = field(default_factory=IntuneConfig)
     profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
 
     @property
@@ -152,14 +215,17 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             raise ConfigError(f"config file {path} must hold a mapping")
         raw = loaded or {}
     config = _build_server(raw)
-    return _apply_env(config, env)
+    config = replace(config, intune=_apply_intune_env(config.intune, env))
+    config = _apply_env(config, env)
+    _validate_intune(config)
+    return config
 
 
 def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
     overrides: dict[str, Any] = {}
     for f in fields(ServerConfig):
         value = env.get(f"SCEP_SERVER_{f.name.upper()}")
-        if value is None or f.name in ("ca", "profiles"):
+        if value is None or f.name in ("ca", "profiles", "intune"):
             continue
         try:
             overrides[f.name] = int(value) if f.type in ("int", int) else value
@@ -175,12 +241,49 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
 def _build_server(raw: Mapping[str, Any]) -> ServerConfig:
     known = {f.name for f in fields(ServerConfig)}
     _reject_unknown(raw, known, "top level")
-    values = {k: v for k, v in raw.items() if k not in ("ca", "profiles")}
+    values = {k: v for k, v in raw.items() if k not in ("ca", "profiles", "intune")}
     ca = _build_ca(raw.get("ca") or {})
     profiles = _build_profiles(raw.get("profiles"))
-    config = ServerConfig(**values, ca=ca, profiles=profiles)
+    intune = _build_intune(raw.get("intune") or {})
+    config = ServerConfig(**values, ca=ca, intune=intune, profiles=profiles)
     _validate_server(config)
     return config
+
+
+def _build_intune(raw: Mapping[str, Any]) -> IntuneConfig:
+    _reject_unknown(raw, {f.name for f in fields(IntuneConfig)}, "intune")
+    values = dict(raw)
+    for key in ("client_secret", "client_key_password", "proxy_password"):
+        if key in values:
+            values[key] = _secret(values[key], f"intune.{key}")
+    return IntuneConfig(**values)
+
+
+def _apply_intune_env(intune: IntuneConfig, env: Mapping[str, str]) -> IntuneConfig:
+    overrides: dict[str, Any] = {}
+    for key, name in INTUNE_ENV_NAMES.items():
+        if env.get(name):
+            overrides[key] = int(env[name]) if key == "proxy_port" and env[name].isdigit() else env[name]
+    return replace(intune, **overrides) if overrides else intune
+
+
+def _validate_intune(config: ServerConfig) -> None:
+    intune = config.intune
+    uses_intune = any(p.challenge.type == "intune" for p in config.profiles)
+    if uses_intune and not intune.configured:
+        raise ConfigError("a profile uses the intune challenge: set intune.tenant and intune.client_id "
+                          "(or TENANT and AAD_APP_ID)")
+    if intune.proxy_port is not None and not 0 <= int(intune.proxy_port) <= 65535:
+        raise ConfigError("intune.proxy_port must be 0-65535")
+    if intune.proxy_user and not intune.proxy_password.configured:
+        raise ConfigError("intune.proxy_user needs intune.proxy_password (or PROXY_PASS)")
+    if bool(intune.client_certificate) != bool(intune.client_key):
+        raise ConfigError("intune.client_certificate and intune.client_key go together")
+    for url in (intune.authority, intune.intune_resource_url, intune.graph_resource_url):
+        if not url.startswith("https://"):
+            raise ConfigError(f"intune URL {url!r} must use https (MSAL and Intune require TLS)")
+    if not 1 <= intune.revocation_batch_size <= 500:
+        raise ConfigError("intune.revocation_batch_size must be 1-500")
 
 
 def _build_ca(raw: Mapping[str, Any]) -> CAConfig:
@@ -222,14 +325,20 @@ def _build_profile(name: str, raw: Mapping[str, Any]) -> ProfileConfig:
 
 
 def _challenge(raw: Mapping[str, Any], where: str) -> ChallengeConfig:
-    _reject_unknown(raw, {"type", "secret"}, f"{where}.challenge")
+    _reject_unknown(raw, {"type", "secret", "on_intune_unavailable", "pending_timeout_minutes"}, f"{where}.challenge")
     kind = str(raw.get("type", "static"))
-    if kind not in ("static",):
-        raise ConfigError(f"{where}.challenge.type must be 'static'")
+    if kind not in ("static", "intune"):
+        raise ConfigError(f"{where}.challenge.type must be 'static' or 'intune'")
     secret = _secret(raw["secret"], f"{where}.challenge.secret") if "secret" in raw else SecretSource(
         env="SCEP_CHALLENGE"
     )
-    return ChallengeConfig(type=kind, secret=secret)
+    mode = str(raw.get("on_intune_unavailable", "fail"))
+    if mode not in ("fail", "pending"):
+        raise ConfigError(f"{where}.challenge.on_intune_unavailable must be 'fail' or 'pending'")
+    timeout = int(raw.get("pending_timeout_minutes", 60))
+    if timeout < 1:
+        raise ConfigError(f"{where}.challenge.pending_timeout_minutes must be >= 1")
+    return ChallengeConfig(type=kind, secret=secret, on_intune_unavailable=mode, pending_timeout_minutes=timeout)
 
 
 def _secret(raw: Any, where: str) -> SecretSource:

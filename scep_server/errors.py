@@ -7,6 +7,10 @@
      ├─ CAError                  CA material missing, unreadable or inconsistent
      ├─ StoreError               the database failed
      │   └─ StoreUnavailable     transient: retry later (→ PENDING or 503 by policy)
+     ├─ IntuneError              a call to Entra ID / Graph / Intune failed (.activity_id, .status)
+     │   ├─ IntuneAuthError      Entra ID refused the app's credentials (secret, certificate, consent)
+     │   ├─ IntuneUnavailable    transport error, timeout, 429 or 5xx after the retries (transient)
+     │   └─ IntuneProtocolError  an answer we cannot use: unexpected status, malformed JSON
      └─ ScepError
          ├─ RequestError         → HTTP 400, no CertRep possible (unknown operation, undecodable message)
          │   └─ PayloadTooLarge  → HTTP 413
@@ -57,6 +61,35 @@ class StoreError(ScepServerError):
 
 class StoreUnavailable(StoreError):
     """The store failed in a way that may go away on retry (lock timeout, lost connection)."""
+
+
+class IntuneError(ScepServerError):
+    """A call to Entra ID, Graph or Intune failed."""
+
+    def __init__(self, detail: str, *, activity_id: str | None = None, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.activity_id = activity_id
+        self.status = status
+
+
+class IntuneAuthError(IntuneError):
+    """Entra ID refused the app's credentials; not transient, an admin must act."""
+
+
+class IntuneUnavailable(IntuneError):
+    """Intune could not be reached or answered 429/5xx even after the retries."""
+
+    def __init__(
+        self, detail: str, *, activity_id: str | None = None, status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, activity_id=activity_id, status=status)
+        self.retry_after = retry_after
+
+
+class IntuneProtocolError(IntuneError):
+    """Intune answered something we cannot use (unexpected status, malformed body)."""
 
 
 class ScepError(ScepServerError):
