@@ -16,41 +16,25 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from .ca.authority import CertificateAuthority
-from .ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
-from .challenge import ChallengeValidator, IssuedCertificate, ValidationRequest
+from .challenge import ValidationRequest
 from .errors import (
     BadCertId,
     BadRequest,
     FailInfo,
     PKIFailure,
     StoreError,
-    UpstreamError,
     failure_for,
 )
+from .issuance import Deferred, IssuanceService, Profile
 from .revocation import CrlCache
 from .scep import message
-from .scep.message import DecodeOptions, PkiRequest, ReplyContext, Responder
+from .scep.message import PkiRequest, ReplyContext, Responder
 from .scep.types import MessageType
-from .store import CertificateRecord, CertStatus, NewCertificate, Store, TransactionRecord, TransactionState
+from .store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState
 
 log = logging.getLogger("scep_server.scep")
-
-# HRESULT E_FAIL, what Intune expects in a failure notification when nothing more specific applies.
-E_FAIL = 0x80004005
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A configured SCEP profile, ready to serve."""
-
-    name: str
-    validator: ChallengeValidator
-    policy: IssuancePolicy
-    decode: DecodeOptions
-    allow_renewal: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +58,7 @@ class EnrollmentService:
         self.store = store
         self.profiles = profiles
         self.crls = crls
+        self.issuance = IssuanceService(ca, store, crls)
         self.responder = Responder(ca.ra_cert, ca.ra_key)
 
     def pki_operation(self, profile: Profile, der: bytes, requester_ip: str | None) -> Outcome:
@@ -113,7 +98,8 @@ class EnrollmentService:
     def _enroll(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
         assert request.csr is not None and request.csr_der is not None
         context = request.context
-        if request.message_type is MessageType.RENEWAL_REQ:
+        renewal = request.message_type is MessageType.RENEWAL_REQ
+        if renewal:
             self._check_renewal_signer(profile, request)
         record, claimed = self.store.claim_transaction(
             profile=profile.name, transaction_id=context.transaction_id,
@@ -122,64 +108,14 @@ class EnrollmentService:
         if not claimed:
             return self._replay(request, record)
         validation = ValidationRequest(profile.name, context.transaction_id, request.csr, request.csr_der, ip)
-        try:
-            self._authorise(profile, request, validation)
-        except PKIFailure as failure:
-            self.store.record_failure(
-                profile=profile.name, transaction_id=context.transaction_id,
-                fail_info=int(failure.fail_info), reason=failure.detail,
-            )
-            raise
-        return self._issue(profile, request, validation, ip)
-
-    def _authorise(self, profile: Profile, request: PkiRequest, validation: ValidationRequest) -> None:
-        assert request.csr is not None
-        check_csr(request.csr, profile.policy)
-        if request.message_type is MessageType.RENEWAL_REQ:
-            return  # authenticated by the signer certificate, checked before the claim
-        try:
-            profile.validator.validate(validation)
-        except UpstreamError as exc:
-            raise BadRequest(f"the challenge could not be validated now: {exc.detail}") from exc
-
-    def _issue(self, profile: Profile, request: PkiRequest, validation: ValidationRequest, ip: str | None) -> Outcome:
-        assert request.csr is not None
-        certificate = build_certificate(request.csr, self.ca, profile.policy)
-        try:
-            self.store.record_issued(
-                profile=profile.name, transaction_id=request.context.transaction_id,
-                certificate=self._new_certificate(certificate, profile, request, ip),
-            )
-        except StoreError as exc:
-            profile.validator.notify_failed(validation, E_FAIL, "the certificate could not be stored")
-            raise UpstreamError(f"the certificate store failed: {exc}") from exc
-        issued = IssuedCertificate(certificate, self.ca.ca_cert, self.ca.name)
-        profile.validator.notify_issued(validation, issued)
+        result = self.issuance.process(profile, validation, renewal=renewal)
+        if isinstance(result, Deferred):
+            return Outcome(message.cert_rep_pending(context, self.responder), "PENDING", result.reason)
         log.info(
-            "PKIOperation SUCCESS profile=%s transaction=%s type=%s serial=%x subject=%r ip=%s",
-            profile.name, request.context.transaction_id, request.message_type.name,
-            certificate.serial_number, certificate.subject.rfc4514_string(), ip,
+            "PKIOperation SUCCESS profile=%s transaction=%s type=%s serial=%x ip=%s",
+            profile.name, context.transaction_id, request.message_type.name, result.serial_number, ip,
         )
-        return replace(self._success(request, [certificate], f"issued {certificate.serial_number:x}"), issued=True)
-
-    def _new_certificate(
-        self, certificate: x509.Certificate, profile: Profile, request: PkiRequest, ip: str | None
-    ) -> NewCertificate:
-        sha1, sha256 = thumbprints(certificate)
-        return NewCertificate(
-            serial=certificate.serial_number,
-            issuer=self.ca.issuer_name,
-            subject=certificate.subject.rfc4514_string(),
-            sans=describe_sans(certificate),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            profile=profile.name,
-            transaction_id=request.context.transaction_id,
-            requester_ip=ip,
-            der=certificate.public_bytes(Encoding.DER),
-            sha1_thumbprint=sha1,
-            sha256_thumbprint=sha256,
-        )
+        return replace(self._success(request, [result], f"issued {result.serial_number:x}"), issued=True)
 
     def _replay(self, request: PkiRequest, record: TransactionRecord) -> Outcome:
         """A transactionID we have seen: same request → same answer; a different request → refused."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
+from .background import BackgroundWorker, DeferredValidations, Task
 from .ca.authority import CertificateAuthority, load_ca
 from .ca.issue import IssuancePolicy
+from .challenge import ChallengeValidator
 from .challenge.registry import build_validator
 from .config import ProfileConfig, ServerConfig
-from .enrollment import EnrollmentService, Profile
+from .enrollment import EnrollmentService
+from .issuance import Profile
 from .revocation import CrlCache
 from .scep.message import DecodeOptions
 from .store import Store
@@ -23,8 +27,10 @@ class Runtime:
     profiles: dict[str, Profile]
     crls: CrlCache
     service: EnrollmentService
+    background: BackgroundWorker
 
     def close(self) -> None:
+        self.background.stop()
         self.store.close()
 
 
@@ -41,22 +47,63 @@ def ca_issuers_url(config: ServerConfig) -> str | None:
     return f"{config.public_url.rstrip('/')}/ca/{config.ca.name}.crt" if config.public_url else None
 
 
-def build_profile(config: ServerConfig, profile: ProfileConfig) -> Profile:
+def ca_configuration(config: ServerConfig) -> str:
+    """NDES-style ``host\\CA name``, reported to Intune as caConfiguration."""
+    host = urlsplit(config.public_url).hostname if config.public_url else None
+    return f"{host or 'scep-server'}\\{config.ca.name}"
+
+
+def build_profile(config: ServerConfig, profile: ProfileConfig, intune: ChallengeValidator | None) -> Profile:
     policy = IssuancePolicy.from_profile(profile, crl_url=crl_url(config), ca_issuers_url=ca_issuers_url(config))
     decode = DecodeOptions(allow_des=profile.allow_des, allow_sha1=profile.allow_sha1)
-    return Profile(profile.name, build_validator(profile), policy, decode, profile.allow_renewal)
+    return Profile(
+        profile.name,
+        build_validator(profile, intune=intune),
+        policy,
+        decode,
+        profile.allow_renewal,
+        defer_when_unavailable=profile.challenge.type == "intune"
+        and profile.challenge.on_intune_unavailable == "pending",
+        pending_timeout=timedelta(minutes=profile.challenge.pending_timeout_minutes),
+    )
 
 
 def build_runtime(config: ServerConfig) -> Runtime:
     """Load the CA, open (and migrate) the store, build every profile. Raises ConfigError/CAError."""
     ca = load_ca(config.ca_dir, config.ca, ca_passphrase(config))
-    profiles = {p.name: build_profile(config, p) for p in config.profiles}
     store = Store.open(config.effective_database_url)
     try:
         store.migrate()
+        return _assemble(config, ca, store)
     except Exception:
         store.close()
         raise
+
+
+def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> Runtime:
+    worker_tasks: list[tuple[str, Task]] = []
+    background = BackgroundWorker(worker_tasks)
+    intune = _intune_validator(config, store, background, worker_tasks)
+    profiles = {p.name: build_profile(config, p, intune) for p in config.profiles}
     validity = timedelta(hours=config.ca.crl_validity_hours)
     crls = CrlCache(ca, store, validity=validity, refresh=min(validity / 4, timedelta(hours=1)))
-    return Runtime(config, ca, store, profiles, crls, EnrollmentService(ca, store, profiles, crls))
+    service = EnrollmentService(ca, store, profiles, crls)
+    if any(p.defer_when_unavailable for p in profiles.values()):
+        deferred = DeferredValidations(store, service.issuance, profiles)
+        worker_tasks.append(("deferred-validations", deferred.run_once))
+    return Runtime(config, ca, store, profiles, crls, service, background)
+
+
+def _intune_validator(
+    config: ServerConfig, store: Store, background: BackgroundWorker, tasks: list[tuple[str, Task]]
+) -> ChallengeValidator | None:
+    if not any(p.challenge.type == "intune" for p in config.profiles):
+        return None
+    from .challenge.intune import IntuneChallenge
+    from .intune.client import IntuneClient
+    from .intune.outbox import NotificationOutbox
+
+    client = IntuneClient(config.intune)
+    outbox = NotificationOutbox(store, client, wake=background.wake)
+    tasks.append(("intune-outbox", outbox.deliver_due))
+    return IntuneChallenge(client, outbox, ca_configuration=ca_configuration(config))

@@ -8,7 +8,7 @@ from . import ChallengeValidator
 from .static import StaticChallenge
 
 
-def build_validator(profile: ProfileConfig) -> ChallengeValidator:
+def build_validator(profile: ProfileConfig, *, intune: ChallengeValidator | None = None) -> ChallengeValidator:
     """The validator of ``profile``; ConfigError when it cannot be built (a missing secret, say)."""
     settings = profile.challenge
     if settings.type == "static":
@@ -17,4 +17,8 @@ def build_validator(profile: ProfileConfig) -> ChallengeValidator:
             source = settings.secret.env or settings.secret.file or "challenge.secret"
             raise ConfigError(f"profile {profile.name!r}: no static challenge secret (set {source})")
         return StaticChallenge(secret)
+    if settings.type == "intune":
+        if intune is None:
+            raise ConfigError(f"profile {profile.name!r}: the intune challenge needs the intune settings")
+        return intune
     raise ConfigError(f"profile {profile.name!r}: unknown challenge type {settings.type!r}")

@@ -16,7 +16,9 @@ log = logging.getLogger("scep_server.web")
 __all__ = ["create_app", "runtime"]
 
 
-def create_app(config: ServerConfig | None = None, *, runtime_override: Runtime | None = None) -> Flask:
+def create_app(
+    config: ServerConfig | None = None, *, runtime_override: Runtime | None = None, start_background: bool = True
+) -> Flask:
     """Build the WSGI app. With no config, load it from SCEP_SERVER_CONFIG (or embedded defaults)."""
     import os
 
@@ -34,6 +36,8 @@ def create_app(config: ServerConfig | None = None, *, runtime_override: Runtime 
         )
     current = runtime_override or build_runtime(config)
     app.extensions["scep_server"] = current
+    if start_background:
+        current.background.start()
     _publish_expiry(current)
     for blueprint in (scep.bp, ca_files.bp, health.bp, metrics.bp):
         app.register_blueprint(blueprint)

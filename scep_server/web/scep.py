@@ -18,8 +18,8 @@ from collections.abc import Callable
 from flask import Blueprint, Response, abort, request
 
 from .. import metrics
-from ..enrollment import Profile
 from ..errors import PayloadTooLarge, RequestError
+from ..issuance import Profile
 from ..scep import cms
 from . import runtime
 

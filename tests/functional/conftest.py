@@ -136,7 +136,7 @@ def server(tmp_path: Path) -> Iterator[ScepTestServer]:
     config = make_config(tmp_path)
     init_ca(config.ca_dir, config.ca, None)
     runtime = build_runtime(config)
-    app = create_app(config, runtime_override=runtime)
+    app = create_app(config, runtime_override=runtime, start_background=False)
     try:
         yield ScepTestServer(runtime, app.test_client(), tmp_path / "var")
     finally:

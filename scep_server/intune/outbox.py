@@ -1,0 +1,95 @@
+"""The durable outbox of Intune failure notifications.
+
+A failure notification is written to the store first and delivered afterwards, by whichever process's
+background worker leases it; it is retried with backoff until Intune acknowledges it (``Success``), so
+none is lost across outages or restarts. One that Intune keeps refusing is marked dead after
+``MAX_ATTEMPTS`` and logged as an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+
+from ..errors import IntuneError, StoreError
+from ..store import OutboxRecord, Store
+from .client import IntuneClient
+
+log = logging.getLogger("scep_server.intune.outbox")
+
+FAILURE_NOTIFICATION = "failureNotification"
+MAX_ATTEMPTS = 200
+LEASE = timedelta(minutes=2)
+BACKOFF_FIRST = timedelta(seconds=5)
+BACKOFF_MAX = timedelta(minutes=10)
+
+
+class NotificationOutbox:
+    """Queues notifications in the store and delivers them to Intune."""
+
+    def __init__(self, store: Store, client: IntuneClient, *, wake: threading.Event | None = None) -> None:
+        self._store = store
+        self._client = client
+        self._wake = wake
+
+    def enqueue_failure(self, *, transaction_id: str, csr_der: bytes, hresult: int, description: str) -> int:
+        payload = {
+            "transactionId": transaction_id,
+            "certificateRequest": base64.b64encode(csr_der).decode("ascii"),
+            "hResult": hresult,
+            "errorDescription": description,
+        }
+        outbox_id = self._store.outbox_add(kind=FAILURE_NOTIFICATION, transaction_id=transaction_id, payload=payload)
+        log.info("failure notification queued id=%d transaction=%s hresult=0x%08x", outbox_id, transaction_id, hresult)
+        if self._wake is not None:
+            self._wake.set()
+        return outbox_id
+
+    def deliver_due(self, now: datetime | None = None, limit: int = 20) -> int:
+        """Deliver what is due; returns how many were acknowledged."""
+        now = now or datetime.now(UTC)
+        delivered = 0
+        for record in self._store.outbox_due(now=now, limit=limit):
+            if self._store.outbox_lease(record.id, expected_next_attempt_at=record.next_attempt_at,
+                                        lease_until=now + LEASE):
+                delivered += self._deliver(record, now)
+        return delivered
+
+    def _deliver(self, record: OutboxRecord, now: datetime) -> int:
+        try:
+            result = self._send(record)
+        except IntuneError as exc:
+            self._retry(record, now, exc.detail)
+            return 0
+        if result.succeeded:
+            self._store.outbox_delivered(record.id, at=datetime.now(UTC))
+            log.info("failure notification delivered id=%d transaction=%s", record.id, record.transaction_id)
+            return 1
+        self._retry(record, now, f"Intune answered {result.code}")
+        return 0
+
+    def _send(self, record: OutboxRecord):  # type: ignore[no-untyped-def]
+        payload = record.payload
+        return self._client.send_failure_notification(
+            transaction_id=str(payload["transactionId"]),
+            csr_der=base64.b64decode(str(payload["certificateRequest"])),
+            hresult=int(payload["hResult"]),
+            description=str(payload["errorDescription"]),
+        )
+
+    def _retry(self, record: OutboxRecord, now: datetime, error: str) -> None:
+        try:
+            if record.attempts + 1 >= MAX_ATTEMPTS:
+                self._store.outbox_dead(record.id, at=now, error=error)
+                log.error("failure notification id=%d given up after %d attempts: %s", record.id, MAX_ATTEMPTS, error)
+                return
+            delay = min(BACKOFF_FIRST * (2 ** min(record.attempts, 12)), BACKOFF_MAX)
+            delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+            self._store.outbox_retry(record.id, next_attempt_at=now + delay, error=error)
+            log.warning("failure notification id=%d not delivered (attempt %d): %s",
+                        record.id, record.attempts + 1, error)
+        except StoreError as exc:  # the lease expires and another attempt follows
+            log.error("outbox bookkeeping failed for id=%d: %s", record.id, exc)
