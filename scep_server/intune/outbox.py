@@ -65,7 +65,11 @@ class NotificationOutbox:
             self._retry(record, now, exc.detail)
             return 0
         if result.succeeded:
-            self._store.outbox_delivered(record.id, at=datetime.now(UTC))
+            try:
+                self._store.outbox_delivered(record.id, at=datetime.now(UTC))
+            except StoreError as exc:  # e.g. the lease ran out and another worker finished it first
+                log.warning("outbox id=%d delivered but not marked: %s", record.id, exc)
+                return 0
             log.info("failure notification delivered id=%d transaction=%s", record.id, record.transaction_id)
             return 1
         self._retry(record, now, f"Intune answered {result.code}")

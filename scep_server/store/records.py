@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from ..errors import StoreError
 
@@ -20,6 +21,14 @@ class TransactionState(StrEnum):
     PENDING = "pending"
     ISSUED = "issued"
     FAILED = "failed"
+
+
+class OutboxState(StrEnum):
+    """Where an outbox entry stands; PENDING entries are still to be delivered."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,12 @@ class CertificateRecord:
 
 @dataclass(frozen=True, slots=True)
 class TransactionRecord:
-    """One SCEP PKCSReq/RenewalReq transaction, unique per (profile, transaction_id)."""
+    """One SCEP PKCSReq/RenewalReq transaction, unique per (profile, transaction_id).
+
+    A ``deferred`` transaction is PENDING because its challenge could not be decided yet; a background
+    worker retries it at ``next_attempt_at``. ``attempts`` counts the failed tries, ``last_error`` says
+    why the last one failed.
+    """
 
     profile: str
     transaction_id: str
@@ -78,6 +92,34 @@ class TransactionRecord:
     requester_ip: str | None
     created_at: datetime
     updated_at: datetime
+    deferred: bool = False
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A notification that must reach Intune; ``payload`` is the JSON object it carries."""
+
+    id: int
+    kind: str
+    transaction_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    dead_at: datetime | None
+    last_error: str | None
+
+    @property
+    def state(self) -> OutboxState:
+        if self.delivered_at is not None:
+            return OutboxState.DELIVERED
+        if self.dead_at is not None:
+            return OutboxState.DEAD
+        return OutboxState.PENDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +163,25 @@ class DuplicateCertificate(StoreError):
 
 
 class TransactionNotPending(StoreError):
-    """The transaction is missing (``state`` None) or no longer PENDING, so it cannot be completed."""
+    """The transaction is missing (``state`` None) or not in the state the change needs.
+
+    Mostly that is PENDING (it was completed by another handler); ``fail_issued_transaction`` needs
+    ISSUED, and the retries of a deferred transaction need it PENDING and deferred.
+    """
 
     def __init__(self, profile: str, transaction_id: str, state: TransactionState | None) -> None:
         found = "does not exist" if state is None else f"is {state.value}"
         super().__init__(f"transaction {transaction_id!r} of profile {profile!r} {found}")
         self.profile = profile
         self.transaction_id = transaction_id
+        self.state = state
+
+
+class OutboxEntryNotPending(StoreError):
+    """The outbox entry is missing (``state`` None) or was already delivered or given up on."""
+
+    def __init__(self, outbox_id: int, state: OutboxState | None) -> None:
+        found = "does not exist" if state is None else f"is {state.value}"
+        super().__init__(f"outbox entry {outbox_id} {found}")
+        self.outbox_id = outbox_id
         self.state = state

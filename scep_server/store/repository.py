@@ -1,4 +1,5 @@
-"""The certificate store: SCEP transactions, issued certificates, revocations, CRL numbers, audit log.
+"""The certificate store: SCEP transactions, issued certificates, revocations, CRL numbers, audit log,
+and the Intune outbox (its methods are in ``outbox.py``).
 
 Works on SQLite (WAL, one writer at a time: write transactions start with ``BEGIN IMMEDIATE`` so they
 queue on the busy timeout instead of failing on a lock upgrade) and on PostgreSQL (READ COMMITTED;
@@ -14,29 +15,32 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, Row, Select, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import (
-    ArgumentError,
-    DBAPIError,
-    IntegrityError,
-    OperationalError,
-    SQLAlchemyError,
-)
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import StoreError, StoreUnavailable
+from .base import (
+    RACE_ATTEMPTS,
+    WRITE_OPTION,
+    aware,
+    check_length,
+    check_page,
+    describe,
+    guard,
+    required,
+    utcnow,
+)
+from .outbox import OutboxRepository
 from .records import (
     AlreadyRevoked,
     CertificateNotFound,
@@ -67,7 +71,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 # CRLReason codes of RFC 5280 §5.3.1; 7 is unassigned.
 REVOCATION_REASONS = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10})
 
-_WRITE_OPTION = "scep_server_write"
 _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout = 5000",
     "PRAGMA journal_mode = WAL",
@@ -75,17 +78,14 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys = ON",
 )
 _PG_MIGRATION_LOCK = 0x5CE95E4E  # pg_advisory_xact_lock key serialising concurrent migrate() calls
-_RACE_ATTEMPTS = 5
 
-T = TypeVar("T")
+_PENDING = transactions.c.state == TransactionState.PENDING.value
+_ISSUED = transactions.c.state == TransactionState.ISSUED.value
+_DEFERRED = _PENDING & transactions.c.deferred
 
 
-class Store:
+class Store(OutboxRepository):
     """Typed access to the database; one instance per process, safe to share between threads."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._writer = engine.execution_options(**{_WRITE_OPTION: True})
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 5) -> Store:
@@ -129,7 +129,7 @@ class Store:
             with self._engine.connect() as conn:
                 conn.execute(select(1)).scalar_one()
         except SQLAlchemyError as exc:
-            log.warning("store ping failed: %s", _describe(exc))
+            log.warning("store ping failed: %s", describe(exc))
             return False
         return True
 
@@ -143,7 +143,7 @@ class Store:
         find the schema current.
         """
         config = _alembic_config()
-        with _guard(), self._writer.connect() as conn, conn.begin():
+        with guard(), self._writer.connect() as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
             config.attributes["connection"] = conn
@@ -151,7 +151,7 @@ class Store:
 
     def schema_is_current(self) -> bool:
         heads = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
-        with _guard(), self._engine.connect() as conn:
+        with guard(), self._engine.connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
         return current == heads
 
@@ -170,11 +170,12 @@ class Store:
         """Start (or restart) the transaction; the flag is True for the one caller that should issue.
 
         A new id is inserted PENDING. An existing row is returned unchanged with False, unless it FAILED
-        or has been PENDING longer than ``stale_after`` (its handler presumably died): then it is reset
-        to PENDING with this CSR and True. Concurrent claims of one id: exactly one gets True.
+        or has been PENDING, not deferred, longer than ``stale_after`` (its handler presumably died): then
+        it is reset to PENDING with this CSR and True. A deferred transaction is never stale, its retries
+        belong to the background worker. Concurrent claims of one id: exactly one gets True.
         """
         _check_key(profile, transaction_id)
-        _check_length(requester_ip, IP_LENGTH, "requester_ip")
+        check_length(requester_ip, IP_LENGTH, "requester_ip")
         values = {
             "message_type": message_type,
             "state": TransactionState.PENDING.value,
@@ -185,9 +186,13 @@ class Store:
             "fail_info": None,
             "fail_reason": None,
             "requester_ip": requester_ip,
+            "deferred": False,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "last_error": None,
         }
-        with _guard():
-            for _ in range(_RACE_ATTEMPTS):
+        with guard():
+            for _ in range(RACE_ATTEMPTS):
                 outcome = self._try_claim(profile, transaction_id, values, stale_after)
                 if outcome is not None:
                     return outcome
@@ -200,7 +205,7 @@ class Store:
         try:
             with self._writer.begin() as conn:
                 existing = _fetch_transaction(conn, profile, transaction_id)
-                now = _utcnow()
+                now = utcnow()
                 if existing is None:
                     conn.execute(
                         insert(transactions).values(
@@ -227,17 +232,17 @@ class Store:
         transaction is missing or no longer PENDING (another handler finished it first).
         """
         values = _certificate_values(certificate)
-        with _guard():
+        with guard():
             try:
                 with self._writer.begin() as conn:
                     inserted = conn.execute(insert(certificates).values(**values)).inserted_primary_key
-                    cert_id = _required(inserted)[0]
+                    cert_id = required(inserted)[0]
                     if transaction_id is not None:
                         _complete_transaction(conn, profile, transaction_id, values["serial_hex"], cert_id)
                     row = conn.execute(select(certificates).where(certificates.c.id == cert_id)).one()
             except IntegrityError as exc:
                 if self.get_certificate(certificate.serial, certificate.issuer) is None:
-                    raise StoreError(_describe(exc)) from exc
+                    raise StoreError(describe(exc)) from exc
                 raise DuplicateCertificate(certificate.serial, certificate.issuer) from None
         return _certificate_record(row)
 
@@ -247,13 +252,79 @@ class Store:
             "state": TransactionState.FAILED.value,
             "fail_info": fail_info,
             "fail_reason": reason,
-            "updated_at": _utcnow(),
+            "deferred": False,
+            "updated_at": utcnow(),
         }
-        with _guard(), self._writer.begin() as conn:
-            _update_pending(conn, profile, transaction_id, changes)
+        with guard(), self._writer.begin() as conn:
+            _update_transaction(conn, _PENDING, profile, transaction_id, changes)
+
+    def fail_issued_transaction(self, *, profile: str, transaction_id: str, fail_info: int, reason: str) -> None:
+        """Turn an ISSUED transaction FAILED, keeping its serial: the certificate was withdrawn after issuance.
+
+        That happens when Intune could not be told of the issuance; the client's next poll then gets
+        FAILURE instead of a certificate Intune does not know about. ``TransactionNotPending`` carries the
+        state found if the transaction is not ISSUED.
+        """
+        changes = {
+            "state": TransactionState.FAILED.value,
+            "fail_info": fail_info,
+            "fail_reason": reason,
+            "deferred": False,
+            "updated_at": utcnow(),
+        }
+        with guard(), self._writer.begin() as conn:
+            _update_transaction(conn, _ISSUED, profile, transaction_id, changes)
+
+    # -- deferred transactions ------------------------------------------------------------------
+
+    def defer_transaction(self, *, profile: str, transaction_id: str, next_attempt_at: datetime, error: str) -> None:
+        """Leave a PENDING transaction to a background retry at ``next_attempt_at``.
+
+        For a challenge that cannot be decided now (its validator is unreachable): the client is told
+        PENDING and keeps polling while the worker retries. Counts the failed attempt and keeps ``error``.
+        """
+        changes = {**_retry_changes(next_attempt_at, error), "deferred": True}
+        with guard(), self._writer.begin() as conn:
+            _update_transaction(conn, _PENDING, profile, transaction_id, changes)
+
+    def due_deferred(self, *, now: datetime, limit: int = 20) -> list[TransactionRecord]:
+        """Deferred transactions whose retry is due at ``now``, the longest-waiting first."""
+        check_page(limit)
+        c = transactions.c
+        query = (
+            select(transactions)
+            .where(_DEFERRED, c.next_attempt_at <= aware(now, "now"))
+            .order_by(c.next_attempt_at, c.id)
+            .limit(limit)
+        )
+        with guard(), self._engine.connect() as conn:
+            return [_transaction_record(row) for row in conn.execute(query)]
+
+    def lease_deferred(
+        self, *, profile: str, transaction_id: str, expected_next_attempt_at: datetime, lease_until: datetime
+    ) -> bool:
+        """Take the due retry of a deferred transaction; True for the one caller that got it.
+
+        Moves the next attempt to ``lease_until`` only if it is still at ``expected_next_attempt_at`` (as
+        ``due_deferred`` read it): of several workers that saw it due, exactly one wins, and if that one
+        dies the transaction is due again when the lease runs out.
+        """
+        unchanged = (
+            _transaction_key(profile, transaction_id)
+            & _DEFERRED
+            & (transactions.c.next_attempt_at == aware(expected_next_attempt_at, "expected_next_attempt_at"))
+        )
+        lease = aware(lease_until, "lease_until")
+        with guard(), self._writer.begin() as conn:
+            return conn.execute(update(transactions).where(unchanged).values(next_attempt_at=lease)).rowcount == 1
+
+    def reschedule_deferred(self, *, profile: str, transaction_id: str, next_attempt_at: datetime, error: str) -> None:
+        """Count another failed retry of a deferred transaction and try again at ``next_attempt_at``."""
+        with guard(), self._writer.begin() as conn:
+            _update_transaction(conn, _DEFERRED, profile, transaction_id, _retry_changes(next_attempt_at, error))
 
     def get_transaction(self, profile: str, transaction_id: str) -> TransactionRecord | None:
-        with _guard(), self._engine.connect() as conn:
+        with guard(), self._engine.connect() as conn:
             return _fetch_transaction(conn, profile, transaction_id)
 
     # -- certificates ---------------------------------------------------------------------------
@@ -264,7 +335,7 @@ class Store:
         if issuer is not None:
             query = query.where(certificates.c.issuer == issuer)
         query = query.order_by(certificates.c.id.desc()).limit(1)
-        with _guard(), self._engine.connect() as conn:
+        with guard(), self._engine.connect() as conn:
             row = conn.execute(query).one_or_none()
         return None if row is None else _certificate_record(row)
 
@@ -286,8 +357,7 @@ class Store:
         profile: str | None = None,
     ) -> list[CertificateRecord]:
         """A page of certificates, newest first."""
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be >= 1 and offset >= 0")
+        check_page(limit, offset)
         query = select(certificates).order_by(certificates.c.issued_at.desc(), certificates.c.id.desc())
         if status is not None:
             query = query.where(certificates.c.status == CertStatus(status).value)
@@ -299,11 +369,11 @@ class Store:
         query = select(func.count()).select_from(certificates)
         if status is not None:
             query = query.where(certificates.c.status == CertStatus(status).value)
-        with _guard(), self._engine.connect() as conn:
+        with guard(), self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def _certificate_list(self, query: Select[Any]) -> list[CertificateRecord]:
-        with _guard(), self._engine.connect() as conn:
+        with guard(), self._engine.connect() as conn:
             return [_certificate_record(row) for row in conn.execute(query)]
 
     # -- revocation and CRLs --------------------------------------------------------------------
@@ -314,11 +384,11 @@ class Store:
             raise ValueError(f"{reason} is not an RFC 5280 CRLReason code")
         changes = {
             "status": CertStatus.REVOKED.value,
-            "revoked_at": _aware(revoked_at, "revoked_at"),
+            "revoked_at": aware(revoked_at, "revoked_at"),
             "revocation_reason": reason,
         }
         key = (certificates.c.issuer == issuer) & (certificates.c.serial_hex == serial_hex(serial))
-        with _guard(), self._writer.begin() as conn:
+        with guard(), self._writer.begin() as conn:
             valid = key & (certificates.c.status == CertStatus.VALID.value)
             revoked = conn.execute(update(certificates).where(valid).values(**changes)).rowcount
             row = conn.execute(select(certificates).where(key)).one_or_none()
@@ -354,14 +424,14 @@ class Store:
             .order_by(c.serial_hex)
             .limit(size)
         )
-        with _guard(), self._engine.connect() as conn:
+        with guard(), self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [(row.serial_hex, _required(row.revoked_at), row.revocation_reason) for row in rows]
+        return [(row.serial_hex, required(row.revoked_at), row.revocation_reason) for row in rows]
 
     def next_crl_number(self, issuer: str) -> int:
         """Allocate the next CRLNumber (RFC 5280 §5.2.3) of ``issuer``: 1, 2, 3, ..."""
-        with _guard():
-            for _ in range(_RACE_ATTEMPTS):
+        with guard():
+            for _ in range(RACE_ATTEMPTS):
                 try:
                     with self._writer.begin() as conn:
                         return _bump_crl_number(conn, issuer)
@@ -387,12 +457,12 @@ class Store:
         The transactionID may come from a malformed request, so an over-long one is truncated rather
         than refused: the log must record the failure.
         """
-        _check_length(profile, PROFILE_LENGTH, "profile")
-        _check_length(operation, LABEL_LENGTH, "operation")
-        _check_length(outcome, LABEL_LENGTH, "outcome")
-        _check_length(requester_ip, IP_LENGTH, "requester_ip")
+        check_length(profile, PROFILE_LENGTH, "profile")
+        check_length(operation, LABEL_LENGTH, "operation")
+        check_length(outcome, LABEL_LENGTH, "outcome")
+        check_length(requester_ip, IP_LENGTH, "requester_ip")
         row = {
-            "occurred_at": _utcnow(),
+            "occurred_at": utcnow(),
             "profile": profile,
             "operation": operation,
             "message_type": message_type,
@@ -401,22 +471,21 @@ class Store:
             "detail": detail,
             "requester_ip": requester_ip,
         }
-        with _guard(), self._writer.begin() as conn:
+        with guard(), self._writer.begin() as conn:
             conn.execute(insert(scep_events).values(**row))
 
     def list_operations(
         self, *, limit: int = 100, offset: int = 0, profile: str | None = None, transaction_id: str | None = None
     ) -> list[OperationRecord]:
         """A page of the audit log, newest first."""
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be >= 1 and offset >= 0")
+        check_page(limit, offset)
         c = scep_events.c
         query = select(scep_events).order_by(c.occurred_at.desc(), c.id.desc()).limit(limit).offset(offset)
         if profile is not None:
             query = query.where(c.profile == profile)
         if transaction_id is not None:
             query = query.where(c.transaction_id == transaction_id)
-        with _guard(), self._engine.connect() as conn:
+        with guard(), self._engine.connect() as conn:
             return [_operation_record(row) for row in conn.execute(query)]
 
 
@@ -456,7 +525,7 @@ def _switch_to_wal(cursor: Any, pragma: str) -> None:
 def _sqlite_on_begin(conn: Connection) -> None:
     # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
     # writer got in between; IMMEDIATE takes the write lock up front and waits on busy_timeout.
-    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -464,29 +533,6 @@ def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     return config
-
-
-@contextmanager
-def _guard() -> Iterator[None]:
-    """Turn SQLAlchemy and Alembic errors into the store's own."""
-    try:
-        yield
-    except (OperationalError, PoolTimeout) as exc:
-        raise StoreUnavailable(_describe(exc)) from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StoreUnavailable(_describe(exc)) from exc
-        raise StoreError(_describe(exc)) from exc
-    except (SQLAlchemyError, CommandError) as exc:
-        raise StoreError(_describe(exc)) from exc
-
-
-def _describe(exc: Exception) -> str:
-    """The driver's message without the SQL statement and its parameters."""
-    orig = getattr(exc, "orig", None)
-    source = orig if isinstance(orig, BaseException) else exc
-    text = str(source).strip().splitlines()
-    return f"{type(source).__name__}: {text[0]}" if text else type(source).__name__
 
 
 # -- values ----------------------------------------------------------------------------------------
@@ -501,45 +547,24 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    if value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def _required(value: T | None) -> T:
-    if value is None:
-        raise StoreError("a required column is NULL")
-    return value
-
-
-def _check_length(value: str | None, limit: int, name: str) -> None:
-    if value is not None and len(value) > limit:
-        raise ValueError(f"{name} is longer than {limit} characters")
-
-
 def _check_key(profile: str, transaction_id: str) -> None:
     if not profile or not transaction_id:
         raise ValueError("profile and transaction_id must not be empty")
-    _check_length(profile, PROFILE_LENGTH, "profile")
-    _check_length(transaction_id, TRANSACTION_ID_LENGTH, "transaction_id")
+    check_length(profile, PROFILE_LENGTH, "profile")
+    check_length(transaction_id, TRANSACTION_ID_LENGTH, "transaction_id")
 
 
 def _certificate_values(certificate: NewCertificate) -> dict[str, Any]:
-    _check_length(certificate.profile, PROFILE_LENGTH, "profile")
-    _check_length(certificate.transaction_id, TRANSACTION_ID_LENGTH, "transaction_id")
-    _check_length(certificate.requester_ip, IP_LENGTH, "requester_ip")
+    check_length(certificate.profile, PROFILE_LENGTH, "profile")
+    check_length(certificate.transaction_id, TRANSACTION_ID_LENGTH, "transaction_id")
+    check_length(certificate.requester_ip, IP_LENGTH, "requester_ip")
     return {
         "serial_hex": serial_hex(certificate.serial),
         "issuer": certificate.issuer,
         "subject": certificate.subject,
         "sans": json.dumps(list(certificate.sans), separators=(",", ":")),
-        "not_before": _aware(certificate.not_before, "not_before"),
-        "not_after": _aware(certificate.not_after, "not_after"),
+        "not_before": aware(certificate.not_before, "not_before"),
+        "not_after": aware(certificate.not_after, "not_after"),
         "profile": certificate.profile,
         "transaction_id": certificate.transaction_id,
         "requester_ip": certificate.requester_ip,
@@ -547,7 +572,7 @@ def _certificate_values(certificate: NewCertificate) -> dict[str, Any]:
         "sha1_thumbprint": certificate.sha1_thumbprint,
         "sha256_thumbprint": certificate.sha256_thumbprint,
         "status": CertStatus.VALID.value,
-        "issued_at": _utcnow(),
+        "issued_at": utcnow(),
         "revoked_at": None,
         "revocation_reason": None,
     }
@@ -590,6 +615,10 @@ def _transaction_record(row: Row[Any]) -> TransactionRecord:
         requester_ip=m["requester_ip"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        deferred=bool(m["deferred"]),
+        attempts=m["attempts"],
+        next_attempt_at=m["next_attempt_at"],
+        last_error=m["last_error"],
     )
 
 
@@ -610,6 +639,15 @@ def _operation_record(row: Row[Any]) -> OperationRecord:
 # -- statements run inside a caller's transaction --------------------------------------------------
 
 
+def _retry_changes(next_attempt_at: datetime, error: str) -> dict[str, Any]:
+    return {
+        "attempts": transactions.c.attempts + 1,
+        "next_attempt_at": aware(next_attempt_at, "next_attempt_at"),
+        "last_error": error,
+        "updated_at": utcnow(),
+    }
+
+
 def _transaction_key(profile: str, transaction_id: str) -> ColumnElement[bool]:
     return (transactions.c.profile == profile) & (transactions.c.transaction_id == transaction_id)
 
@@ -622,7 +660,9 @@ def _fetch_transaction(conn: Connection, profile: str, transaction_id: str) -> T
 def _reclaimable(existing: TransactionRecord, now: datetime, stale_after: timedelta) -> bool:
     if existing.state is TransactionState.FAILED:
         return True
-    return existing.state is TransactionState.PENDING and existing.updated_at < now - stale_after
+    if existing.state is not TransactionState.PENDING or existing.deferred:
+        return False
+    return existing.updated_at < now - stale_after
 
 
 def _reset_transaction(conn: Connection, existing: TransactionRecord, values: Mapping[str, Any], now: datetime) -> bool:
@@ -632,15 +672,19 @@ def _reset_transaction(conn: Connection, existing: TransactionRecord, values: Ma
     unchanged = (
         _transaction_key(existing.profile, existing.transaction_id)
         & (transactions.c.state == existing.state.value)
+        & (transactions.c.deferred == existing.deferred)
         & (transactions.c.updated_at == existing.updated_at)
     )
     statement = update(transactions).where(unchanged).values(updated_at=new_version, **values)
     return conn.execute(statement).rowcount == 1
 
 
-def _update_pending(conn: Connection, profile: str, transaction_id: str, changes: Mapping[str, Any]) -> None:
-    pending = _transaction_key(profile, transaction_id) & (transactions.c.state == TransactionState.PENDING.value)
-    if conn.execute(update(transactions).where(pending).values(**changes)).rowcount == 1:
+def _update_transaction(
+    conn: Connection, condition: ColumnElement[bool], profile: str, transaction_id: str, changes: Mapping[str, Any]
+) -> None:
+    """Apply ``changes`` if the transaction meets ``condition``, else raise ``TransactionNotPending``."""
+    mine = _transaction_key(profile, transaction_id) & condition
+    if conn.execute(update(transactions).where(mine).values(**changes)).rowcount == 1:
         return
     current = _fetch_transaction(conn, profile, transaction_id)
     raise TransactionNotPending(profile, transaction_id, None if current is None else current.state)
@@ -653,13 +697,14 @@ def _complete_transaction(conn: Connection, profile: str, transaction_id: str, h
         "certificate_id": cert_id,
         "fail_info": None,
         "fail_reason": None,
-        "updated_at": _utcnow(),
+        "deferred": False,
+        "updated_at": utcnow(),
     }
-    _update_pending(conn, profile, transaction_id, changes)
+    _update_transaction(conn, _PENDING, profile, transaction_id, changes)
 
 
 def _bump_crl_number(conn: Connection, issuer: str) -> int:
-    now = _utcnow()
+    now = utcnow()
     mine = crl_state.c.issuer == issuer
     bumped = conn.execute(
         update(crl_state).where(mine).values(crl_number=crl_state.c.crl_number + 1, updated_at=now)

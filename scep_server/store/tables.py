@@ -1,4 +1,4 @@
-"""The database schema as SQLAlchemy Core tables. Migration 0001 creates exactly these.
+"""The database schema as SQLAlchemy Core tables; the migrations, applied in order, create exactly these.
 
 Serial numbers are up to 160 bits (RFC 5280 §4.1.2.2 allows 20 octets), more than any portable integer
 column holds, so they are kept as lowercase hex text without leading zeros (``serial_hex``).
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -24,6 +25,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -40,6 +43,7 @@ TRANSACTION_ID_LENGTH = 255
 IP_LENGTH = 64
 SERIAL_HEX_LENGTH = 40
 LABEL_LENGTH = 64
+OUTBOX_KIND_LENGTH = 64
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -122,9 +126,16 @@ transactions = Table(
     Column("requester_ip", String(IP_LENGTH), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # A PENDING transaction whose challenge could not be decided yet (Intune unreachable) is deferred:
+    # a background worker retries it at next_attempt_at instead of the next client poll.
+    Column("deferred", Boolean(), nullable=False, server_default=false()),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
     UniqueConstraint("profile", "transaction_id"),
     CheckConstraint("state IN ('pending', 'issued', 'failed')", name="state"),
     Index(None, "state", "updated_at"),
+    Index(None, "deferred", "next_attempt_at"),
 )
 
 crl_state = Table(
@@ -149,4 +160,22 @@ scep_events = Table(
     Column("requester_ip", String(IP_LENGTH), nullable=True),
     Index(None, "occurred_at"),
     Index(None, "profile", "transaction_id"),
+)
+
+# Notifications that must reach Intune even if the process restarts before sending them: stored first,
+# then delivered and retried by a background worker. payload is a JSON object.
+intune_outbox = Table(
+    "intune_outbox",
+    metadata,
+    _id_column(),
+    Column("kind", String(OUTBOX_KIND_LENGTH), nullable=False),
+    Column("transaction_id", String(TRANSACTION_ID_LENGTH), nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime(), nullable=True),
+    Column("dead_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "delivered_at", "dead_at", "next_attempt_at"),
 )
