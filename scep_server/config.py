@@ -153,7 +153,7 @@ class IntuneConfig:
     graph_resource_url: str = "https://graph.microsoft.com/"
     graph_api_version: str = "1.0"
     intune_app_id: str = "0000000a-0000-0000-c000-000000000000"
-    ca_bundle: str | None = None  # PEM bundle to verify Entra ID/Graph/Intune TLS; None = system store
+    ca_bundle: str | None = None  # PEM bundle to verify Entra ID/Graph/Intune TLS; None = the certifi bundle
     proxy_host: str | None = None
     proxy_port: int | None = None
     proxy_user: str | None = None
