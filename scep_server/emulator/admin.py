@@ -1,0 +1,159 @@
+"""The admin API: what Intune's console and a test harness do to the emulator, as JSON under ``/admin/``.
+
+When the app was created with an ``admin_token``, every call needs ``Authorization: Bearer <admin_token>``
+(401 otherwise). Bodies and answers use camelCase keys; a malformed body answers 400 ``{"error"}``.
+
+=======  ==========================  ===========================================================
+POST     /admin/challenges           ChallengeSpec JSON -> 201 {"challenge", "spec"}
+GET      /admin/validations          {"value": [every validateRequest]}
+GET      /admin/notifications        {"value": [every success/failure notification]}
+POST     /admin/faults               {"endpoint", "status", "latency", "hang", "malformedJson",
+                                     "authFailure", "times", "code", "retryAfter"} -> 204
+GET      /admin/faults               the active faults per endpoint
+DELETE   /admin/faults               clear every fault -> 204
+GET      /admin/counters             calls per endpoint and tokens:<scope>
+POST     /admin/revocations          {"serials": [...], "issuerName", "caConfiguration"?} -> 201 {"requestContexts"}
+GET      /admin/revocation-results   {"value": [every uploaded result]}
+POST     /admin/apps                 {"clientId", "clientSecret"?, "certificate"? (PEM), "intuneRoles"?} -> 201
+POST     /admin/services             {"providerName", "uri"} -> 204
+POST     /admin/untarget             {"certificateRequestId"} -> 204
+=======  ==========================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography import x509
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .challenges import ChallengeSpec
+from .tokens import INTUNE_ROLE
+from .wire import Surface, emulator, error, json_body
+
+ADMIN_TOKEN_KEY = "EMULATOR_ADMIN_TOKEN"
+admin = Blueprint("admin", __name__, url_prefix="/admin")
+_FAULT_KEYS = {"status": "status", "latency": "latency", "hang": "hang", "malformedJson": "malformed_json",
+               "authFailure": "auth_failure", "times": "times", "code": "code", "retryAfter": "retry_after"}
+
+
+@admin.before_request
+def _require_admin_token() -> Response | None:
+    expected: str | None = current_app.config.get(ADMIN_TOKEN_KEY)
+    if not expected:
+        return None
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode()):
+        return None
+    return error(Surface.ADMIN, 401, "the admin API needs Authorization: Bearer <admin token>",
+                 headers={"WWW-Authenticate": 'Bearer realm="intune-emulator-admin"'})
+
+
+@admin.post("/challenges")
+def mint_challenge() -> tuple[Response, int]:
+    spec = ChallengeSpec.from_json(_payload())
+    return jsonify(challenge=emulator().mint_challenge(spec), spec=spec.to_json()), 201
+
+
+@admin.get("/validations")
+def validations() -> Response:
+    return jsonify(value=emulator().validations)
+
+
+@admin.get("/notifications")
+def notifications() -> Response:
+    return jsonify(value=emulator().notifications)
+
+
+@admin.post("/faults")
+def inject_fault() -> tuple[str, int]:
+    payload = _payload()
+    unknown = sorted(set(payload) - set(_FAULT_KEYS) - {"endpoint"})
+    if unknown or not isinstance(payload.get("endpoint"), str):
+        raise ValueError(f"a fault is {{'endpoint', {', '.join(_FAULT_KEYS)}}}; unknown: {', '.join(unknown)}")
+    options = {_FAULT_KEYS[key]: value for key, value in payload.items() if key != "endpoint" and value is not None}
+    emulator().inject_fault(payload["endpoint"], **options)
+    return "", 204
+
+
+@admin.get("/faults")
+def faults() -> Response:
+    return jsonify(emulator().faults())
+
+
+@admin.delete("/faults")
+def clear_faults() -> tuple[str, int]:
+    emulator().clear_faults()
+    return "", 204
+
+
+@admin.get("/counters")
+def counters() -> Response:
+    return jsonify(emulator().counters())
+
+
+@admin.post("/revocations")
+def queue_revocations() -> tuple[Response, int]:
+    payload = _payload()
+    serials, issuer = payload.get("serials"), payload.get("issuerName")
+    ca_configuration = payload.get("caConfiguration", "")
+    if not isinstance(serials, list) or not serials or not all(isinstance(s, str) and s for s in serials):
+        raise ValueError("serials must be a non-empty list of hex serial numbers")
+    if not isinstance(issuer, str) or not issuer or not isinstance(ca_configuration, str):
+        raise ValueError("issuerName must be a non-empty string (and caConfiguration a string)")
+    contexts = [emulator().queue_revocation(serial, issuer, ca_configuration) for serial in serials]
+    return jsonify(requestContexts=contexts), 201
+
+
+@admin.get("/revocation-results")
+def revocation_results() -> Response:
+    return jsonify(value=emulator().revocation_results)
+
+
+@admin.post("/apps")
+def register_app() -> tuple[Response, int]:
+    payload = _payload()
+    client_id, secret, pem = payload.get("clientId"), payload.get("clientSecret"), payload.get("certificate")
+    roles = payload.get("intuneRoles", [INTUNE_ROLE])
+    if not isinstance(client_id, str) or not all(v is None or isinstance(v, str) for v in (secret, pem)):
+        raise ValueError("an app is {clientId, clientSecret?, certificate? (PEM), intuneRoles?}")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise ValueError("intuneRoles must be a list of strings")
+    certificate = x509.load_pem_x509_certificate(pem.encode()) if pem else None
+    emulator().register_app(client_id, secret=secret, certificate=certificate, intune_roles=tuple(roles))
+    return jsonify(clientId=client_id), 201
+
+
+@admin.post("/services")
+def set_service() -> tuple[str, int]:
+    payload = _payload()
+    name, uri = payload.get("providerName"), payload.get("uri")
+    if not isinstance(name, str) or not name or not isinstance(uri, str) or not uri.startswith("https://"):
+        raise ValueError("a service is {providerName, uri (https://...)}")
+    emulator().set_service_uri(name, uri)
+    return "", 204
+
+
+@admin.post("/untarget")
+def untarget() -> tuple[str, int]:
+    request_id = _payload().get("certificateRequestId")
+    if not isinstance(request_id, str) or not request_id:
+        raise ValueError("certificateRequestId is required")
+    emulator().untarget(request_id)
+    return "", 204
+
+
+def _payload() -> Mapping[str, Any]:
+    payload = json_body()
+    if not isinstance(payload, Mapping):
+        raise ValueError("the body must be a JSON object sent as application/json")
+    return payload
+
+
+def _bad_request(exc: ValueError) -> Response:
+    return error(Surface.ADMIN, 400, str(exc))
+
+
+admin.register_error_handler(ValueError, _bad_request)

@@ -1,0 +1,47 @@
+"""The emulator's Flask app: Entra ID, Graph, Intune and the admin API on one host.
+
+========================================================================  ==================================
+``GET  /{tenant}/v2.0/.well-known/openid-configuration``                  Entra ID metadata (§2)
+``POST /{tenant}/oauth2/v2.0/token``                                      client-credentials grant (§2)
+``GET  /{tenant}/discovery/v2.0/keys``                                    JWKS of the access-token key
+``GET  /graph/v1.0/servicePrincipals/appId={INTUNE_APP_ID}/endpoints``    service discovery (§3)
+``POST /intune/scep/ScepActions/{validateRequest,successNotification,failureNotification}``  (§4, §5)
+``POST /intune/pki/CertificateAuthorityRequests/{download,upload}...``    revocation (§4, §6)
+``/admin/...``                                                            see ``admin``
+========================================================================  ==================================
+
+Section numbers refer to intune-api.md. Point a server at ``https://host:port``: authority
+``{url}/``, graph_resource_url ``{url}/graph/``, intune_resource_url ``{url}/intune-api/``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from .admin import ADMIN_TOKEN_KEY, admin
+from .entra import entra
+from .graph import graph
+from .intune_api import pki, scep
+from .state import IntuneEmulator
+from .wire import EMULATOR_KEY, INTERRUPT_KEY, Surface, error
+
+
+def create_app(
+    emulator: IntuneEmulator, *, admin_token: str | None = None, interrupt: threading.Event | None = None
+) -> Flask:
+    """The WSGI app serving ``emulator``; ``interrupt``, once set, cuts injected sleeps short."""
+    app = Flask(__name__)
+    app.extensions[EMULATOR_KEY] = emulator
+    app.extensions[INTERRUPT_KEY] = interrupt if interrupt is not None else threading.Event()
+    app.config[ADMIN_TOKEN_KEY] = admin_token
+    for blueprint in (entra, graph, scep, pki, admin):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(HTTPException, _http_error)
+    return app
+
+
+def _http_error(exc: HTTPException) -> Response:
+    return error(Surface.ADMIN, exc.code or 500, exc.description or exc.name)

@@ -1,0 +1,90 @@
+"""``scep-server intune-emulator``: run the emulator in the foreground until SIGTERM or SIGINT.
+
+Prints the ``intune:`` configuration a server needs to use it (never the client secret: the operator
+gave it, from ``--client-secret`` or, better, the ``AAD_APP_KEY`` environment variable, the same name
+the server reads). Without ``--client-id`` no app is registered; register one with ``POST /admin/apps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from .server import EmulatorServer
+from .state import IntuneEmulator
+
+SECRET_ENV = "AAD_APP_KEY"
+ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, serve until SIGTERM/SIGINT, return the exit status."""
+    args = _parser().parse_args(argv)
+    secret = args.client_secret or os.environ.get(SECRET_ENV)
+    if args.client_id and not secret:
+        print(f"intune-emulator: --client-id needs --client-secret or {SECRET_ENV}", file=sys.stderr)
+        return 2
+    admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    server = EmulatorServer(IntuneEmulator(tenant=args.tenant), port=args.port, state_dir=args.state_dir,
+                            admin_token=admin_token)
+    if args.client_id:
+        server.register_client(args.client_id, secret)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"intune-emulator: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    _serve_until_signalled(server, admin_protected=admin_token is not None)
+    print("intune-emulator: stopped", flush=True)
+    return 0
+
+
+def _serve_until_signalled(server: EmulatorServer, *, admin_protected: bool) -> None:
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, _setter(stop)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        print(describe(server, admin_protected), flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def describe(server: EmulatorServer, admin_protected: bool) -> str:
+    """What an operator needs: the URL, and the server configuration without the secret."""
+    settings = {k: v for k, v in server.settings().items() if k != "client_secret"}
+    lines = [f"Intune emulator listening on {server.url} (tenant {server.emulator.tenant})",
+             f"admin API: {server.url}/admin/ ({'bearer token required' if admin_protected else 'open'})",
+             "# scep-server configuration:", "intune:"]
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in settings.items()]
+    if "client_id" in settings:
+        lines.append(f"  client_secret: {{env: {SECRET_ENV}}}")
+    return "\n".join(lines)
+
+
+def _setter(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    return handler
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scep-server intune-emulator",
+                                     description="Emulate Entra ID, Graph and Intune's third-party CA APIs over HTTPS")
+    parser.add_argument("--port", type=int, default=8443, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--state-dir", type=Path, default=Path("var/intune-emulator"),
+                        help="where the emulator's TLS CA (ca.pem) and server certificate live")
+    parser.add_argument("--tenant", default="contoso.onmicrosoft.com", help="tenant name (or GUID)")
+    parser.add_argument("--client-id", help="register an app with this client id")
+    parser.add_argument("--client-secret", help=f"its secret (prefer the {SECRET_ENV} environment variable)")
+    parser.add_argument("--admin-token", help=f"require this bearer token on /admin/ (or {ADMIN_TOKEN_ENV})")
+    return parser

@@ -1,0 +1,38 @@
+"""Microsoft Graph's service discovery for Intune's service principal (intune-api.md §3).
+
+``GET /graph/v1.0/servicePrincipals/appId={INTUNE_APP_ID}/endpoints`` with a Graph token carrying
+``Application.Read.All``. Only Intune's well-known app id is known (others: 404), and only ``v1.0`` and
+``beta`` (others: 400), as Graph answers. Besides the two services a CA uses, the list holds one it
+must skip (``IntuneEnrollmentFEService``), as Intune's real list holds many.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from .state import INTUNE_APP_ID
+from .tokens import GRAPH_ROLES, AccessDenied
+from .wire import Surface, denied, emulator, endpoint, error, origin
+
+graph = Blueprint("graph", __name__, url_prefix="/graph")
+GRAPH_VERSIONS = ("v1.0", "beta")
+
+
+@graph.get("/<version>/servicePrincipals/appId=<app_id>/endpoints")
+@endpoint("discovery", Surface.GRAPH)
+def service_endpoints(version: str, app_id: str) -> Response:
+    emulator().authorize(request.headers.get("Authorization"), resource="graph", role=GRAPH_ROLES[0], origin=origin())
+    if version not in GRAPH_VERSIONS:
+        return error(Surface.GRAPH, 400, f"Invalid version: {version}")
+    if app_id.lower() != INTUNE_APP_ID:
+        return error(Surface.GRAPH, 404, f"Resource '{app_id}' does not exist or one of its queried "
+                     "reference-property objects are not present.")
+    context = f"{origin()}/graph/{version}/$metadata#servicePrincipals('appId%3D{app_id}')/endpoints"
+    return jsonify({"@odata.context": context, "value": emulator().service_endpoints(origin())})
+
+
+def _access_denied(exc: AccessDenied) -> Response:
+    return denied(Surface.GRAPH, exc)
+
+
+graph.register_error_handler(AccessDenied, _access_denied)
