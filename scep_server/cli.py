@@ -74,7 +74,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=int(os.environ.get("SCEP_SERVER_WORKERS", "2")))
     serve.add_argument("--threads", type=int, default=int(os.environ.get("SCEP_SERVER_THREADS", "4")))
     serve.add_argument("--init-if-missing", action="store_true", help="create a CA first when there is none")
+    serve.add_argument(
+        "--with-emulator", action="store_true",
+        help="also run the Intune emulator where the intune settings point (development and demos)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    emulator = sub.add_parser("intune-emulator", help="run the Intune emulator (Entra ID + Graph + Intune)",
+                              add_help=False)
+    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
+    emulator.set_defaults(func=cmd_intune_emulator)
+
+    simulate = sub.add_parser("simulate", help="enroll simulated Intune devices (TestMatrix rows) end to end",
+                              add_help=False)
+    simulate.add_argument("simulate_args", nargs=argparse.REMAINDER)
+    simulate.set_defaults(func=cmd_simulate)
+
+    intune = sub.add_parser("intune", help="Intune integration").add_subparsers(required=True, metavar="ACTION")
+    intune.add_parser("check", help="get tokens, discover the services, report what works").set_defaults(
+        func=cmd_intune_check
+    )
 
     certs = sub.add_parser("certs", help="issued certificates").add_subparsers(required=True, metavar="ACTION")
     listing = certs.add_parser("list", help="list issued certificates, newest first")
@@ -134,8 +153,59 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
     # Fail before forking when the CA is unusable.
     warn_if_ra_expires_soon(load_ca(config.ca_dir, config.ca, ca_passphrase(config)))
     _migrate(config)
+    if args.with_emulator:
+        _start_emulator(config)
     serve(config, bind=args.bind, workers=args.workers, threads=args.threads)
     return 0
+
+
+def cmd_intune_emulator(config: ServerConfig, args: argparse.Namespace) -> int:
+    from .emulator.cli import run
+
+    return run(list(args.emulator_args))
+
+
+def cmd_simulate(config: ServerConfig, args: argparse.Namespace) -> int:
+    from .simulator.cli import run
+
+    return run(list(args.simulate_args))
+
+
+def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:
+    """Troubleshooting for admins: can we get tokens and find Intune's services?"""
+    from .intune.transport import IntuneTransport
+
+    if not config.intune.configured:
+        print("scep-server: intune.tenant and intune.client_id are not set", file=sys.stderr)
+        return 2
+    transport = IntuneTransport(config.intune)
+    try:
+        services = transport.discover()
+    finally:
+        transport.close()
+    print(f"Entra ID token and Graph discovery OK for tenant {config.intune.tenant}")
+    for name, uri in sorted(services.items()):
+        print(f"  {name}: {uri}")
+    return 0
+
+
+def _start_emulator(config: ServerConfig) -> object:
+    """An in-process emulator matching config.intune (it serves from the gunicorn master process)."""
+    from urllib.parse import urlsplit
+
+    from .emulator import EmulatorServer, IntuneEmulator
+
+    intune = config.intune
+    port = urlsplit(intune.authority).port or 443
+    state_dir = Path(intune.ca_bundle).parent if intune.ca_bundle else Path(config.data_dir) / "emulator"
+    server = EmulatorServer(IntuneEmulator(tenant=intune.tenant or "contoso.onmicrosoft.com"), port=port,
+                            state_dir=state_dir)
+    secret = intune.client_secret.resolve()
+    if intune.client_id and secret:
+        server.register_client(intune.client_id, secret)
+    server.start()
+    log.info("Intune emulator listening on %s (admin API %s/admin/)", server.url, server.url)
+    return server
 
 
 def cmd_certs_list(config: ServerConfig, args: argparse.Namespace) -> int:

@@ -217,6 +217,19 @@ class IntuneTransport:
                 retries += 1
                 self._back_off(call, exc, retries)
 
+    def discover(self) -> dict[str, str]:
+        """Fetch tokens and ask Graph for the service map now, refreshing the cache (for admins' checks)."""
+        call = _Call("discovery check", str(uuid.uuid4()))
+        try:
+            services = self._discover(call, 1)
+        except _Transient as exc:
+            raise self._unavailable(call, exc, 1) from None
+        except _Unauthorized as exc:
+            raise IntuneAuthError(f"Graph refused the token: {exc.detail}", activity_id=call.activity_id) from None
+        with self._services_lock:
+            self._services = services
+        return dict(services)
+
     def forget_services(self) -> None:
         """Drop the discovered service URLs; the next call asks Graph again (§3)."""
         with self._services_lock:
