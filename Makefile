@@ -19,8 +19,10 @@ deps: $(STAMP)
 system-deps:
 	bash .ci/install-deps.sh
 
+# The server on embedded defaults (SQLite, a dev CA under ./var) with the Intune emulator beside it.
 run: $(STAMP)
-	SCEP_CHALLENGE=$${SCEP_CHALLENGE:-dev-challenge} $(BIN)/scep-server --config $(CONFIG) serve --init-if-missing --bind $(BIND)
+	SCEP_CHALLENGE=$${SCEP_CHALLENGE:-dev-challenge} $(BIN)/scep-server --config $(CONFIG) \
+		serve --init-if-missing --with-emulator --bind $(BIND)
 
 test: $(STAMP) system-deps
 	bash .ci/start-postgres.sh

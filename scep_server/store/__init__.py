@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .intune_revocations import IntuneRevocationRecord
 from .records import (
     AlreadyRevoked,
     CertificateNotFound,
@@ -25,6 +26,7 @@ __all__ = [
     "CertificateNotFound",
     "CertificateRecord",
     "DuplicateCertificate",
+    "IntuneRevocationRecord",
     "NewCertificate",
     "OperationRecord",
     "OutboxEntryNotPending",

@@ -40,6 +40,7 @@ from .base import (
     required,
     utcnow,
 )
+from .intune_revocations import IntuneRevocationRepository
 from .outbox import OutboxRepository
 from .records import (
     AlreadyRevoked,
@@ -84,7 +85,7 @@ _ISSUED = transactions.c.state == TransactionState.ISSUED.value
 _DEFERRED = _PENDING & transactions.c.deferred
 
 
-class Store(OutboxRepository):
+class Store(OutboxRepository, IntuneRevocationRepository):
     """Typed access to the database; one instance per process, safe to share between threads."""
 
     @classmethod

@@ -179,3 +179,22 @@ intune_outbox = Table(
     Column("last_error", Text, nullable=True),
     Index(None, "delivered_at", "dead_at", "next_attempt_at"),
 )
+
+REQUEST_CONTEXT_LENGTH = 512
+
+intune_revocations = Table(
+    "intune_revocations",
+    metadata,
+    _id_column(),
+    Column("request_context", String(REQUEST_CONTEXT_LENGTH), nullable=False),
+    Column("serial_number", String(128), nullable=False),
+    Column("issuer_name", Text, nullable=True),
+    Column("ca_configuration", Text, nullable=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("result_code", Integer, nullable=True),
+    Column("result_message", Text, nullable=True),
+    Column("processed_at", UTCDateTime(), nullable=True),
+    Column("uploaded_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("request_context"),
+    Index(None, "uploaded_at", "result_code"),
+)
