@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from .errors import ScepServerError
@@ -52,8 +52,8 @@ class DeferredValidations:
 class BackgroundWorker:
     """Runs its tasks every ``interval`` seconds (sooner when woken) until stopped."""
 
-    def __init__(self, tasks: Sequence[tuple[str, Task]], *, interval: float = 2.0) -> None:
-        self._tasks = list(tasks)
+    def __init__(self, tasks: list[tuple[str, Task]], *, interval: float = 2.0) -> None:
+        self._tasks = tasks  # the list, not a copy: wiring adds tasks after the worker exists
         self._interval = interval
         self.wake = threading.Event()
         self._stopping = threading.Event()
@@ -83,3 +83,22 @@ class BackgroundWorker:
             self.run_once()
             self.wake.wait(self._interval)
             self.wake.clear()
+
+
+class Every:
+    """Run ``task`` at most once per ``seconds`` (the worker itself ticks more often)."""
+
+    def __init__(self, seconds: float, task: Task, *, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self._seconds = seconds
+        self._task = task
+        self._clock = clock or time.monotonic
+        self._last: float | None = None
+
+    def __call__(self) -> object:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._seconds:
+            return None
+        self._last = now
+        return self._task()

@@ -78,6 +78,9 @@ class CAConfig:
     key_passphrase: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_CA_PASSPHRASE"))
     include_root_in_getcacert: bool = True
     crl_validity_hours: int = 168
+    ocsp_subject: str = "CN=scep-server OCSP Responder,O=scep-server"
+    ocsp_validity_days: int = 30
+    ocsp_response_validity_minutes: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +301,10 @@ def _build_ca(raw: Mapping[str, Any]) -> CAConfig:
         raise ConfigError("ca.key_size must be between 2048 and 4096")
     if ca.key_type == "ec" and ca.curve not in ("P-256", "P-384"):
         raise ConfigError("ca.curve must be P-256 or P-384")
+    if ca.ocsp_validity_days < 1:
+        raise ConfigError("ca.ocsp_validity_days must be >= 1")
+    if not 1 <= ca.ocsp_response_validity_minutes <= 10080:
+        raise ConfigError("ca.ocsp_response_validity_minutes must be between 1 and 10080")
     return ca
 
 

@@ -6,15 +6,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from .background import BackgroundWorker, DeferredValidations, Task
+from .background import BackgroundWorker, DeferredValidations, Every, Task
 from .ca.authority import CertificateAuthority, load_ca
 from .ca.issue import IssuancePolicy
+from .ca.responder import DelegatedResponder, responder_policy
 from .challenge import ChallengeValidator
+from .challenge.intune import IntuneChallenge
 from .challenge.registry import build_validator
 from .config import ProfileConfig, ServerConfig
 from .enrollment import EnrollmentService
+from .intune.client import IntuneClient
+from .intune.outbox import NotificationOutbox
+from .intune.revocations import RevocationSync
 from .issuance import Profile
-from .revocation import CrlCache
+from .revocation import CrlCache, OcspResponder
+from .revocation_service import RevocationService
 from .scep.message import DecodeOptions
 from .store import Store
 
@@ -28,6 +34,8 @@ class Runtime:
     crls: CrlCache
     service: EnrollmentService
     background: BackgroundWorker
+    ocsp: OcspResponder
+    revocations: RevocationService
 
     def close(self) -> None:
         self.background.stop()
@@ -83,27 +91,52 @@ def build_runtime(config: ServerConfig) -> Runtime:
 def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> Runtime:
     worker_tasks: list[tuple[str, Task]] = []
     background = BackgroundWorker(worker_tasks)
-    intune = _intune_validator(config, store, background, worker_tasks)
-    profiles = {p.name: build_profile(config, p, intune) for p in config.profiles}
     validity = timedelta(hours=config.ca.crl_validity_hours)
-    crls = CrlCache(ca, store, validity=validity, refresh=min(validity / 4, timedelta(hours=1)))
+    crls = CrlCache(
+        ca, store, validity=validity, refresh=min(validity / 4, timedelta(hours=1)), wake=background.wake.set
+    )
+    worker_tasks.append(("crl-publisher", crls.publish_due))
+    ocsp = _ocsp_responder(config, ca, store, crls)
+    revocations = RevocationService(store, issuer=ca.issuer_name, caches=(crls, ocsp))
+    intune = _intune_services(config, store, background, worker_tasks, revocations)
+    profiles = {p.name: build_profile(config, p, intune) for p in config.profiles}
     service = EnrollmentService(ca, store, profiles, crls)
     if any(p.defer_when_unavailable for p in profiles.values()):
         deferred = DeferredValidations(store, service.issuance, profiles)
         worker_tasks.append(("deferred-validations", deferred.run_once))
-    return Runtime(config, ca, store, profiles, crls, service, background)
+    return Runtime(config, ca, store, profiles, crls, service, background, ocsp, revocations)
 
 
-def _intune_validator(
-    config: ServerConfig, store: Store, background: BackgroundWorker, tasks: list[tuple[str, Task]]
+def _ocsp_responder(config: ServerConfig, ca: CertificateAuthority, store: Store, crls: CrlCache) -> OcspResponder:
+    policy = responder_policy(config.ca.ocsp_subject, config.ca.ocsp_validity_days)
+    responder = DelegatedResponder(config.ca_dir, ca, ca_passphrase(config), policy)
+    responder.current()  # create/renew at startup; fails early if the CA dir is read-only
+    return OcspResponder(ca, store, responder, crls.watch,
+                         validity=timedelta(minutes=config.ca.ocsp_response_validity_minutes))
+
+
+def _intune_services(
+    config: ServerConfig, store: Store, background: BackgroundWorker, tasks: list[tuple[str, Task]],
+    revocations: RevocationService,
 ) -> ChallengeValidator | None:
-    if not any(p.challenge.type == "intune" for p in config.profiles):
+    """The Intune validator, its notification outbox and the revocation sync, when Intune is configured."""
+    uses_intune = any(p.challenge.type == "intune" for p in config.profiles)
+    if not uses_intune and not config.intune.configured:
         return None
-    from .challenge.intune import IntuneChallenge
     from .intune.client import IntuneClient
-    from .intune.outbox import NotificationOutbox
 
     client = IntuneClient(config.intune)
     outbox = NotificationOutbox(store, client, wake=background.wake)
     tasks.append(("intune-outbox", outbox.deliver_due))
-    return IntuneChallenge(client, outbox, ca_configuration=ca_configuration(config))
+    sync = revocation_sync(config, store, client, revocations)
+    tasks.append(("intune-revocations", Every(config.intune.revocation_poll_seconds, sync.run_safely)))
+    return IntuneChallenge(client, outbox, ca_configuration=ca_configuration(config)) if uses_intune else None
+
+
+def revocation_sync(
+    config: ServerConfig, store: Store, client: IntuneClient, revocations: RevocationService
+) -> RevocationSync:
+    return RevocationSync(
+        store, client, revocations, batch_size=config.intune.revocation_batch_size,
+        issuer_filter=config.intune.revocation_issuer_filter,
+    )

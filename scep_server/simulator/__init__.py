@@ -1,0 +1,32 @@
+"""Simulated Intune devices for Microsoft's third-party CA acceptance matrix (TestMatrix.csv).
+
+Each TestMatrix row is an Intune SCEP profile (``matrix``). For each device the simulator mints the
+challenge through the Intune emulator's admin API (``admin``), builds the CSR Intune asks for and
+enrolls over SCEP like a device (``device``), then checks the certificate against the profile
+(``checks``), or that none was delivered for the failure rows. ``scep-server simulate`` runs it (``cli``)::
+
+    with EmulatorAdmin(emulator.url, ca_bundle=emulator.ca_bundle) as admin:
+        results = Simulator(admin, Settings(scep_url="http://127.0.0.1:8080/scep")).run(ROWS, devices=2)
+"""
+
+from __future__ import annotations
+
+from .admin import EmulatorAdmin, EmulatorAdminError, Fault
+from .matrix import PROFILES, ROWS, DeviceIdentity, Expect, Row, ScepProfile, find_rows
+from .runner import DeviceResult, Settings, Simulator
+
+__all__ = [
+    "PROFILES",
+    "ROWS",
+    "DeviceIdentity",
+    "DeviceResult",
+    "EmulatorAdmin",
+    "EmulatorAdminError",
+    "Expect",
+    "Fault",
+    "Row",
+    "ScepProfile",
+    "Settings",
+    "Simulator",
+    "find_rows",
+]

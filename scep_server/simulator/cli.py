@@ -1,0 +1,97 @@
+"""``scep-server simulate``: enroll simulated Intune devices for TestMatrix rows and report per device.
+
+::
+
+    scep-server simulate --profile all --devices 2
+    scep-server simulate --profile "SN Format: IMEI" --scep-url http://127.0.0.1:8080/scep
+
+Exit status 0 when every device passed, 1 when one did not, 2 on a usage or setup error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from .admin import EmulatorAdmin, EmulatorAdminError
+from .matrix import ROWS, find_rows
+from .runner import DeviceResult, Settings, Simulator
+
+ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"
+HEADERS = ("ROW", "DEVICE", "RESULT", "DETAIL")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the rows, print the table; the exit status.
+
+    A leading ``--`` is dropped: ``scep-server simulate -- --profile all`` passes options through
+    argparse's REMAINDER, which otherwise refuses arguments that start with ``--``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv[1:] if argv[:1] == ["--"] else argv)
+    if args.list:
+        _print_rows(sys.stdout)
+        return 0
+    try:
+        rows = find_rows(args.profile)
+    except KeyError:
+        print(f"simulate: no TestMatrix row {args.profile!r} (see --list)", file=sys.stderr)
+        return 2
+    settings = Settings(scep_url=args.scep_url, timeout=args.timeout, poll_interval=args.poll_interval)
+    token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    started = time.monotonic()
+    try:
+        with EmulatorAdmin(args.emulator_url, ca_bundle=args.ca_bundle, token=token) as admin:
+            results = Simulator(admin, settings).run(rows, args.devices, args.concurrency)
+    except EmulatorAdminError as exc:
+        print(f"simulate: the Intune emulator's admin API failed: {exc}", file=sys.stderr)
+        return 2
+    print_table(results, sys.stdout)
+    passed = sum(r.passed for r in results)
+    print(f"\n{passed}/{len(results)} devices passed in {time.monotonic() - started:.1f} s")
+    return 0 if passed == len(results) else 1
+
+
+def print_table(results: Sequence[DeviceResult], out: TextIO) -> None:
+    """ROW, DEVICE, RESULT, DETAIL; the detail is the failInfo text or the checks that failed."""
+    lines = [(r.row, str(r.device), "PASS" if r.passed else "FAIL", r.detail) for r in results]
+    widths = [max(len(line[i]) for line in [HEADERS, *lines]) for i in range(3)]
+    for line in [HEADERS, *lines]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths, strict=True)), line[3], file=out)
+
+
+def _print_rows(out: TextIO) -> None:
+    for row in ROWS:
+        expect = f"{row.expect.value} via /scep/{row.profile.name}"
+        print(f"{row.name:<50} {row.slug:<50} {expect}" + (f" ({row.note})" if row.note else ""), file=out)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scep-server simulate",
+        description="Enroll simulated Intune devices through the SCEP server, one or all TestMatrix rows, "
+                    "with challenges minted by the Intune emulator; check every certificate against its profile.")
+    parser.add_argument("--profile", default="all", metavar="ROW|all",
+                        help="a TestMatrix row by name or slug (see --list), or all (default)")
+    parser.add_argument("--devices", type=_positive_int, default=1, help="devices per row (default 1)")
+    parser.add_argument("--scep-url", default="http://127.0.0.1:8080/scep",
+                        help="SCEP base URL; /<profile> of the row is appended (default %(default)s)")
+    parser.add_argument("--emulator-url", default="https://127.0.0.1:8443", help="the Intune emulator (%(default)s)")
+    parser.add_argument("--ca-bundle", default="var/emulator/ca.pem", help="the emulator's TLS CA (%(default)s)")
+    parser.add_argument("--admin-token", help=f"bearer token of the emulator's admin API (or {ADMIN_TOKEN_ENV})")
+    parser.add_argument("--concurrency", type=_positive_int, default=4, help="devices enrolling at once (4)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds a device polls a PENDING request (60)")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between CertPolls (1)")
+    parser.add_argument("--list", action="store_true", help="list the TestMatrix rows and exit")
+    return parser
