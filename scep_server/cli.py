@@ -14,11 +14,14 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import __version__
-from .ca.authority import CertificateAuthority, ca_exists, import_ca, init_ca, load_ca, rotate_ra
+from .ca.authority import CA_CERT, CertificateAuthority, ca_exists, import_ca, init_ca, load_ca, rotate_ra
+from .ca.keys import load_certificates
 from .config import ServerConfig, load_config
 from .errors import ScepServerError
+from .intune.client import IntuneClient
+from .revocation_service import REASON_NAMES, RevocationService
 from .runtime import ca_passphrase
-from .store import CertificateRecord, CertStatus, Store
+from .store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, Store
 
 log = logging.getLogger("scep_server.cli")
 
@@ -94,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     intune.add_parser("check", help="get tokens, discover the services, report what works").set_defaults(
         func=cmd_intune_check
     )
+    intune.add_parser(
+        "sync-revocations", help="download Intune's revocation requests, revoke, upload results (for cron)"
+    ).set_defaults(func=cmd_intune_sync_revocations)
 
     certs = sub.add_parser("certs", help="issued certificates").add_subparsers(required=True, metavar="ACTION")
     listing = certs.add_parser("list", help="list issued certificates, newest first")
@@ -105,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("serial", help="serial number in hex (as listed)")
     show.add_argument("--pem", action="store_true", help="print the certificate in PEM")
     show.set_defaults(func=cmd_certs_show)
+    revoke = certs.add_parser("revoke", help="revoke a certificate (running servers follow within a second)")
+    revoke.add_argument("serial", help="serial number in hex (as listed)")
+    revoke.add_argument("--reason", default="unspecified", choices=REASON_NAMES)
+    revoke.add_argument("--issuer", help="issuer DN (default: this CA)")
+    revoke.set_defaults(func=cmd_certs_revoke)
 
     ca = sub.add_parser("ca", help="the CA").add_subparsers(required=True, metavar="ACTION")
     ca.add_parser("show", help="CA and RA details with the fingerprints Intune asks for").set_defaults(
@@ -238,6 +249,43 @@ def cmd_certs_show(config: ServerConfig, args: argparse.Namespace) -> int:
         return 0
     _print_record(record)
     return 0
+
+
+def cmd_certs_revoke(config: ServerConfig, args: argparse.Namespace) -> int:
+    serial = _parse_serial(args.serial)
+    issuer = load_certificates(config.ca_dir / CA_CERT)[0].subject.rfc4514_string()
+    with _store(config) as store:
+        try:
+            record = RevocationService(store, issuer=issuer).revoke(serial, reason=args.reason, issuer=args.issuer)
+        except CertificateNotFound:
+            print(f"scep-server: no certificate with serial {args.serial}", file=sys.stderr)
+            return 1
+        except AlreadyRevoked as exc:
+            revoked_at = exc.certificate.revoked_at
+            when = f"{revoked_at:%Y-%m-%d %H:%M:%S} UTC" if revoked_at else "earlier"
+            print(f"scep-server: certificate {args.serial} was already revoked ({when})", file=sys.stderr)
+            return 1
+    print(f"revoked {record.serial:x} ({args.reason})")
+    return 0
+
+
+def cmd_intune_sync_revocations(config: ServerConfig, args: argparse.Namespace) -> int:
+    """One download → revoke → upload round, for cron-style use beside (or instead of) the server's worker."""
+    from .runtime import build_runtime, revocation_sync
+
+    if not config.intune.configured:
+        print("scep-server: intune.tenant and intune.client_id are not set", file=sys.stderr)
+        return 2
+    runtime = build_runtime(config)
+    client = IntuneClient(config.intune)
+    try:
+        report = revocation_sync(config, runtime.store, client, runtime.revocations).run_once()
+    finally:
+        client.close()
+        runtime.close()
+    print(f"downloaded {report.downloaded}, revoked {report.revoked}, uploaded {report.uploaded} results"
+          f"{'' if report.upload_acknowledged else ' (not acknowledged: they will be sent again)'}")
+    return 0 if report.upload_acknowledged else 1
 
 
 def cmd_ca_show(config: ServerConfig, args: argparse.Namespace) -> int:

@@ -141,3 +141,7 @@ def server(tmp_path: Path) -> Iterator[ScepTestServer]:
         yield ScepTestServer(runtime, app.test_client(), tmp_path / "var")
     finally:
         runtime.close()
+
+
+# Fixtures defined beside their helpers, made available to every functional test.
+from .intune_env import intune_env  # noqa: E402, F401

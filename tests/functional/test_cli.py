@@ -132,3 +132,18 @@ def test_bad_config_is_reported_not_raised(tmp_path: Path, capsys: pytest.Captur
     bad.write_text("profiles: {p: {hash: md5}}\n")
     assert main(["--config", str(bad), "ca", "show"]) == 2
     assert "hash" in capsys.readouterr().err
+
+
+def test_certs_revoke_once_then_conflict(
+    server: ScepTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = server.enroll(Device(common_name="to-revoke"))
+    config = str(tmp_path / "scep-server.yaml")
+    serial = f"{cert.serial_number:x}"
+    assert main(["--config", config, "certs", "revoke", serial, "--reason", "keyCompromise"]) == 0
+    assert f"revoked {serial}" in capsys.readouterr().out
+    assert main(["--config", config, "certs", "revoke", serial]) == 1
+    assert "already revoked" in capsys.readouterr().err
+    record = server.runtime.store.get_certificate(cert.serial_number)
+    assert record is not None and record.revocation_reason == 1
+    assert main(["--config", config, "certs", "revoke", "abcdef01"]) == 1

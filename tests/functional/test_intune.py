@@ -5,12 +5,8 @@ The background worker is driven by hand (``run_once``) so that every step is det
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,10 +14,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from scep_server.ca.authority import init_ca
-from scep_server.config import ServerConfig, load_config
 from scep_server.emulator import ChallengeSpec, EmulatorServer, IntuneEmulator
 from scep_server.errors import FailInfo
 from scep_server.runtime import build_runtime
@@ -31,85 +26,11 @@ from scep_server.store import CertStatus
 from scep_server.web import create_app
 
 from .conftest import Device, ScepTestServer, device_key
-
-PROFILES = """
-profiles:
-  intune:
-    challenge: {type: intune}
-  intune-pending:
-    challenge: {type: intune, on_intune_unavailable: pending}
-"""
-
-
-def _config(tmp_path: Path, intune: dict[str, object], *, name: str = "scep.yaml") -> ServerConfig:
-    intune = {**intune, "connect_timeout": 2, "read_timeout": 5, "max_retries": 1,
-              "backoff_base": 0.01, "backoff_max": 0.05}
-    text = (f"data_dir: {tmp_path / 'var'}\nca: {{name: t, subject: 'CN=Intune Test CA', key_size: 2048}}\n"
-            f"intune: {json.dumps(intune)}\n{PROFILES}")
-    path = tmp_path / name
-    path.write_text(text)
-    return load_config(path, env={})
-
-
-@dataclass
-class IntuneEnv:
-    emulator: EmulatorServer
-    server: ScepTestServer
-    config: ServerConfig
-    tmp_path: Path
-
-    @property
-    def state(self) -> IntuneEmulator:
-        return self.emulator.emulator
-
-    def restart_server(self) -> None:
-        """A new runtime on the same data dir and database, as after a process restart."""
-        self.server.runtime.close()
-        runtime = build_runtime(self.config)
-        app = create_app(self.config, runtime_override=runtime, start_background=False)
-        self.server = ScepTestServer(runtime, app.test_client(), self.tmp_path / "var")
-
-
-def _csr_for(spec: ChallengeSpec, key: rsa.RSAPrivateKey, challenge: str) -> x509.CertificateSigningRequest:
-    """A CSR exactly as the Intune profile behind ``spec`` asks for it."""
-    builder = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name.from_rfc4514_string(spec.subject))
-        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode())
-    )
-    return builder.sign(key, hashes.SHA256())
-
-
-def _enroll(env: IntuneEnv, *, profile: str = "intune", subject: str = "CN=device-1",
-            spec: ChallengeSpec | None = None, csr_subject: str | None = None,
-            key: rsa.RSAPrivateKey | None = None) -> tuple[client.CertRep, Device, client.BuiltRequest]:
-    spec = spec or ChallengeSpec(subject=subject)
-    challenge = env.state.mint_challenge(spec)
-    device = Device(key=key or device_key(), common_name="signer")
-    csr = _csr_for(ChallengeSpec(subject=csr_subject) if csr_subject else spec, device.key, challenge)
-    built = env.server.pkcsreq(device, csr=csr, transaction_id=uuid.uuid4().hex.upper())
-    return env.server.send(built, device, profile=profile), device, built
-
-
-@pytest.fixture
-def intune_env(tmp_path: Path) -> Iterator[IntuneEnv]:
-    with EmulatorServer(IntuneEmulator(), state_dir=tmp_path / "emulator") as emulator:
-        emulator.register_client()
-        config = _config(tmp_path, dict(emulator.settings()))
-        init_ca(config.ca_dir, config.ca, None)
-        runtime = build_runtime(config)
-        app = create_app(config, runtime_override=runtime, start_background=False)
-        env = IntuneEnv(emulator, ScepTestServer(runtime, app.test_client(), tmp_path / "var"), config, tmp_path)
-        try:
-            yield env
-        finally:
-            env.server.runtime.close()
+from .intune_env import IntuneEnv, csr_for, enroll, intune_config
 
 
 def test_intune_success_issues_and_notifies_once(intune_env: IntuneEnv) -> None:
-    reply, device, built = _enroll(intune_env, subject="CN=alice@contoso.com")
+    reply, device, built = enroll(intune_env, subject="CN=alice@contoso.com")
     assert reply.status is PKIStatus.SUCCESS
     cert = reply.certificate_for(device.key.public_key())
     notifications = [n for n in intune_env.state.notifications if n["type"] == "success"]
@@ -125,7 +46,7 @@ def test_intune_refusal_is_fail_closed_and_logged(
     intune_env: IntuneEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    reply, _, _ = _enroll(intune_env, subject="CN=expected", csr_subject="CN=tampered")
+    reply, _, _ = enroll(intune_env, subject="CN=expected", csr_subject="CN=tampered")
     assert reply.status is PKIStatus.FAILURE and reply.fail_info is FailInfo.BAD_REQUEST
     assert "SubjectNameMismatch" in (reply.fail_info_text or "")
     assert "SubjectNameMismatch" in caplog.text
@@ -135,7 +56,7 @@ def test_intune_refusal_is_fail_closed_and_logged(
 
 def test_tokens_and_discovery_are_cached_over_many_enrollments(intune_env: IntuneEnv) -> None:
     for index in range(100):
-        reply, _, _ = _enroll(intune_env, subject=f"CN=device-{index}")
+        reply, _, _ = enroll(intune_env, subject=f"CN=device-{index}")
         assert reply.status is PKIStatus.SUCCESS
     counters = intune_env.state.counters()
     token_counts = {k: v for k, v in counters.items() if k.startswith("tokens:")}
@@ -149,10 +70,10 @@ def test_discovery_is_refreshed_when_the_discovered_host_stops_answering(
 ) -> None:
     with EmulatorServer(intune_env.state, state_dir=tmp_path / "emulator") as moved:
         intune_env.state.set_service_uri("ScepRequestValidationFEService", f"{moved.url}/intune/scep")
-        assert _enroll(intune_env, subject="CN=before-move")[0].status is PKIStatus.SUCCESS
+        assert enroll(intune_env, subject="CN=before-move")[0].status is PKIStatus.SUCCESS
         intune_env.state.set_service_uri("ScepRequestValidationFEService", f"{intune_env.emulator.url}/intune/scep")
     # `moved` is gone: the cached URL refuses connections, so the client must ask Graph again.
-    assert _enroll(intune_env, subject="CN=after-move")[0].status is PKIStatus.SUCCESS
+    assert enroll(intune_env, subject="CN=after-move")[0].status is PKIStatus.SUCCESS
     assert intune_env.state.counters()["discovery"] == 2
 
 
@@ -163,14 +84,14 @@ def test_wrong_secret_issues_nothing_and_names_entra_id(
     with EmulatorServer(IntuneEmulator(), state_dir=tmp_path / "emulator") as emulator:
         emulator.register_client("7d4c2a10-0000-4000-8000-000000000001", "the-right-secret")
         settings = {**emulator.settings(), "client_secret": "a-wrong-secret"}
-        config = _config(tmp_path, settings)
+        config = intune_config(tmp_path, settings)
         init_ca(config.ca_dir, config.ca, None)
         runtime = build_runtime(config)
         try:
             server = ScepTestServer(runtime, create_app(config, runtime_override=runtime, start_background=False)
                                     .test_client(), tmp_path / "var")
             env = IntuneEnv(emulator, server, config, tmp_path)
-            reply, _, _ = _enroll(env)
+            reply, _, _ = enroll(env)
             assert reply.status is PKIStatus.FAILURE and reply.fail_info is FailInfo.BAD_REQUEST
             assert server.issued_count() == 0
             assert "Entra ID" in caplog.text and "AADSTS7000215" in caplog.text
@@ -196,13 +117,13 @@ def test_client_certificate_authentication(tmp_path: Path) -> None:
         emulator.emulator.register_app(client_id, certificate=cert)
         settings = {**emulator.settings(), "client_id": client_id, "client_certificate": str(tmp_path / "app.pem"),
                     "client_key": str(tmp_path / "app.key"), "client_secret": {"env": "UNSET_SECRET_VARIABLE"}}
-        config = _config(tmp_path, settings)
+        config = intune_config(tmp_path, settings)
         init_ca(config.ca_dir, config.ca, None)
         runtime = build_runtime(config)
         try:
             server = ScepTestServer(runtime, create_app(config, runtime_override=runtime, start_background=False)
                                     .test_client(), tmp_path / "var")
-            reply, _, _ = _enroll(IntuneEnv(emulator, server, config, tmp_path))
+            reply, _, _ = enroll(IntuneEnv(emulator, server, config, tmp_path))
             assert reply.status is PKIStatus.SUCCESS
         finally:
             runtime.close()
@@ -210,7 +131,7 @@ def test_client_certificate_authentication(tmp_path: Path) -> None:
 
 def test_success_notification_failure_withdraws_the_certificate(intune_env: IntuneEnv) -> None:
     intune_env.state.inject_fault("successNotification", status=500)
-    reply, _, built = _enroll(intune_env)
+    reply, _, built = enroll(intune_env)
     assert reply.status is PKIStatus.FAILURE and reply.fail_info is FailInfo.BAD_REQUEST
     revoked = intune_env.server.runtime.store.list_certificates(status=CertStatus.REVOKED)
     assert len(revoked) == 1 and revoked[0].revocation_reason == 5  # cessationOfOperation
@@ -222,7 +143,7 @@ def test_pending_mode_survives_an_intune_outage(intune_env: IntuneEnv) -> None:
     spec = ChallengeSpec(subject="CN=pending-device")
     challenge = intune_env.state.mint_challenge(spec)
     device = Device(common_name="pending-signer")
-    csr = _csr_for(spec, device.key, challenge)
+    csr = csr_for(spec, device.key, challenge)
     intune_env.emulator.stop()
     started = time.monotonic()
     built = intune_env.server.pkcsreq(device, csr=csr)
@@ -269,7 +190,7 @@ def test_failure_notifications_survive_an_outage_and_a_restart(intune_env: Intun
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     device = Device(key=device_key(), common_name="weak-signer")
     reply = intune_env.server.send(
-        intune_env.server.pkcsreq(device, csr=_csr_for(spec, weak, challenge)), device, profile="intune"
+        intune_env.server.pkcsreq(device, csr=csr_for(spec, weak, challenge)), device, profile="intune"
     )
     # Intune accepted the challenge; our policy (RSA >= 2048) refused: FAILURE, and Intune must hear of it.
     assert reply.status is PKIStatus.FAILURE and reply.fail_info is FailInfo.BAD_REQUEST
