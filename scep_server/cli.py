@@ -31,7 +31,10 @@ RA_EXPIRY_WARNING = timedelta(days=30)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "func", None) not in (cmd_simulate, cmd_intune_emulator):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.passthrough = [*getattr(args, "emulator_args", []), *getattr(args, "simulate_args", []), *extra]
     configure_logging(os.environ.get("SCEP_SERVER_LOG_LEVEL", "INFO"))
     try:
         config = load_config(args.config)
@@ -161,9 +164,13 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
     if args.init_if_missing and not ca_exists(config.ca_dir):
         init_ca(config.ca_dir, config.ca, ca_passphrase(config))
         log.info("created CA in %s", config.ca_dir)
-    # Fail before forking when the CA is unusable.
+    # Fail before forking when the CA, the database or a profile is unusable, and let one process
+    # migrate and create the OCSP responder certificate before the workers start.
     warn_if_ra_expires_soon(load_ca(config.ca_dir, config.ca, ca_passphrase(config)))
     _migrate(config)
+    from .runtime import build_runtime
+
+    build_runtime(config).close()
     if args.with_emulator:
         _start_emulator(config)
     serve(config, bind=args.bind, workers=args.workers, threads=args.threads)
@@ -173,13 +180,13 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
 def cmd_intune_emulator(config: ServerConfig, args: argparse.Namespace) -> int:
     from .emulator.cli import run
 
-    return run(list(args.emulator_args))
+    return run(list(args.passthrough))
 
 
 def cmd_simulate(config: ServerConfig, args: argparse.Namespace) -> int:
     from .simulator.cli import run
 
-    return run(list(args.simulate_args))
+    return run(list(args.passthrough))
 
 
 def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:

@@ -51,6 +51,10 @@ def crl_url(config: ServerConfig) -> str | None:
     return f"{config.public_url.rstrip('/')}/crl/{config.ca.name}.crl" if config.public_url else None
 
 
+def ocsp_url(config: ServerConfig) -> str | None:
+    return f"{config.public_url.rstrip('/')}/ocsp" if config.public_url else None
+
+
 def ca_issuers_url(config: ServerConfig) -> str | None:
     return f"{config.public_url.rstrip('/')}/ca/{config.ca.name}.crt" if config.public_url else None
 
@@ -62,7 +66,9 @@ def ca_configuration(config: ServerConfig) -> str:
 
 
 def build_profile(config: ServerConfig, profile: ProfileConfig, intune: ChallengeValidator | None) -> Profile:
-    policy = IssuancePolicy.from_profile(profile, crl_url=crl_url(config), ca_issuers_url=ca_issuers_url(config))
+    policy = IssuancePolicy.from_profile(
+        profile, crl_url=crl_url(config), ca_issuers_url=ca_issuers_url(config), ocsp_url=ocsp_url(config)
+    )
     decode = DecodeOptions(allow_des=profile.allow_des, allow_sha1=profile.allow_sha1)
     return Profile(
         profile.name,

@@ -57,6 +57,7 @@ class IssuancePolicy:
     allow_sid_extension: bool
     crl_url: str | None
     ca_issuers_url: str | None
+    ocsp_url: str | None = None
 
     def __post_init__(self) -> None:
         check_hash_name(self.hash_name)
@@ -71,7 +72,9 @@ class IssuancePolicy:
             raise ValueError("min_rsa_bits exceeds max_rsa_bits")
 
     @classmethod
-    def from_profile(cls, profile: ProfileConfig, *, crl_url: str | None, ca_issuers_url: str | None) -> IssuancePolicy:
+    def from_profile(
+        cls, profile: ProfileConfig, *, crl_url: str | None, ca_issuers_url: str | None, ocsp_url: str | None = None
+    ) -> IssuancePolicy:
         """The policy of a configured profile; the URLs go into CDP and AIA when given."""
         return cls(
             validity=timedelta(days=profile.validity_days),
@@ -86,6 +89,7 @@ class IssuancePolicy:
             allow_sid_extension=profile.allow_sid_extension,
             crl_url=crl_url,
             ca_issuers_url=ca_issuers_url,
+            ocsp_url=ocsp_url,
         )
 
 
@@ -231,15 +235,20 @@ def _extensions(
 
 
 def _url_extensions(policy: IssuancePolicy) -> Iterator[tuple[x509.ExtensionType, bool]]:
-    """CRL distribution point (RFC 5280 §4.2.1.13) and AIA caIssuers (§4.2.2.1)."""
+    """CRL distribution point (RFC 5280 §4.2.1.13) and AIA ocsp and caIssuers (§4.2.2.1)."""
     if policy.crl_url:
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(policy.crl_url)], None, None, None)
         yield x509.CRLDistributionPoints([point]), False
-    if policy.ca_issuers_url:
-        access = x509.AccessDescription(
-            AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(policy.ca_issuers_url)
+    access = [
+        x509.AccessDescription(method, x509.UniformResourceIdentifier(url))
+        for method, url in (
+            (AuthorityInformationAccessOID.OCSP, policy.ocsp_url),
+            (AuthorityInformationAccessOID.CA_ISSUERS, policy.ca_issuers_url),
         )
-        yield x509.AuthorityInformationAccess([access]), False
+        if url
+    ]
+    if access:
+        yield x509.AuthorityInformationAccess(access), False
 
 
 def _key_usage(

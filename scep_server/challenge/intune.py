@@ -32,19 +32,20 @@ class IntuneChallenge:
         try:
             result = self._client.validate_request(request.transaction_id, request.csr_der)
         except IntuneUnavailable as exc:
-            raise UpstreamError(f"Intune is unavailable: {exc.detail}", retry_after=exc.retry_after) from exc
+            log.warning("Intune unavailable (transaction=%s): %s", request.transaction_id, exc.detail)
+            raise UpstreamError("Intune is unavailable", retry_after=exc.retry_after) from exc
         except IntuneAuthError as exc:
             log.error(
                 "Entra ID authentication failed; no certificate is issued until the app credentials are fixed: %s",
                 exc.detail,
             )
+            # The device sees a generic text: Entra ID's own message stays in the server's log.
             raise ChallengeRejected(
-                f"Intune could not be asked: {exc.detail}", reason="EntraIdAuthenticationFailed"
+                "the challenge could not be validated (server configuration)", reason="EntraIdAuthenticationFailed"
             ) from exc
         except IntuneError as exc:
-            raise ChallengeRejected(
-                f"Intune's answer was unusable: {exc.detail}", reason="IntuneProtocolError"
-            ) from exc
+            log.error("Intune's answer was unusable (transaction=%s): %s", request.transaction_id, exc.detail)
+            raise ChallengeRejected("the challenge could not be validated", reason="IntuneProtocolError") from exc
         if not result.succeeded:
             log.warning(
                 "Intune refused profile=%s transaction=%s code=%s activity=%s description=%r",

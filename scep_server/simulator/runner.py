@@ -117,7 +117,7 @@ class Simulator:
             with Device(self.settings.url_for(row), timeout=self.settings.timeout,
                         poll_interval=self.settings.poll_interval, http_timeout=self.settings.http_timeout) as device:
                 return self._device(device, row, index, identity)
-        except (ScepClientError, EmulatorAdminError, ValueError) as exc:
+        except (ScepClientError, EmulatorAdminError) as exc:
             log.debug("row %r device %d failed", row.name, index, exc_info=True)
             return DeviceResult(row.name, index, "ERROR", (f"ERROR: {exc}",), subject=identity.render(row.subject))
 
@@ -127,7 +127,7 @@ class Simulator:
         ca = device.discover()
         hash_name = row.pick_hash(ca.caps)
         if hash_name is None:
-            raise ValueError(f"the CA offers none of the profile's hashes {list(row.hashes)} (GetCACaps)")
+            raise ScepClientError(f"the CA offers none of the profile's hashes {list(row.hashes)} (GetCACaps)")
         first = self._enroll(device, ca, row, identity, hash_name, signer=None)
         result = self._judge(row, index, ca, first)
         if not row.renewal or not result.passed:

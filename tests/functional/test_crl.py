@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -17,16 +15,9 @@ from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.store import AlreadyRevoked, CertificateNotFound, CertStatus
 
-from .conftest import Device
-from .revocation_app import RevocationTestServer, revocation_server
+from .conftest import Device, ScepTestServer
 
 CRL_VALIDITY = timedelta(hours=168)  # ca.crl_validity_hours default
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RevocationTestServer]:
-    with revocation_server(tmp_path) as running:
-        yield running
 
 
 class Ticks:
@@ -39,7 +30,7 @@ class Ticks:
         return self.value
 
 
-def fetch(server: RevocationTestServer, suffix: str = "crl") -> x509.CertificateRevocationList:
+def fetch(server: ScepTestServer, suffix: str = "crl") -> x509.CertificateRevocationList:
     response = server.http.get(f"/crl/test-ca.{suffix}")
     assert response.status_code == 200
     if suffix == "pem":
@@ -62,7 +53,7 @@ def reason_of(crl: x509.CertificateRevocationList, serial: int) -> x509.ReasonFl
         return None
 
 
-def test_crl_is_signed_by_the_ca_with_number_aki_and_validity(server: RevocationTestServer) -> None:
+def test_crl_is_signed_by_the_ca_with_number_aki_and_validity(server: ScepTestServer) -> None:
     crl = fetch(server)
     assert crl.is_signature_valid(server.ca.ca_cert.public_key())  # type: ignore[arg-type]
     assert crl.issuer == server.ca.ca_cert.subject and len(crl) == 0
@@ -74,7 +65,7 @@ def test_crl_is_signed_by_the_ca_with_number_aki_and_validity(server: Revocation
     assert pem.public_bytes(Encoding.DER) == crl.public_bytes(Encoding.DER)  # the same cached CRL
 
 
-def test_revocation_is_in_the_next_crl(server: RevocationTestServer) -> None:
+def test_revocation_is_in_the_next_crl(server: ScepTestServer) -> None:
     cert = server.enroll(Device())
     before = fetch(server)
     assert fetch(server).public_bytes(Encoding.DER) == before.public_bytes(Encoding.DER)
@@ -87,7 +78,7 @@ def test_revocation_is_in_the_next_crl(server: RevocationTestServer) -> None:
     assert entry is not None and entry.revocation_date_utc == revoked_at
 
 
-def test_get_crl_answers_with_the_published_crl(server: RevocationTestServer) -> None:
+def test_get_crl_answers_with_the_published_crl(server: ScepTestServer) -> None:
     device = Device()
     cert = server.enroll(device)
     server.runtime.revocations.revoke(cert.serial_number, reason=RevocationReason.SUPERSEDED)
@@ -101,7 +92,7 @@ def test_get_crl_answers_with_the_published_crl(server: RevocationTestServer) ->
     assert [crl.public_bytes(Encoding.DER) for crl in reply.crls] == [published]
 
 
-def test_a_burst_of_revocations_yields_one_new_crl(server: RevocationTestServer) -> None:
+def test_a_burst_of_revocations_yields_one_new_crl(server: ScepTestServer) -> None:
     ticks = Ticks()
     store, ca = server.runtime.store, server.ca
     crls = CrlCache(
@@ -128,7 +119,7 @@ def test_a_burst_of_revocations_yields_one_new_crl(server: RevocationTestServer)
     assert number(x509.load_der_x509_crl(crls.current_der())) == number(crl) + 1
 
 
-def test_current_crl_is_never_stale_inside_the_debounce_window(server: RevocationTestServer) -> None:
+def test_current_crl_is_never_stale_inside_the_debounce_window(server: ScepTestServer) -> None:
     ticks = Ticks()
     store, ca = server.runtime.store, server.ca
     crls = CrlCache(
@@ -144,7 +135,7 @@ def test_current_crl_is_never_stale_inside_the_debounce_window(server: Revocatio
 
 
 def test_revocation_elsewhere_is_noticed_within_the_check_interval(
-    server: RevocationTestServer, monkeypatch: pytest.MonkeyPatch
+    server: ScepTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ticks = Ticks()
     store, ca = server.runtime.store, server.ca
@@ -176,7 +167,7 @@ def test_revocation_elsewhere_is_noticed_within_the_check_interval(
 # --- the revocation service ------------------------------------------------------------------------
 
 
-def test_revoking_twice_is_a_conflict_and_adds_no_entry(server: RevocationTestServer) -> None:
+def test_revoking_twice_is_a_conflict_and_adds_no_entry(server: ScepTestServer) -> None:
     cert = server.enroll(Device())
     record = server.runtime.revocations.revoke(cert.serial_number, reason="superseded")
     assert record.status is CertStatus.REVOKED and record.revocation_reason == 4
@@ -187,7 +178,7 @@ def test_revoking_twice_is_a_conflict_and_adds_no_entry(server: RevocationTestSe
     assert len(crl) == 1 and reason_of(crl, cert.serial_number) is x509.ReasonFlags.superseded
 
 
-def test_unknown_serial_is_not_found(server: RevocationTestServer) -> None:
+def test_unknown_serial_is_not_found(server: ScepTestServer) -> None:
     with pytest.raises(CertificateNotFound):
         server.runtime.revocations.revoke(0x1234, reason="keyCompromise")
     cert = server.enroll(Device())
@@ -196,7 +187,7 @@ def test_unknown_serial_is_not_found(server: RevocationTestServer) -> None:
 
 
 @pytest.mark.parametrize("name", REASON_NAMES)
-def test_every_reason_name_revokes(server: RevocationTestServer, name: str) -> None:
+def test_every_reason_name_revokes(server: ScepTestServer, name: str) -> None:
     cert = server.enroll(Device())
     record = server.runtime.revocations.revoke(cert.serial_number, reason=name)
     reason = RevocationReason.from_name(name)
@@ -221,7 +212,7 @@ def test_reason_names_are_read_leniently_and_remove_from_crl_is_refused() -> Non
         RevocationReason.from_name("stolen")
 
 
-def test_issuer_and_time_are_checked(server: RevocationTestServer) -> None:
+def test_issuer_and_time_are_checked(server: ScepTestServer) -> None:
     cert = server.enroll(Device())
     service = server.runtime.revocations
     with pytest.raises(ValueError, match="timezone"):

@@ -1,5 +1,6 @@
-"""The real ``openssl ocsp`` and ``openssl crl`` against our server under gunicorn (2 workers).
+"""The real ``openssl ocsp`` and ``openssl crl`` against ``scep-server serve`` (gunicorn, 2 workers).
 
+The server's ``public_url`` is its own address, so issued certificates name its OCSP responder.
 Certificates are enrolled over SCEP; revocations are made from this test process through
 ``RevocationService`` on the server's database, so the server's workers learn of them the way they
 learn of a CLI revocation: by their cross-process check, at most ``DEFAULT_CHECK_INTERVAL`` later.
@@ -12,7 +13,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,14 +41,15 @@ CA_NAME = "scep-server-ca"  # the default ca.name of the interop config
 NOTICE_DELAY = DEFAULT_CHECK_INTERVAL + 0.3
 
 
-class OcspServerProcess(ScepServerProcess):
-    """Our server under gunicorn with the OCSP responder mounted (``tests/interop/ocsp_wsgi.py``)."""
+class PublicUrlServerProcess(ScepServerProcess):
+    """``scep-server serve`` whose ``public_url`` is the address it listens on.
+
+    The port is chosen only when the server starts, so the config gets ``public_url`` then.
+    """
 
     def _serve_argv(self, port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(self.workers),
-            "--threads", str(self.threads), "--worker-class", "gthread", "tests.interop.ocsp_wsgi:app",
-        ]  # fmt: skip
+        self.config_path.write_text(f"public_url: http://{HOST}:{port}\n{self.config_yaml}", encoding="utf-8")
+        return super()._serve_argv(port)
 
 
 @dataclass
@@ -69,22 +70,21 @@ def openssl() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(openssl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OcspServerProcess]:
+def server(openssl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScepServerProcess]:
     root = tmp_path_factory.mktemp("ocsp-server")
-    config = root / "scep-server.yaml"
-    with OcspServerProcess(root, server_config(root / "var"), env={"SCEP_SERVER_CONFIG": str(config)}) as proc:
+    with PublicUrlServerProcess(root, server_config(root / "var")) as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
-def revocations(server: OcspServerProcess) -> Iterator[RevocationService]:
+def revocations(server: ScepServerProcess) -> Iterator[RevocationService]:
     config = load_config(server.config_path, env={})
     with Store.open(config.effective_database_url) as store:
         yield RevocationService(store, issuer=server.ca_certificate().subject.rfc4514_string())
 
 
 @pytest.fixture(scope="module")
-def good(server: OcspServerProcess) -> Enrolled:
+def good(server: ScepServerProcess) -> Enrolled:
     return enroll(server, "good")
 
 
@@ -115,10 +115,15 @@ def run(openssl: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def query(openssl: str, server: ScepServerProcess, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``openssl ocsp -issuer ca.pem ARGS -url .../ocsp -CAfile ca.pem -resp_text``, which must verify."""
+def query(
+    openssl: str, server: ScepServerProcess, *args: str | Path, url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``openssl ocsp -issuer ca.pem ARGS -url URL -CAfile ca.pem -resp_text``, which must verify.
+
+    ``url`` defaults to the server's ``/ocsp``.
+    """
     done = run(
-        openssl, "ocsp", "-issuer", server.ca_pem_path, *args, "-url", f"{server.base_url}/ocsp",
+        openssl, "ocsp", "-issuer", server.ca_pem_path, *args, "-url", url or f"{server.base_url}/ocsp",
         "-CAfile", server.ca_pem_path, "-resp_text",
     )  # fmt: skip
     assert done.returncode == 0, explain(done, server)
@@ -148,7 +153,7 @@ def crl_serials(openssl: str, path: Path) -> dict[int, str]:
 
 
 def test_good_certificate_with_sha1_and_sha256_cert_ids(
-    openssl: str, server: OcspServerProcess, good: Enrolled
+    openssl: str, server: ScepServerProcess, good: Enrolled
 ) -> None:
     for digest in ("-sha1", "-sha256"):
         done = query(openssl, server, digest, "-cert", good.path)
@@ -156,12 +161,23 @@ def test_good_certificate_with_sha1_and_sha256_cert_ids(
         assert "Responder Id:" in done.stdout and "This Update:" in done.stdout and "Next Update:" in done.stdout
 
 
-def test_unknown_serial(openssl: str, server: OcspServerProcess) -> None:
+def test_openssl_asks_the_responder_named_in_the_certificate(
+    openssl: str, server: ScepServerProcess, good: Enrolled
+) -> None:
+    uri = run(openssl, "x509", "-in", good.path, "-noout", "-ocsp_uri")
+    assert uri.returncode == 0, uri.stderr
+    url = uri.stdout.strip()
+    assert url == f"{server.base_url}/ocsp"
+    done = query(openssl, server, "-cert", good.path, url=url)
+    assert f"{good.path}: good" in done.stdout
+
+
+def test_unknown_serial(openssl: str, server: ScepServerProcess) -> None:
     done = query(openssl, server, "-serial", f"0x{secrets.token_hex(16)}")
     assert re.search(r": unknown\n", done.stdout), done.stdout
 
 
-def test_several_certificates_in_one_request(openssl: str, server: OcspServerProcess, good: Enrolled) -> None:
+def test_several_certificates_in_one_request(openssl: str, server: ScepServerProcess, good: Enrolled) -> None:
     other = enroll(server, "other")
     done = query(openssl, server, "-cert", good.path, "-cert", other.path, "-serial", "0x7fffffff")
     assert f"{good.path}: good" in done.stdout and f"{other.path}: good" in done.stdout
@@ -169,7 +185,7 @@ def test_several_certificates_in_one_request(openssl: str, server: OcspServerPro
     assert done.stdout.count("Cert Status:") == 3
 
 
-def test_nonce_round_trip(openssl: str, server: OcspServerProcess, good: Enrolled) -> None:
+def test_nonce_round_trip(openssl: str, server: ScepServerProcess, good: Enrolled) -> None:
     done = query(openssl, server, "-cert", good.path, "-nonce", "-req_text")
     assert "WARNING: no nonce in response" not in done.stdout + done.stderr
     nonces = re.findall(r"OCSP Nonce:\s*\n\s*([0-9A-F]+)", done.stdout)
@@ -178,7 +194,7 @@ def test_nonce_round_trip(openssl: str, server: OcspServerProcess, good: Enrolle
     assert "OCSP Nonce" not in without.stdout
 
 
-def test_get_request_verifies(openssl: str, server: OcspServerProcess, good: Enrolled, tmp_path: Path) -> None:
+def test_get_request_verifies(openssl: str, server: ScepServerProcess, good: Enrolled, tmp_path: Path) -> None:
     request, response = tmp_path / "req.der", tmp_path / "resp.der"
     built = run(openssl, "ocsp", "-issuer", server.ca_pem_path, "-cert", good.path, "-no_nonce", "-reqout", request)
     assert built.returncode == 0, built.stderr
@@ -193,7 +209,7 @@ def test_get_request_verifies(openssl: str, server: OcspServerProcess, good: Enr
     assert f"{good.path}: good" in done.stdout
 
 
-def test_crl_verifies_with_the_ca(openssl: str, server: OcspServerProcess) -> None:
+def test_crl_verifies_with_the_ca(openssl: str, server: ScepServerProcess) -> None:
     for suffix, form in (("crl", "DER"), ("pem", "PEM")):
         done = run(
             openssl, "crl", "-in", fetch_crl(server, suffix), "-inform", form, "-CAfile", server.ca_pem_path, "-noout"
@@ -202,7 +218,7 @@ def test_crl_verifies_with_the_ca(openssl: str, server: OcspServerProcess) -> No
 
 
 def test_revocation_reaches_ocsp_and_the_next_crl(
-    openssl: str, server: OcspServerProcess, revocations: RevocationService
+    openssl: str, server: ScepServerProcess, revocations: RevocationService
 ) -> None:
     victim = enroll(server, "victim")
     assert f"{victim.path}: good" in query(openssl, server, "-cert", victim.path).stdout

@@ -144,6 +144,9 @@ def test_policy_from_profile() -> None:
     assert (got.min_rsa_bits, got.max_rsa_bits) == (2048, 8192)
     assert got.key_usage == ("digital_signature",) and got.extended_key_usage == ("client_auth", "1.2.3.4")
     assert got.allow_sid_extension and got.crl_url == "http://x/crl" and got.ca_issuers_url == "http://x/ca"
+    assert got.ocsp_url is None
+    with_ocsp = IssuancePolicy.from_profile(profile, crl_url=None, ca_issuers_url=None, ocsp_url="http://x/ocsp")
+    assert with_ocsp.ocsp_url == "http://x/ocsp"
 
 
 @pytest.mark.parametrize(
@@ -440,6 +443,30 @@ def test_urls(rsa_ca: CertificateAuthority) -> None:
     [access] = ext_value(cert, x509.AuthorityInformationAccess)
     assert access.access_method == AuthorityInformationAccessOID.CA_ISSUERS
     assert access.access_location == x509.UniformResourceIdentifier("http://pki.example/ca.cer")
+
+
+def test_ocsp_url_comes_first_in_aia(rsa_ca: CertificateAuthority) -> None:
+    with_urls = policy(ocsp_url="http://pki.example/ocsp", ca_issuers_url="http://pki.example/ca.cer")
+    cert = build_certificate(make_csr(), rsa_ca, with_urls, now=NOW)
+    ocsp_access, issuers = ext_value(cert, x509.AuthorityInformationAccess)
+    assert ocsp_access.access_method == AuthorityInformationAccessOID.OCSP
+    assert ocsp_access.access_location == x509.UniformResourceIdentifier("http://pki.example/ocsp")
+    assert issuers.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+    assert issuers.access_location == x509.UniformResourceIdentifier("http://pki.example/ca.cer")
+    assert not critical(cert, x509.AuthorityInformationAccess)  # RFC 5280 §4.2.2.1
+
+
+def test_ocsp_url_without_ca_issuers(rsa_ca: CertificateAuthority) -> None:
+    cert = build_certificate(make_csr(), rsa_ca, policy(ocsp_url="http://pki.example/ocsp"), now=NOW)
+    [access] = ext_value(cert, x509.AuthorityInformationAccess)
+    assert access.access_method == AuthorityInformationAccessOID.OCSP
+    assert access.access_location == x509.UniformResourceIdentifier("http://pki.example/ocsp")
+
+
+def test_no_aia_without_urls(rsa_ca: CertificateAuthority) -> None:
+    cert = build_certificate(make_csr(), rsa_ca, policy(), now=NOW)
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
 
 
 def test_not_after_is_capped_by_the_ca(ca: CertificateAuthority) -> None:
