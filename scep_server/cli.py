@@ -30,11 +30,12 @@ RA_EXPIRY_WARNING = timedelta(days=30)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    delegated = _delegated_command(argv)
+    if delegated is not None:
+        return delegated
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "func", None) not in (cmd_simulate, cmd_intune_emulator):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.passthrough = [*getattr(args, "emulator_args", []), *getattr(args, "simulate_args", []), *extra]
+    args = parser.parse_args(argv)
     configure_logging(os.environ.get("SCEP_SERVER_LOG_LEVEL", "INFO"))
     try:
         config = load_config(args.config)
@@ -45,6 +46,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _delegated_command(argv: list[str]) -> int | None:
+    """``simulate`` and ``intune-emulator`` own their options: hand them everything after their name."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        index += 2 if argv[index] == "--config" else 1
+    if index >= len(argv) or argv[index] not in ("simulate", "intune-emulator"):
+        return None
+    rest = argv[index + 1:]
+    configure_logging(os.environ.get("SCEP_SERVER_LOG_LEVEL", "INFO"))
+    if argv[index] == "simulate":
+        from .simulator.cli import run as run_simulator
+
+        return run_simulator(rest)
+    from .emulator.cli import run as run_emulator
+
+    return run_emulator(rest)
 
 
 def configure_logging(level: str) -> None:
@@ -86,15 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
-    emulator = sub.add_parser("intune-emulator", help="run the Intune emulator (Entra ID + Graph + Intune)",
-                              add_help=False)
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
-    emulator.set_defaults(func=cmd_intune_emulator)
+    # These two parse their own options (see _delegated_command); listed here for --help.
+    sub.add_parser("intune-emulator", help="run the Intune emulator (Entra ID + Graph + Intune)")
 
-    simulate = sub.add_parser("simulate", help="enroll simulated Intune devices (TestMatrix rows) end to end",
-                              add_help=False)
-    simulate.add_argument("simulate_args", nargs=argparse.REMAINDER)
-    simulate.set_defaults(func=cmd_simulate)
+    sub.add_parser("simulate", help="enroll simulated Intune devices (TestMatrix rows) end to end")
 
     intune = sub.add_parser("intune", help="Intune integration").add_subparsers(required=True, metavar="ACTION")
     intune.add_parser("check", help="get tokens, discover the services, report what works").set_defaults(
@@ -175,18 +189,6 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
         _start_emulator(config)
     serve(config, bind=args.bind, workers=args.workers, threads=args.threads)
     return 0
-
-
-def cmd_intune_emulator(config: ServerConfig, args: argparse.Namespace) -> int:
-    from .emulator.cli import run
-
-    return run(list(args.passthrough))
-
-
-def cmd_simulate(config: ServerConfig, args: argparse.Namespace) -> int:
-    from .simulator.cli import run
-
-    return run(list(args.passthrough))
 
 
 def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:
