@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from scep_server.cli import main
 from scep_server.intune.client import IntuneClient
 from scep_server.revocation_service import RevocationReason
 from scep_server.runtime import revocation_sync
@@ -83,3 +85,12 @@ def test_results_survive_failed_uploads_and_arrive_once(intune_env: IntuneEnv) -
     uploads = [r for r in intune_env.state.revocation_results if r["requestContext"] == context and r["accepted"]]
     assert len(uploads) == 1 and uploads[0]["errorCode"] == "0"
     assert intune_env.state.counters()["uploadRevocationResults"] >= 3
+
+
+def test_sync_revocations_command(intune_env: IntuneEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    cert = _enroll_devices(intune_env, 1)[0]
+    intune_env.state.queue_revocation(f"{cert.serial_number:X}", intune_env.server.ca.issuer_name)
+    config_path = intune_env.tmp_path / "scep.yaml"
+    assert main(["--config", str(config_path), "intune", "sync-revocations"]) == 0
+    assert "downloaded 1, revoked 1, uploaded 1 results" in capsys.readouterr().out
+    assert _ocsp_status(intune_env, cert) is ocsp.OCSPCertStatus.REVOKED
