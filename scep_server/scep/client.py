@@ -28,6 +28,7 @@ from cryptography.x509.oid import AttributeOID
 
 from ..errors import ScepError, ScepServerError
 from . import cms
+from .message import IssuerAndSubject
 from .types import Attr, ContentCipher, DigestAlgorithm, FailInfo, MessageType, PKIStatus
 
 __all__ = [
@@ -105,12 +106,6 @@ class CertRep:
             if _spki(cert.public_key()) == wanted:
                 return cert
         raise ScepClientError("the CertRep holds no certificate for the requested public key")
-
-
-class _IssuerAndSubject(core.Sequence):  # type: ignore[misc]
-    """CertPoll content (RFC 8894 §3.3.3)."""
-
-    _fields = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]
 
 
 # --- building requests -------------------------------------------------------------------------------
@@ -238,7 +233,7 @@ def build_cert_poll(
     digest: DigestAlgorithm = DigestAlgorithm.SHA256,
 ) -> BuiltRequest:
     """CertPoll for a PENDING request: same transactionID as the PKCSReq (RFC 8894 §3.3.3, §4.4)."""
-    content = _IssuerAndSubject({"issuer": _asn1_name(issuer), "subject": _asn1_name(subject)}).dump()
+    content = IssuerAndSubject({"issuer": _asn1_name(issuer), "subject": _asn1_name(subject)}).dump()
     return build_pki_request(
         MessageType.CERT_POLL,
         content,
