@@ -156,7 +156,7 @@ class IntuneConfig:
     graph_resource_url: str = "https://graph.microsoft.com/"
     graph_api_version: str = "1.0"
     intune_app_id: str = "0000000a-0000-0000-c000-000000000000"
-    ca_bundle: str | None = None  # PEM bundle to verify Entra ID/Graph/Intune TLS; None = the certifi bundle
+    ca_bundle: str | None = None  # PEM bundle to verify Entra ID/Graph/Intune TLS; None = the system store
     proxy_host: str | None = None
     proxy_port: int | None = None
     proxy_user: str | None = None
@@ -184,6 +184,8 @@ class ServerConfig:
     public_url: str | None = None
     max_body_bytes: int = 256 * 1024
     trusted_proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For is trusted
+    # Bearer token of the admin API (/admin/...); unset: the admin API is off.
+    admin_token: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_SERVER_ADMIN_TOKEN"))
     log_level: str = "INFO"
     ca: CAConfig = field(default_factory=CAConfig)
     intune: IntuneConfig = field(default_factory=IntuneConfig)
@@ -228,7 +230,7 @@ def _apply_env(config: ServerConfig, env: Mapping[str, str]) -> ServerConfig:
     overrides: dict[str, Any] = {}
     for f in fields(ServerConfig):
         value = env.get(f"SCEP_SERVER_{f.name.upper()}")
-        if value is None or f.name in ("ca", "profiles", "intune"):
+        if value is None or f.name in ("ca", "profiles", "intune", "admin_token"):
             continue
         try:
             overrides[f.name] = int(value) if f.type in ("int", int) else value
@@ -245,6 +247,8 @@ def _build_server(raw: Mapping[str, Any]) -> ServerConfig:
     known = {f.name for f in fields(ServerConfig)}
     _reject_unknown(raw, known, "top level")
     values = {k: v for k, v in raw.items() if k not in ("ca", "profiles", "intune")}
+    if "admin_token" in values:
+        values["admin_token"] = _secret(values["admin_token"], "admin_token")
     ca = _build_ca(raw.get("ca") or {})
     profiles = _build_profiles(raw.get("profiles"))
     intune = _build_intune(raw.get("intune") or {})
@@ -349,6 +353,8 @@ def _challenge(raw: Mapping[str, Any], where: str) -> ChallengeConfig:
 
 
 def _secret(raw: Any, where: str) -> SecretSource:
+    if raw is None:
+        return SecretSource()
     if isinstance(raw, str):
         return SecretSource(value=raw)
     if not isinstance(raw, dict):

@@ -20,7 +20,9 @@ transport failure      retried; a failed connection to a discovered URL also for
 from __future__ import annotations
 
 import logging
+import os
 import random as _random
+import ssl
 import threading
 import time
 import uuid
@@ -140,12 +142,25 @@ def build_session(config: IntuneConfig) -> requests.Session:
     session.trust_env = False
     # Room for a threaded server's concurrent calls; urllib3 retries stay off (the retry loop is ours).
     session.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE, max_retries=0))
-    session.verify = config.ca_bundle or True
+    session.verify = config.ca_bundle or system_ca_bundle() or True
     proxy = proxy_url(config)
     if proxy:
         session.proxies = {"http": proxy, "https": proxy}
     session.headers["User-Agent"] = config.provider_name_and_version  # the same as UserAgent (§2)
     return session
+
+
+def system_ca_bundle() -> str | None:
+    """The operating system's CA bundle as OpenSSL knows it (e.g. Debian's ca-certificates), if any.
+
+    requests would otherwise use certifi's bundle, which misses the enterprise roots an admin added to
+    the system store (TLS-inspecting proxies, private clouds).
+    """
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
 
 
 def _first_line(text: object) -> str:

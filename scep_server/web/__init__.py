@@ -22,7 +22,7 @@ def create_app(
     """Build the WSGI app. With no config, load it from SCEP_SERVER_CONFIG (or embedded defaults)."""
     import os
 
-    from . import ca_files, health, metrics, ocsp, scep
+    from . import admin, ca_files, health, metrics, ocsp, scep
 
     config = config or load_config(os.environ.get("SCEP_SERVER_CONFIG"))
     app = Flask("scep_server")
@@ -39,7 +39,7 @@ def create_app(
     if start_background:
         current.background.start()
     _publish_expiry(current)
-    for blueprint in (scep.bp, ca_files.bp, ocsp.bp, health.bp, metrics.bp):
+    for blueprint in (scep.bp, ca_files.bp, ocsp.bp, health.bp, metrics.bp, admin.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
     return app

@@ -91,3 +91,12 @@ def test_invalid_env_override_is_a_config_error() -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "absent.yaml", env={})
+
+
+@pytest.mark.parametrize("name", ["example.yaml", "dev.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    config = load_config(Path(__file__).parents[2] / "config" / name, env={"TENANT": "t", "AAD_APP_ID": "a"})
+    assert config.profiles
+    if name == "dev.yaml":
+        assert {p.name for p in config.profiles} >= {"intune", "intune-pending", "default", "legacy"}
+        assert config.intune.authority.startswith("https://127.0.0.1:")

@@ -1,0 +1,101 @@
+"""The admin API: list, show and revoke certificates over HTTP (JSON), behind a bearer token.
+
+Off unless ``admin_token`` is configured (answers 404 then). Put it behind TLS and a network boundary:
+the token is the only credential. Revocations go through the same RevocationService as the CLI and
+Intune's requests, so OCSP and the CRL follow at once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request
+
+from ..revocation_service import REASON_NAMES, UnknownRevocationReason
+from ..store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus
+from . import runtime
+
+log = logging.getLogger("scep_server.web.admin")
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+def _authenticate() -> None:
+    expected = runtime().config.admin_token.resolve()
+    if not expected:
+        abort(404)
+    offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(offered.encode(), expected.encode()):
+        log.warning("admin API: refused a request from %s", request.remote_addr)
+        abort(401, description="a valid bearer token is required")
+
+
+@bp.get("/certificates")
+def list_certificates() -> Response:
+    status = request.args.get("status")
+    if status is not None and status not in {s.value for s in CertStatus}:
+        abort(400, description="status must be valid or revoked")
+    limit = request.args.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        abort(400, description="limit must be 1-1000")
+    records = runtime().store.list_certificates(
+        limit=int(limit), status=CertStatus(status) if status else None, profile=request.args.get("profile")
+    )
+    return jsonify({"certificates": [_describe(r) for r in records]})
+
+
+@bp.get("/certificates/<serial>")
+def show_certificate(serial: str) -> Response:
+    record = runtime().store.get_certificate(_serial(serial), runtime().ca.issuer_name)
+    if record is None:
+        abort(404, description="no such certificate")
+    return jsonify(_describe(record))
+
+
+@bp.post("/certificates/<serial>/revoke")
+def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
+    body = request.get_json(silent=True) or {}
+    reason = str(body.get("reason", "unspecified"))
+    try:
+        record = runtime().revocations.revoke(_serial(serial), reason=reason)
+    except UnknownRevocationReason:
+        abort(400, description=f"reason must be one of {', '.join(REASON_NAMES)}")
+    except CertificateNotFound:
+        abort(404, description="no such certificate")
+    except AlreadyRevoked as exc:
+        return jsonify({"error": "already revoked", "certificate": _describe(exc.certificate)}), 409
+    log.info("admin API: revoked %x (%s) for %s", record.serial, reason, request.remote_addr)
+    return jsonify(_describe(record))
+
+
+def _serial(text: str) -> int:
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError:
+        abort(400, description="the serial number must be hexadecimal")
+    if value <= 0:
+        abort(400, description="the serial number must be positive")
+    return value
+
+
+def _describe(record: CertificateRecord) -> dict[str, Any]:
+    return {
+        "serial": f"{record.serial:x}",
+        "subject": record.subject,
+        "issuer": record.issuer,
+        "sans": list(record.sans),
+        "status": record.status.value,
+        "profile": record.profile,
+        "transaction_id": record.transaction_id,
+        "not_before": record.not_before.isoformat(),
+        "not_after": record.not_after.isoformat(),
+        "issued_at": record.issued_at.isoformat(),
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "revocation_reason": record.revocation_reason,
+        "sha1_thumbprint": record.sha1_thumbprint,
+        "sha256_thumbprint": record.sha256_thumbprint,
+    }
