@@ -19,6 +19,13 @@ PKI_OPERATION_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CERTIFICATES_ISSUED = Counter("scep_certificates_issued", "Certificates issued", ["profile"])
+INTUNE_CALLS = Counter(
+    "scep_intune_calls", "Calls to Graph and Intune by operation and HTTP status", ["operation", "status"]
+)
+INTUNE_CALL_SECONDS = Histogram(
+    "scep_intune_call_seconds", "Duration of one call to Graph or Intune (one attempt)", ["operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 CA_EXPIRY = Gauge(
     "scep_ca_certificate_not_after_seconds", "Expiry (Unix time) of the CA and RA certificates", ["certificate"],
     multiprocess_mode="max",

@@ -40,6 +40,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from msal.exceptions import MsalServiceError
 
+from .. import metrics
 from ..config import IntuneConfig
 from ..errors import ConfigError, IntuneAuthError, IntuneProtocolError, IntuneUnavailable
 
@@ -434,9 +435,12 @@ class IntuneTransport:
         return text
 
     def _log(self, call: _Call, status: int | None, started: float, attempt: int) -> None:
-        elapsed_ms = (time.monotonic() - started) * 1000
+        elapsed = time.monotonic() - started
+        label = str(status) if status is not None else "error"
         logger.info("intune %s activity=%s status=%s elapsed_ms=%.0f attempt=%d", call.operation,
-                    call.activity_id, status if status is not None else "error", elapsed_ms, attempt)
+                    call.activity_id, label, elapsed * 1000, attempt)
+        metrics.INTUNE_CALLS.labels(call.operation, label).inc()
+        metrics.INTUNE_CALL_SECONDS.labels(call.operation).observe(elapsed)
 
 
 # --- configuration checks (no I/O but reading the credential files) -----------------------------------

@@ -220,3 +220,10 @@ def _deliver_outbox_as_if_due(env: IntuneEnv) -> None:
         assert NotificationOutbox(env.server.runtime.store, intune_client).deliver_due(now=later) == 1
     finally:
         intune_client.close()
+
+
+def test_intune_calls_are_counted_in_metrics(intune_env: IntuneEnv) -> None:
+    assert enroll(intune_env, subject="CN=metered")[0].status is PKIStatus.SUCCESS
+    text = intune_env.server.http.get("/metrics").get_data(as_text=True)
+    assert 'scep_intune_calls_total{operation="validateRequest",status="200"}' in text
+    assert 'scep_intune_call_seconds_count{operation="successNotification"}' in text
