@@ -16,7 +16,7 @@ import requests
 from scep_server.config import SecretSource
 from scep_server.errors import ConfigError, IntuneAuthError, IntuneProtocolError, IntuneUnavailable
 from scep_server.intune import IntuneTransport
-from scep_server.intune.transport import build_session, normalise_scope, proxy_url
+from scep_server.intune.transport import build_session, normalise_scope, proxy_url, system_ca_bundle
 
 from .conftest import CHALLENGE, Harness, config_for
 from .double import INTUNE_RESOURCE, SECRET, CloudDouble, Scripted, ThrowawayPKI
@@ -359,7 +359,8 @@ def test_proxy_url_variants(cloud: CloudDouble) -> None:
     assert proxy_url(config_for(cloud, proxy_host="proxy")) == "http://proxy"
     session = build_session(config_for(cloud, ca_bundle=None))
     try:
-        assert session.verify is True and session.proxies == {}
+        # No ca_bundle: the operating system's store (requests' certifi bundle only when there is none).
+        assert session.verify == (system_ca_bundle() or True) and session.proxies == {}
     finally:
         session.close()
 
