@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .background import BackgroundWorker, DeferredValidations, Every, Task
@@ -145,4 +146,5 @@ def revocation_sync(
     return RevocationSync(
         store, client, revocations, batch_size=config.intune.revocation_batch_size,
         issuer_filter=config.intune.revocation_issuer_filter,
+        lock_path=Path(config.data_dir) / "intune-revocations.lock",
     )

@@ -9,9 +9,13 @@ revoked; 4101 our store failed (retryable: Intune sends the request again).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ..errors import IntuneError, StoreError
 from ..revocation_service import RevocationReason, RevocationService
@@ -38,13 +42,14 @@ class RevocationSync:
 
     def __init__(
         self, store: Store, client: IntuneClient, revoker: RevocationService, *,
-        batch_size: int = 100, issuer_filter: str | None = None,
+        batch_size: int = 100, issuer_filter: str | None = None, lock_path: Path | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._revoker = revoker
         self._batch_size = batch_size
         self._issuer_filter = issuer_filter
+        self._lock_path = lock_path
 
     def run_once(self) -> SyncReport:
         """One download → revoke → upload round. IntuneError escapes when Intune cannot be asked."""
@@ -60,11 +65,18 @@ class RevocationSync:
         return report
 
     def run_safely(self) -> None:
-        """For the background worker: a failed round is logged and tried again next time."""
-        try:
-            self.run_once()
-        except (IntuneError, StoreError) as exc:
-            log.warning("Intune revocation sync failed, will retry: %s", exc)
+        """For the background worker: one round at a time per host, a failed round is tried again later.
+
+        Every gunicorn worker runs a background thread; the lock file makes their rounds take turns, so a
+        request is never processed (or its result uploaded) by two processes at once.
+        """
+        with _exclusive(self._lock_path) as acquired:
+            if not acquired:
+                return
+            try:
+                self.run_once()
+            except (IntuneError, StoreError) as exc:
+                log.warning("Intune revocation sync failed, will retry: %s", exc)
 
     def _handle(self, request: RevocationRequest) -> int:
         record = self._store.record_revocation_request(
@@ -105,6 +117,24 @@ class RevocationSync:
         else:
             log.warning("Intune did not acknowledge %d revocation results; they will be sent again", len(results))
         return len(results), acknowledged
+
+
+@contextmanager
+def _exclusive(path: Path | None) -> Iterator[bool]:
+    """A non-blocking exclusive lock on ``path`` (always granted when there is no path)."""
+    if path is None:
+        yield True
+        return
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _result(record: IntuneRevocationRecord) -> RevocationResult:

@@ -94,3 +94,20 @@ def test_sync_revocations_command(intune_env: IntuneEnv, capsys: pytest.CaptureF
     assert main(["--config", str(config_path), "intune", "sync-revocations"]) == 0
     assert "downloaded 1, revoked 1, uploaded 1 results" in capsys.readouterr().out
     assert _ocsp_status(intune_env, cert) is ocsp.OCSPCertStatus.REVOKED
+
+
+def test_rounds_take_turns_across_processes(intune_env: IntuneEnv) -> None:
+    """While one process holds the sync lock, another process's round is skipped, not run twice."""
+    import fcntl
+
+    cert = _enroll_devices(intune_env, 1)[0]
+    intune_env.state.queue_revocation(f"{cert.serial_number:X}", intune_env.server.ca.issuer_name)
+    lock_path = intune_env.tmp_path / "var" / "intune-revocations.lock"
+    with open(lock_path, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _sync(intune_env)
+        assert _ocsp_status(intune_env, cert) is ocsp.OCSPCertStatus.GOOD
+        assert intune_env.state.counters().get("downloadRevocationRequests", 0) == 0
+        fcntl.flock(held, fcntl.LOCK_UN)
+    _sync(intune_env)
+    assert _ocsp_status(intune_env, cert) is ocsp.OCSPCertStatus.REVOKED
