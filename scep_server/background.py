@@ -18,7 +18,8 @@ from .store import Store
 log = logging.getLogger("scep_server.background")
 
 Task = Callable[[], object]
-LEASE = timedelta(minutes=2)
+# Longer than the slowest validation can take (every retry timing out) so a lease does not run out mid-way.
+LEASE = timedelta(minutes=10)
 
 
 class DeferredValidations:
@@ -38,7 +39,7 @@ class DeferredValidations:
                 continue
             if not self._store.lease_deferred(
                 profile=record.profile, transaction_id=record.transaction_id,
-                expected_next_attempt_at=record.next_attempt_at, lease_until=now + LEASE,
+                expected_next_attempt_at=record.next_attempt_at, lease_until=datetime.now(UTC) + LEASE,
             ):
                 continue
             try:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from .ca.authority import CertificateAuthority
+from .ca.issue import describe_sans
 from .challenge import ValidationRequest
 from .errors import (
     BadCertId,
@@ -35,6 +36,8 @@ from .scep.types import MessageType
 from .store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState
 
 log = logging.getLogger("scep_server.scep")
+
+MAX_IP_CHARS = 64  # the store's column; X-Forwarded-For chains can be longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +66,19 @@ class EnrollmentService:
 
     def pki_operation(self, profile: Profile, der: bytes, requester_ip: str | None) -> Outcome:
         """Answer one pkiMessage. RequestError escapes when no CertRep can be built."""
+        ip = requester_ip[:MAX_IP_CHARS] if requester_ip else None
         signed, context = message.read_envelope(der)
         try:
             request = message.open_request(
                 signed, context, ra_key=self.ca.ra_key, ra_cert=self.ca.ra_cert, options=profile.decode
             )
-            outcome = self._dispatch(profile, request, requester_ip)
+            outcome = self._dispatch(profile, request, ip)
         except PKIFailure as failure:
-            outcome = self._failure(profile, context, failure, requester_ip)
-        self._audit(profile, context, outcome, requester_ip)
+            outcome = self._failure(profile, context, failure, ip)
+        except Exception as exc:  # 503s and the unexpected: still one audit record
+            self._audit(profile, context, Outcome(b"", f"ERROR:{type(exc).__name__}", str(exc)[:200]), ip)
+            raise
+        self._audit(profile, context, outcome, ip)
         return replace(outcome, message_type=_type_name(context.message_type))
 
     def _dispatch(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
@@ -139,7 +146,8 @@ class EnrollmentService:
         return x509.load_der_x509_certificate(stored.der)
 
     def _check_renewal_signer(self, profile: Profile, request: PkiRequest) -> None:
-        """RenewalReq must be signed by an unexpired, unrevoked certificate this CA issued (RFC 8894 §3.3.1.2)."""
+        """RenewalReq must be signed by an unexpired, unrevoked certificate this CA issued for this profile
+        (RFC 8894 §3.3.1.2), and may only renew that identity: same subject, SANs and EKUs."""
         if not profile.allow_renewal:
             raise BadRequest(f"renewal is disabled for profile {profile.name}")
         signer = request.context.signer
@@ -151,6 +159,11 @@ class EnrollmentService:
             raise BadRequest(f"the renewal signer certificate {record.serial:x} is revoked")
         if now > record.not_after:
             raise BadRequest(f"the renewal signer certificate {record.serial:x} has expired")
+        if record.profile != profile.name:
+            raise BadRequest(f"the renewal signer certificate was issued for profile {record.profile}")
+        assert request.csr is not None
+        forced_eku = profile.policy.extended_key_usage is not None
+        _require_same_identity(request.csr, x509.load_der_x509_certificate(record.der), compare_eku=not forced_eku)
 
     def _issued_by_us(self, issuer_der: bytes, serial: int, der: bytes) -> CertificateRecord | None:
         if issuer_der != self.ca.ca_cert.subject.public_bytes():
@@ -203,6 +216,26 @@ class EnrollmentService:
             )
         except StoreError as exc:
             log.error("audit record lost: %s (transaction=%s)", exc, context.transaction_id)
+
+
+def _require_same_identity(
+    csr: x509.CertificateSigningRequest, current: x509.Certificate, *, compare_eku: bool
+) -> None:
+    """A renewal keeps the identity it renews; anything else needs a fresh, validated enrollment."""
+    if csr.subject != current.subject:
+        raise BadRequest("a renewal must keep the subject of the certificate it renews")
+    if set(describe_sans(csr)) != set(describe_sans(current)):
+        raise BadRequest("a renewal must keep the subjectAltNames of the certificate it renews")
+    if compare_eku and _ekus(csr) != _ekus(current):
+        raise BadRequest("a renewal must keep the extended key usages of the certificate it renews")
+
+
+def _ekus(obj: x509.Certificate | x509.CertificateSigningRequest) -> frozenset[str] | None:
+    try:
+        usages = obj.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    return frozenset(oid.dotted_string for oid in usages)
 
 
 def _type_name(value: int) -> str:

@@ -9,8 +9,11 @@ Invariants:
 - nothing is signed unless the validator accepted the request (or, for RenewalReq, the request is
   signed by a valid certificate this CA issued, checked before the claim);
 - a certificate is returned only after it is stored;
+- a certificate is stored before its transaction is completed, and the transaction is completed only
+  after the validator acknowledged the issuance, so a retry or CertPoll never sees it earlier;
 - a certificate whose success notification Intune did not acknowledge is revoked
-  (cessationOfOperation) and never delivered; the transaction is failed so a retry starts afresh.
+  (cessationOfOperation), never delivered, and Intune is told through a failure notification; the
+  transaction is failed so a retry starts afresh.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .challenge import ChallengeValidator, IssuedCertificate, ValidationRequest
 from .errors import BadRequest, PKIFailure, StoreError, UpstreamError
 from .revocation import CrlCache
 from .scep.message import DecodeOptions
-from .store import NewCertificate, Store, TransactionRecord
+from .store import NewCertificate, Store, TransactionNotPending, TransactionRecord
 
 log = logging.getLogger("scep_server.issuance")
 
@@ -38,6 +41,7 @@ log = logging.getLogger("scep_server.issuance")
 E_FAIL = 0x80004005  # unspecified failure (CA or store)
 E_INVALIDARG = 0x80070057  # the request breaks this profile's issuance policy
 CESSATION_OF_OPERATION = 5  # RFC 5280 §5.3.1 CRLReason
+SUPERSEDED = 4
 RETRY_FIRST = timedelta(seconds=5)
 RETRY_MAX = timedelta(minutes=5)
 
@@ -75,7 +79,7 @@ class IssuanceService:
     ) -> x509.Certificate | Deferred:
         """Decide a freshly claimed transaction. Raises PKIFailure (already recorded) on refusal."""
         try:
-            if not renewal:
+            if not renewal or profile.validator.validates_renewals:
                 profile.validator.validate(validation)
         except UpstreamError as exc:
             if profile.defer_when_unavailable:
@@ -103,45 +107,71 @@ class IssuanceService:
         self._issue_validated(profile, validation)
 
     def _issue_validated(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
+        certificate = self._build(profile, validation)
         try:
-            check_csr(validation.csr, profile.policy)
-            certificate = build_certificate(validation.csr, self.ca, profile.policy)
-        except PKIFailure as failure:
-            profile.validator.notify_failed(validation, E_INVALIDARG, failure.detail)
-            self._fail(profile, validation, failure)
-        try:
+            # Recorded first, handed out last: until the transaction is completed below, a retry or a
+            # CertPoll of this transaction is answered PENDING.
             self.store.record_issued(
-                profile=profile.name, transaction_id=validation.transaction_id,
+                profile=profile.name, transaction_id=None,
                 certificate=self._new_certificate(certificate, profile, validation),
             )
         except StoreError as exc:
             profile.validator.notify_failed(validation, E_FAIL, "the certificate could not be stored")
             raise UpstreamError(f"the certificate store failed: {exc}") from exc
         self._confirm(profile, validation, certificate)
+        self._complete(profile, validation, certificate)
         log.info(
             "issued serial=%x profile=%s transaction=%s subject=%r",
-            certificate.serial_number, profile.name, validation.transaction_id, certificate.subject.rfc4514_string(),
+            certificate.serial_number, profile.name, validation.transaction_id,
+            certificate.subject.rfc4514_string()[:200],
         )
         return certificate
+
+    def _build(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
+        try:
+            check_csr(validation.csr, profile.policy)
+            return build_certificate(validation.csr, self.ca, profile.policy)
+        except PKIFailure as failure:
+            profile.validator.notify_failed(validation, E_INVALIDARG, failure.detail)
+            self._fail(profile, validation, failure)
+        except Exception as exc:  # an odd CSR or an unusable CA: never a 500, never a stuck transaction
+            log.error("building the certificate failed profile=%s transaction=%s: %s: %s",
+                      profile.name, validation.transaction_id, type(exc).__name__, exc)
+            refusal = BadRequest(f"the certificate could not be built from this request ({type(exc).__name__})")
+            profile.validator.notify_failed(validation, E_FAIL, refusal.detail)
+            self._fail(profile, validation, refusal)
 
     def _confirm(self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate) -> None:
         """Tell the validator; when it does not acknowledge, withdraw the certificate for good."""
         try:
             profile.validator.notify_issued(validation, IssuedCertificate(certificate, self.ca.ca_cert, self.ca.name))
         except UpstreamError as exc:
-            self.store.revoke(
-                certificate.serial_number, self.ca.issuer_name,
-                reason=CESSATION_OF_OPERATION, revoked_at=datetime.now(UTC),
-            )
-            self.crls.invalidate()
             reason = f"the issuance was not acknowledged ({exc.detail}); certificate {certificate.serial_number:x} " \
                      "was revoked and not delivered"
-            self.store.fail_issued_transaction(
-                profile=profile.name, transaction_id=validation.transaction_id,
-                fail_info=int(BadRequest.fail_info), reason=reason,
-            )
+            self._withdraw(certificate)
             log.error("profile=%s transaction=%s: %s", profile.name, validation.transaction_id, reason)
-            raise BadRequest(reason) from exc
+            profile.validator.notify_failed(validation, E_FAIL, reason)
+            self._fail(profile, validation, BadRequest(reason))
+
+    def _complete(self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate) -> None:
+        try:
+            self.store.complete_transaction(
+                profile=profile.name, transaction_id=validation.transaction_id,
+                serial=certificate.serial_number, issuer=self.ca.issuer_name,
+            )
+        except TransactionNotPending as exc:
+            # Another handler finished this transaction first (a lease ran out): ours is never handed out.
+            self._withdraw(certificate, reason=SUPERSEDED)
+            raise UpstreamError(f"transaction {validation.transaction_id!r} was completed concurrently") from exc
+
+    def _withdraw(self, certificate: x509.Certificate, *, reason: int = CESSATION_OF_OPERATION) -> None:
+        try:
+            self.store.revoke(
+                certificate.serial_number, self.ca.issuer_name, reason=reason, revoked_at=datetime.now(UTC)
+            )
+            self.crls.invalidate()
+        except StoreError as exc:  # it was never handed out; the transaction is not completed
+            log.error("could not revoke withdrawn certificate %x: %s", certificate.serial_number, exc)
 
     def _defer(
         self, profile: Profile, validation: ValidationRequest, exc: UpstreamError, *, attempts: int,

@@ -44,6 +44,8 @@ class ChallengeValidator(Protocol):
     """The plug-in interface every challenge validator implements."""
 
     name: str
+    # Whether a RenewalReq (authenticated by the certificate it renews) is validated too.
+    validates_renewals: bool
 
     def validate(self, request: ValidationRequest) -> None:
         """Return to accept; raise ChallengeRejected to refuse, UpstreamError when undecided."""
@@ -59,7 +61,7 @@ def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
     """The challengePassword attribute (PKCS#9, RFC 2985 §5.4.1) of a CSR, or None."""
     try:
         raw = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
-    except x509.AttributeNotFound:
+    except (x509.AttributeNotFound, ValueError):  # absent, or not a single value
         return None
     try:
         return raw.decode("utf-8")

@@ -22,6 +22,8 @@ class IntuneChallenge:
     """Asks Intune's ScepRequestValidationFEService about each request and reports the outcome."""
 
     name = "intune"
+    # Intune decides every certificate: a RenewalReq is asked about too (fail closed without a challenge).
+    validates_renewals = True
 
     def __init__(self, client: IntuneClient, outbox: NotificationOutbox, *, ca_configuration: str) -> None:
         self._client = client

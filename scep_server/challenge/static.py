@@ -12,6 +12,7 @@ class StaticChallenge:
     """Accept a request whose challengePassword equals the profile's shared secret."""
 
     name = "static"
+    validates_renewals = False
 
     def __init__(self, secret: str) -> None:
         if not secret:

@@ -486,8 +486,9 @@ def _read(path: str) -> str:
 def _secret_strings(config: IntuneConfig, credential: str | dict[str, str]) -> tuple[str, ...]:
     """Values that must never appear in a message: the secret, key password, proxy password."""
     values = [credential] if isinstance(credential, str) else [credential.get("passphrase", "")]
-    values.append(config.proxy_password.resolve() or "")
-    return tuple(v for v in values if v)
+    proxy_password = config.proxy_password.resolve() or ""
+    values += [proxy_password, quote(proxy_password, safe="")]  # the proxy URL carries it percent-encoded
+    return tuple(v for v in dict.fromkeys(values) if v)
 
 
 def _permission(party: str) -> str:

@@ -24,6 +24,7 @@ from .types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageTy
 
 NONCE_SIZE = 16
 MAX_TRANSACTION_ID = 128
+MAX_SUBJECT_CHARS = 2048
 
 
 class IssuerAndSubject(core.Sequence):  # type: ignore[misc]
@@ -144,13 +145,31 @@ def _with_content(request: PkiRequest, content: bytes) -> PkiRequest:
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_der_x509_csr(der)
-        csr.subject  # noqa: B018 - cryptography parses lazily; force the subject now
-        csr.public_key()
-        return csr
     except (ValueError, TypeError) as exc:
         raise BadRequest(f"the certification request is not a decodable PKCS#10: {str(exc)[:120]}") from exc
+    try:
+        csr.public_key()
     except Exception as exc:  # unsupported key algorithms surface as UnsupportedAlgorithm
-        raise BadAlg(f"the certification request uses an unsupported algorithm: {str(exc)[:120]}") from exc
+        raise BadAlg(f"the certification request uses an unsupported key algorithm: {str(exc)[:120]}") from exc
+    _check_csr_structure(csr)
+    return csr
+
+
+def _check_csr_structure(csr: x509.CertificateSigningRequest) -> None:
+    """cryptography parses lazily: read everything now, so a malformed CSR is a BadRequest here and not
+    an exception deep in issuance. Repeated attributes are refused: which one a validator reads and
+    which one we issue from must not differ."""
+    try:
+        subject = csr.subject.rfc4514_string()
+        list(csr.extensions)
+        attributes = list(csr.attributes)
+    except Exception as exc:  # DuplicateExtension, multi-valued attributes, undecodable extensions
+        raise BadRequest(f"the certification request is malformed: {type(exc).__name__}: {str(exc)[:120]}") from exc
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise BadRequest(f"the subject is longer than {MAX_SUBJECT_CHARS} characters")
+    oids = [attribute.oid for attribute in attributes]
+    if len(oids) != len(set(oids)):
+        raise BadRequest("the certification request repeats an attribute")
 
 
 def _load_issuer_serial(der: bytes) -> IssuerSerial:

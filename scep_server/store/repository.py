@@ -247,6 +247,23 @@ class Store(OutboxRepository, IntuneRevocationRepository):
                 raise DuplicateCertificate(certificate.serial, certificate.issuer) from None
         return _certificate_record(row)
 
+    def complete_transaction(self, *, profile: str, transaction_id: str, serial: int, issuer: str) -> None:
+        """Mark a PENDING transaction ISSUED with a certificate already stored (``record_issued`` without
+        a transaction): the certificate is recorded first, and handed out only once this is done.
+
+        ``TransactionNotPending`` when another handler finished the transaction first;
+        ``CertificateNotFound`` when the certificate is not stored.
+        """
+        with guard(), self._writer.begin() as conn:
+            cert_id = conn.execute(
+                select(certificates.c.id).where(
+                    certificates.c.issuer == issuer, certificates.c.serial_hex == serial_hex(serial)
+                )
+            ).scalar_one_or_none()
+            if cert_id is None:
+                raise CertificateNotFound(serial, issuer)
+            _complete_transaction(conn, profile, transaction_id, serial_hex(serial), int(cert_id))
+
     def record_failure(self, *, profile: str, transaction_id: str, fail_info: int, reason: str) -> None:
         """Mark a PENDING transaction FAILED (failInfo: RFC 8894 §3.2.1.4.5); a later claim may retry it."""
         changes = {
@@ -254,6 +271,7 @@ class Store(OutboxRepository, IntuneRevocationRepository):
             "fail_info": fail_info,
             "fail_reason": reason,
             "deferred": False,
+            "csr_der": None,
             "updated_at": utcnow(),
         }
         with guard(), self._writer.begin() as conn:
@@ -699,6 +717,7 @@ def _complete_transaction(conn: Connection, profile: str, transaction_id: str, h
         "fail_info": None,
         "fail_reason": None,
         "deferred": False,
+        "csr_der": None,  # the request may carry a shared secret: keep only its hash once decided
         "updated_at": utcnow(),
     }
     _update_transaction(conn, _PENDING, profile, transaction_id, changes)

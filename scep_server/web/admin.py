@@ -77,8 +77,8 @@ def _serial(text: str) -> int:
         value = int(cleaned, 16)
     except ValueError:
         abort(400, description="the serial number must be hexadecimal")
-    if value <= 0:
-        abort(400, description="the serial number must be positive")
+    if not 0 < value < 2**160:
+        abort(400, description="the serial number must be positive and at most 20 octets")
     return value
 
 

@@ -227,3 +227,24 @@ def test_intune_calls_are_counted_in_metrics(intune_env: IntuneEnv) -> None:
     text = intune_env.server.http.get("/metrics").get_data(as_text=True)
     assert 'scep_intune_calls_total{operation="validateRequest",status="200"}' in text
     assert 'scep_intune_call_seconds_count{operation="successNotification"}' in text
+
+
+def test_nothing_is_handed_out_before_intune_acknowledges(intune_env: IntuneEnv) -> None:
+    """While the success notification is under way, a retry of the transaction gets PENDING."""
+    import threading
+
+    spec = ChallengeSpec(subject="CN=slow-ack")
+    device = Device(common_name="slow-ack-signer")
+    csr = csr_for(spec, device.key, intune_env.state.mint_challenge(spec))
+    first = intune_env.server.pkcsreq(device, csr=csr, transaction_id="SLOW-ACK-1")
+    again = intune_env.server.pkcsreq(device, csr=csr, transaction_id="SLOW-ACK-1")
+    intune_env.state.inject_fault("successNotification", latency=3, times=1)
+    replies: list[object] = []
+    worker = threading.Thread(target=lambda: replies.append(intune_env.server.send(first, device, profile="intune")))
+    worker.start()
+    time.sleep(1.5)
+    assert intune_env.server.send(again, device, profile="intune").status is PKIStatus.PENDING
+    worker.join(30)
+    assert replies and replies[0].status is PKIStatus.SUCCESS  # type: ignore[attr-defined]
+    assert intune_env.server.send(again, device, profile="intune").status is PKIStatus.SUCCESS
+    assert intune_env.server.issued_count() == 1

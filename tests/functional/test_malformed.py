@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import pytest
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core
+from asn1crypto import csr as asn1_csr
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from scep_server.errors import FailInfo
@@ -152,6 +154,41 @@ def _ed25519_csr(server: ScepTestServer, device: Device) -> bytes:
     return _inner(csr.public_bytes(serialization.Encoding.DER))(server, device)
 
 
+def _reassembled_csr(device: Device, mutate: Callable[[asn1_csr.CertificationRequestInfo], None]) -> bytes:
+    """A CSR whose info was changed with asn1crypto (cryptography's builder refuses such requests)."""
+    info = asn1_csr.CertificationRequest.load(
+        device.csr().public_bytes(serialization.Encoding.DER))["certification_request_info"]
+    mutate(info)
+    tbs = info.dump(force=True)
+    signature = device.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    return asn1_csr.CertificationRequest({
+        "certification_request_info": info,
+        "signature_algorithm": {"algorithm": "sha256_rsa"},
+        "signature": signature,
+    }).dump()
+
+
+def _duplicate_extension_csr(server: ScepTestServer, device: Device) -> bytes:
+    san = x509.SubjectAlternativeName([x509.DNSName("a.example")])
+    ext = asn1_x509.Extension({"extn_id": "subject_alt_name", "extn_value": asn1_x509.GeneralNames.load(
+        san.public_bytes())})
+
+    def mutate(info: asn1_csr.CertificationRequestInfo) -> None:
+        attrs = list(info["attributes"])
+        attrs.append(asn1_csr.CRIAttribute({"type": "extension_request", "values": [[ext, ext]]}))
+        info["attributes"] = attrs
+
+    return _inner(_reassembled_csr(device, mutate))(server, device)
+
+
+def _repeated_challenge_csr(server: ScepTestServer, device: Device) -> bytes:
+    def mutate(info: asn1_csr.CertificationRequestInfo) -> None:
+        attrs = list(info["attributes"])
+        info["attributes"] = attrs + attrs
+
+    return _inner(_reassembled_csr(device, mutate))(server, device)
+
+
 def _ec_signer(server: ScepTestServer, device: Device) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec-signer")])
@@ -265,6 +302,8 @@ CASES = [
     Case("content is not a CSR", _message(_inner(b"not a certification request")), fail_info=BAD_REQUEST),
     Case("content is a tiny unrelated DER", _message(_trailing_junk_inside), fail_info=BAD_REQUEST),
     Case("EC signer (reply cannot be enveloped)", _message(_ec_signer), fail_info=BAD_ALG),
+    Case("CSR with a duplicated extension", _message(_duplicate_extension_csr), fail_info=BAD_REQUEST),
+    Case("CSR with a repeated challengePassword", _message(_repeated_challenge_csr), fail_info=BAD_REQUEST),
     Case("signingTime three days old", _message(_old_signing_time), fail_info=BAD_TIME),
     Case("single DES on a profile without allow_des", _message(_des_on_default), fail_info=BAD_ALG),
     Case("SHA-1 on a profile without allow_sha1", _message(_sha1_on_strict, path="/scep/strict"), fail_info=BAD_ALG),

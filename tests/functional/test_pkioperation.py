@@ -306,3 +306,39 @@ def test_metrics_count_operations_and_issuance(server: ScepTestServer) -> None:
     assert sample(text, issued) == before + 1
     assert 'scep_pki_operations_total{message_type="PKCS_REQ",outcome="SUCCESS",profile="default"}' in text
     assert "scep_ca_certificate_not_after_seconds" in text
+
+
+def _renewal(server: ScepTestServer, old: Device, old_cert: x509.Certificate, csr: x509.CertificateSigningRequest,
+             profile: str | None = None) -> client.CertRep:
+    built = client.build_pkcsreq(csr, signer_cert=old_cert, signer_key=old.key, recipient=server.ca.ra_cert,
+                                 renewal=True)
+    return server.send(built, old, signer=old_cert, profile=profile)
+
+
+def test_renewal_cannot_change_the_identity(server: ScepTestServer) -> None:
+    old = Device(common_name="lowly-device")
+    old_cert = server.enroll(old)
+    impostor = Device(common_name="Domain Admin")
+    reply = _renewal(server, old, old_cert, impostor.csr(challenge=None))
+    assert reply.status is PKIStatus.FAILURE and "subject" in (reply.fail_info_text or "")
+    key = Device().key
+    with_san = (
+        x509.CertificateSigningRequestBuilder().subject_name(old.subject)
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("administrator@corp.example")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    assert _renewal(server, old, old_cert, with_san).status is PKIStatus.FAILURE
+    with_eku = (
+        x509.CertificateSigningRequestBuilder().subject_name(old.subject)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    assert _renewal(server, old, old_cert, with_eku).status is PKIStatus.FAILURE
+    assert server.issued_count() == 1
+
+
+def test_renewal_stays_in_the_profile_that_issued(server: ScepTestServer) -> None:
+    old = Device(common_name="legacy-device")
+    old_cert = server.enroll(old, profile="legacy")
+    reply = _renewal(server, old, old_cert, Device(common_name="legacy-device").csr(challenge=None))
+    assert reply.status is PKIStatus.FAILURE and "profile" in (reply.fail_info_text or "")
