@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ class IssuanceService:
             self.store.complete_transaction(
                 profile=profile.name, transaction_id=validation.transaction_id,
                 serial=certificate.serial_number, issuer=self.ca.issuer_name,
+                csr_sha256=hashlib.sha256(validation.csr_der).hexdigest(),
             )
         except TransactionNotPending as exc:
             # Another handler finished this transaction first (a lease ran out): ours is never handed out.

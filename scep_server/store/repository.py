@@ -247,11 +247,14 @@ class Store(OutboxRepository, IntuneRevocationRepository):
                 raise DuplicateCertificate(certificate.serial, certificate.issuer) from None
         return _certificate_record(row)
 
-    def complete_transaction(self, *, profile: str, transaction_id: str, serial: int, issuer: str) -> None:
+    def complete_transaction(
+        self, *, profile: str, transaction_id: str, serial: int, issuer: str, csr_sha256: str | None = None
+    ) -> None:
         """Mark a PENDING transaction ISSUED with a certificate already stored (``record_issued`` without
         a transaction): the certificate is recorded first, and handed out only once this is done.
 
-        ``TransactionNotPending`` when another handler finished the transaction first;
+        ``TransactionNotPending`` when another handler finished the transaction first, or (with
+        ``csr_sha256``) when the transaction was reclaimed for another request in the meantime;
         ``CertificateNotFound`` when the certificate is not stored.
         """
         with guard(), self._writer.begin() as conn:
@@ -262,7 +265,8 @@ class Store(OutboxRepository, IntuneRevocationRepository):
             ).scalar_one_or_none()
             if cert_id is None:
                 raise CertificateNotFound(serial, issuer)
-            _complete_transaction(conn, profile, transaction_id, serial_hex(serial), int(cert_id))
+            condition = _PENDING if csr_sha256 is None else _PENDING & (transactions.c.csr_sha256 == csr_sha256)
+            _complete_transaction(conn, profile, transaction_id, serial_hex(serial), int(cert_id), condition)
 
     def record_failure(self, *, profile: str, transaction_id: str, fail_info: int, reason: str) -> None:
         """Mark a PENDING transaction FAILED (failInfo: RFC 8894 §3.2.1.4.5); a later claim may retry it."""
@@ -709,7 +713,10 @@ def _update_transaction(
     raise TransactionNotPending(profile, transaction_id, None if current is None else current.state)
 
 
-def _complete_transaction(conn: Connection, profile: str, transaction_id: str, hex_serial: str, cert_id: int) -> None:
+def _complete_transaction(
+    conn: Connection, profile: str, transaction_id: str, hex_serial: str, cert_id: int,
+    condition: ColumnElement[bool] = _PENDING,
+) -> None:
     changes = {
         "state": TransactionState.ISSUED.value,
         "serial_hex": hex_serial,
@@ -720,7 +727,7 @@ def _complete_transaction(conn: Connection, profile: str, transaction_id: str, h
         "csr_der": None,  # the request may carry a shared secret: keep only its hash once decided
         "updated_at": utcnow(),
     }
-    _update_transaction(conn, _PENDING, profile, transaction_id, changes)
+    _update_transaction(conn, condition, profile, transaction_id, changes)
 
 
 def _bump_crl_number(conn: Connection, issuer: str) -> int:

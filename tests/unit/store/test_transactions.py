@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from scep_server.store import (
+    CertificateNotFound,
     NewCertificate,
     Store,
     TransactionNotPending,
@@ -180,3 +181,33 @@ def test_long_transaction_ids_up_to_the_limit_are_kept_whole(store: Store) -> No
     record, claimed = _claim(store, long_id)
     assert claimed and record.transaction_id == long_id
     assert store.get_transaction("default", long_id) == record
+
+
+def test_complete_transaction_links_a_stored_certificate(
+    store: Store, make_certificate: Callable[..., NewCertificate]
+) -> None:
+    _claim(store)
+    cert = make_certificate(9)
+    store.record_issued(profile="default", transaction_id=None, certificate=cert)
+    pending = store.get_transaction("default", "tx-1")
+    assert pending is not None and pending.state is TransactionState.PENDING  # stored, not yet handed out
+    store.complete_transaction(profile="default", transaction_id="tx-1", serial=9, issuer=cert.issuer,
+                               csr_sha256=hashlib.sha256(b"csr-1").hexdigest())
+    done = store.get_transaction("default", "tx-1")
+    assert done is not None and done.state is TransactionState.ISSUED and done.serial == 9 and done.csr_der is None
+
+
+def test_complete_transaction_refuses_a_reclaimed_or_finished_transaction(
+    store: Store, make_certificate: Callable[..., NewCertificate]
+) -> None:
+    _claim(store)
+    cert = make_certificate(10)
+    store.record_issued(profile="default", transaction_id=None, certificate=cert)
+    with pytest.raises(TransactionNotPending):  # the row now belongs to another request
+        store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer,
+                                   csr_sha256=hashlib.sha256(b"another request").hexdigest())
+    with pytest.raises(CertificateNotFound):
+        store.complete_transaction(profile="default", transaction_id="tx-1", serial=11, issuer=cert.issuer)
+    store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer)
+    with pytest.raises(TransactionNotPending):
+        store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer)
