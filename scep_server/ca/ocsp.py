@@ -35,7 +35,7 @@ CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 NONCE_OID = "1.3.6.1.5.5.7.48.1.2"
 MAX_NONCE_OCTETS = 128  # RFC 9654 §2.1
-MAX_CERT_IDS = 100  # certificates one request may ask about: each costs a store lookup
+MAX_CERT_IDS = 20  # certificates one (unauthenticated) request may ask about: each costs a store lookup
 
 
 class MalformedOcspRequest(ScepServerError):
