@@ -21,7 +21,7 @@ from .errors import ScepServerError
 from .intune.client import IntuneClient
 from .revocation_service import REASON_NAMES, RevocationService
 from .runtime import ca_passphrase
-from .store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, Store
+from .store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, Store, parse_serial_hex
 
 log = logging.getLogger("scep_server.cli")
 
@@ -355,9 +355,8 @@ def _print_record(record: CertificateRecord) -> None:
 
 
 def _parse_serial(text: str) -> int:
-    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
     try:
-        return int(cleaned, 16)
+        return parse_serial_hex(text)
     except ValueError:
         raise SystemExit(f"scep-server: {text!r} is not a hexadecimal serial number") from None
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import IntuneError, StoreError
 from ..revocation_service import RevocationReason, RevocationService
-from ..store import AlreadyRevoked, CertificateNotFound, IntuneRevocationRecord, Store
+from ..store import AlreadyRevoked, CertificateNotFound, IntuneRevocationRecord, Store, parse_serial_hex
 from .client import IntuneClient
 from .messages import RevocationRequest, RevocationResult, RevocationResultCode
 
@@ -90,9 +90,10 @@ class RevocationSync:
         return 1 if code is RevocationResultCode.NONE else 0
 
     def _revoke(self, record: IntuneRevocationRecord) -> tuple[RevocationResultCode, str]:
-        serial = _parse_serial(record.serial_number)
-        if serial is None:
-            return RevocationResultCode.PARAMETER_DATA_INVALID_ERROR, f"serial {record.serial_number!r} is not hex"
+        try:
+            serial = parse_serial_hex(record.serial_number)
+        except ValueError:
+            return RevocationResultCode.PARAMETER_DATA_INVALID_ERROR, f"serial {record.serial_number!r} is not a hexadecimal serial number"
         try:
             self._revoker.revoke(serial, reason=INTUNE_REVOCATION_REASON)
         except CertificateNotFound:
@@ -143,12 +144,3 @@ def _result(record: IntuneRevocationRecord) -> RevocationResult:
         request_context=record.request_context, succeeded=code == 0, error_code=code,
         error_message=record.result_message or "",
     )
-
-
-def _parse_serial(text: str) -> int | None:
-    cleaned = text.strip().replace(":", "").replace(" ", "").lower().removeprefix("0x")
-    try:
-        value = int(cleaned, 16)
-    except ValueError:
-        return None
-    return value if value > 0 else None

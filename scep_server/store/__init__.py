@@ -18,7 +18,7 @@ from .records import (
     TransactionRecord,
     TransactionState,
 )
-from .repository import Store, serial_hex
+from .repository import Store, parse_serial_hex, serial_hex
 
 __all__ = [
     "AlreadyRevoked",
@@ -36,5 +36,6 @@ __all__ = [
     "TransactionNotPending",
     "TransactionRecord",
     "TransactionState",
+    "parse_serial_hex",
     "serial_hex",
 ]

@@ -561,6 +561,15 @@ def _alembic_config() -> Config:
 # -- values ----------------------------------------------------------------------------------------
 
 
+def parse_serial_hex(text: str) -> int:
+    """A serial number as people and Intune write it (hex, optional ``0x``, ``:`` or spaces, any case);
+    ``ValueError`` unless it is hex and a serial number this store can hold."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "").replace(" ", "")
+    serial = int(cleaned, 16)
+    serial_hex(serial)  # the same bounds as storing it
+    return serial
+
+
 def serial_hex(serial: int) -> str:
     """The stored form of a certificate serial number: lowercase hex without leading zeros."""
     if isinstance(serial, bool) or not isinstance(serial, int):

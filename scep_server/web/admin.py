@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from ..revocation_service import REASON_NAMES, UnknownRevocationReason
-from ..store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus
+from ..store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, parse_serial_hex
 from . import runtime
 
 log = logging.getLogger("scep_server.web.admin")
@@ -72,14 +72,10 @@ def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
 
 
 def _serial(text: str) -> int:
-    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
     try:
-        value = int(cleaned, 16)
+        return parse_serial_hex(text)
     except ValueError:
-        abort(400, description="the serial number must be hexadecimal")
-    if not 0 < value < 2**160:
-        abort(400, description="the serial number must be positive and at most 20 octets")
-    return value
+        abort(400, description="the serial number must be hexadecimal, positive and at most 20 octets")
 
 
 def _describe(record: CertificateRecord) -> dict[str, Any]:
