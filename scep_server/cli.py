@@ -180,11 +180,11 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
         log.info("created CA in %s", config.ca_dir)
     # Fail before forking when the CA, the database or a profile is unusable, and let one process
     # migrate and create the OCSP responder certificate before the workers start.
-    warn_if_ra_expires_soon(load_ca(config.ca_dir, config.ca, ca_passphrase(config)))
-    _migrate(config)
     from .runtime import build_runtime
 
-    build_runtime(config).close()
+    runtime = build_runtime(config)
+    warn_if_ra_expires_soon(runtime.ca)
+    runtime.close()
     if args.with_emulator:
         _start_emulator(config)
     serve(config, bind=args.bind, workers=args.workers, threads=args.threads)
@@ -262,7 +262,7 @@ def cmd_certs_show(config: ServerConfig, args: argparse.Namespace) -> int:
 
 def cmd_certs_revoke(config: ServerConfig, args: argparse.Namespace) -> int:
     serial = _parse_serial(args.serial)
-    issuer = load_certificates(config.ca_dir / CA_CERT)[0].subject.rfc4514_string()
+    issuer = _ca_issuer(config)
     with _store(config) as store:
         try:
             record = RevocationService(store, issuer=issuer).revoke(serial, reason=args.reason, issuer=args.issuer)
@@ -280,18 +280,21 @@ def cmd_certs_revoke(config: ServerConfig, args: argparse.Namespace) -> int:
 
 def cmd_intune_sync_revocations(config: ServerConfig, args: argparse.Namespace) -> int:
     """One download → revoke → upload round, for cron-style use beside (or instead of) the server's worker."""
-    from .runtime import build_runtime, revocation_sync
+    from .runtime import revocation_sync
 
     if not config.intune.configured:
         print("scep-server: intune.tenant and intune.client_id are not set", file=sys.stderr)
         return 2
-    runtime = build_runtime(config)
     client = IntuneClient(config.intune)
     try:
-        report = revocation_sync(config, runtime.store, client, runtime.revocations).run_once()
+        with _store(config) as store:
+            revocations = RevocationService(store, issuer=_ca_issuer(config))
+            report = revocation_sync(config, store, client, revocations).run_safely()
     finally:
         client.close()
-        runtime.close()
+    if report is None:
+        print("scep-server: no round ran (another one is running, or it failed: see the log)", file=sys.stderr)
+        return 1
     print(f"downloaded {report.downloaded}, revoked {report.revoked}, uploaded {report.uploaded} results"
           f"{'' if report.upload_acknowledged else ' (not acknowledged: they will be sent again)'}")
     return 0 if report.upload_acknowledged else 1
@@ -352,6 +355,11 @@ def _print_record(record: CertificateRecord) -> None:
         rows += [("revoked at", record.revoked_at.isoformat()), ("reason", record.revocation_reason)]
     for key, value in rows:
         print(f"{key + ':':<14}{value}")
+
+
+def _ca_issuer(config: ServerConfig) -> str:
+    """The CA's subject as the store keys certificates, without loading (or decrypting) its key."""
+    return load_certificates(config.ca_dir / CA_CERT)[0].subject.rfc4514_string()
 
 
 def _parse_serial(text: str) -> int:

@@ -64,19 +64,20 @@ class RevocationSync:
                      report.downloaded, report.revoked, report.uploaded, report.upload_acknowledged)
         return report
 
-    def run_safely(self) -> None:
-        """For the background worker: one round at a time per host, a failed round is tried again later.
+    def run_safely(self) -> SyncReport | None:
+        """One round at a time per host (None when another is running or it failed: tried again later).
 
         Every gunicorn worker runs a background thread; the lock file makes their rounds take turns, so a
         request is never processed (or its result uploaded) by two processes at once.
         """
         with _exclusive(self._lock_path) as acquired:
             if not acquired:
-                return
+                return None
             try:
-                self.run_once()
+                return self.run_once()
             except (IntuneError, StoreError) as exc:
                 log.warning("Intune revocation sync failed, will retry: %s", exc)
+                return None
 
     def _handle(self, request: RevocationRequest) -> int:
         record = self._store.record_revocation_request(
@@ -93,7 +94,8 @@ class RevocationSync:
         try:
             serial = parse_serial_hex(record.serial_number)
         except ValueError:
-            return RevocationResultCode.PARAMETER_DATA_INVALID_ERROR, f"serial {record.serial_number!r} is not a hexadecimal serial number"
+            invalid = f"serial {record.serial_number!r} is not a hexadecimal serial number"
+            return RevocationResultCode.PARAMETER_DATA_INVALID_ERROR, invalid
         try:
             self._revoker.revoke(serial, reason=INTUNE_REVOCATION_REASON)
         except CertificateNotFound:
