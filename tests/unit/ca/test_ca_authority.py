@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,13 +29,7 @@ from scep_server.ca.keys import PrivateKey, generate_private_key, key_matches
 from scep_server.config import CAConfig
 from scep_server.errors import CAError, ConfigError
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-CA_KINDS = {
-    "rsa2048": CAConfig(key_type="rsa", key_size=2048),
-    "rsa3072": CAConfig(key_type="rsa", key_size=3072),
-    "p256": CAConfig(key_type="ec", curve="P-256"),
-    "p384": CAConfig(key_type="ec", curve="P-384"),
-}
+from .support import CA_KINDS, NOW
 
 
 @pytest.fixture(params=list(CA_KINDS))

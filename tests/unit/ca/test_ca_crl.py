@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -9,15 +9,8 @@ from cryptography import x509
 
 from scep_server.ca.authority import CertificateAuthority, init_ca
 from scep_server.ca.crl import build_crl
-from scep_server.config import CAConfig
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-CA_KINDS = {
-    "rsa2048": CAConfig(key_type="rsa", key_size=2048),
-    "rsa3072": CAConfig(key_type="rsa", key_size=3072),
-    "p256": CAConfig(key_type="ec", curve="P-256"),
-    "p384": CAConfig(key_type="ec", curve="P-384"),
-}
+from .support import CA_KINDS, NOW
 
 
 @pytest.fixture(scope="module", params=list(CA_KINDS))

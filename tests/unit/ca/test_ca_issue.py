@@ -3,7 +3,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,11 @@ from scep_server.ca.issue import (
     thumbprints,
 )
 from scep_server.ca.keys import PrivateKey, generate_private_key
-from scep_server.config import CAConfig, ProfileConfig
+from scep_server.config import ProfileConfig
 from scep_server.errors import BadAlg, BadMessageCheck, BadRequest, CAError
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-CA_KINDS = {
-    "rsa2048": CAConfig(key_type="rsa", key_size=2048),
-    "rsa3072": CAConfig(key_type="rsa", key_size=3072),
-    "p256": CAConfig(key_type="ec", curve="P-256"),
-    "p384": CAConfig(key_type="ec", curve="P-384"),
-}
+from .support import CA_KINDS, NOW
+
 SID_URI = "tag:microsoft.com,2022-09-14:sid:S-1-5-21-1004336348-1177238915-682003330-512"
 _KEYS: dict[str, PrivateKey] = {}
 _CAS: dict[str, CertificateAuthority] = {}
