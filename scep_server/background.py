@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -89,12 +90,10 @@ class BackgroundWorker:
 class Every:
     """Run ``task`` at most once per ``seconds`` (the worker itself ticks more often)."""
 
-    def __init__(self, seconds: float, task: Task, *, clock: Callable[[], float] | None = None) -> None:
-        import time
-
+    def __init__(self, seconds: float, task: Task, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._seconds = seconds
         self._task = task
-        self._clock = clock or time.monotonic
+        self._clock = clock
         self._last: float | None = None
 
     def __call__(self) -> object:

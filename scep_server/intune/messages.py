@@ -192,8 +192,9 @@ def _scep_answer(body: Any) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class ValidationResult:
-    """Intune's verdict on a request; only ``code == "Success"`` allows issuing (an unknown code fails)."""
+class ScepActionResult:
+    """Intune's answer to validateRequest or a notification; only ``code == "Success"`` is success
+    (an unknown code is a failure, so a request is never issued on one)."""
 
     code: str
     description: str
@@ -204,27 +205,14 @@ class ValidationResult:
         return self.code == ScepResultCode.SUCCESS
 
     @classmethod
-    def from_json(cls, body: Any, activity_id: str) -> ValidationResult:
+    def from_json(cls, body: Any, activity_id: str) -> ScepActionResult:
         code, description = _scep_answer(body)
         return cls(code, description, activity_id)
 
 
-@dataclass(frozen=True, slots=True)
-class NotificationResult:
-    """Intune's answer to a success or failure notification."""
-
-    code: str
-    description: str
-    activity_id: str
-
-    @property
-    def succeeded(self) -> bool:
-        return self.code == ScepResultCode.SUCCESS
-
-    @classmethod
-    def from_json(cls, body: Any, activity_id: str) -> NotificationResult:
-        code, description = _scep_answer(body)
-        return cls(code, description, activity_id)
+# The same answer shape, named for the call that gets it.
+ValidationResult = ScepActionResult
+NotificationResult = ScepActionResult
 
 
 # --- PkiConnectorFEService bodies (intune-api.md §6) --------------------------------------------------

@@ -50,21 +50,9 @@ class NewCertificate:
 
 
 @dataclass(frozen=True, slots=True)
-class CertificateRecord:
-    """A stored certificate; datetimes are UTC-aware."""
+class CertificateRecord(NewCertificate):
+    """A stored certificate: what was handed to the store plus its state; datetimes are UTC-aware."""
 
-    serial: int
-    issuer: str
-    subject: str
-    sans: tuple[str, ...]
-    not_before: datetime
-    not_after: datetime
-    profile: str
-    transaction_id: str | None
-    requester_ip: str | None
-    der: bytes
-    sha1_thumbprint: str
-    sha256_thumbprint: str
     status: CertStatus
     issued_at: datetime
     revoked_at: datetime | None
