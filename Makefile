@@ -6,12 +6,13 @@ CONFIG ?= config/dev.yaml
 BIND ?= 127.0.0.1:8080
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint deps system-deps bench clean
+.PHONY: run test lint audit lock deps system-deps bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package (direct and transitive) to the set the tests ran on.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 deps: $(STAMP)
@@ -24,7 +25,7 @@ run: $(STAMP)
 	SCEP_CHALLENGE=$${SCEP_CHALLENGE:-dev-challenge} $(BIN)/scep-server --config $(CONFIG) \
 		serve --init-if-missing --with-emulator --bind $(BIND)
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps audit
 	bash .ci/start-postgres.sh
 	$(BIN)/ruff check scep_server tests bench
 	$(BIN)/mypy
@@ -33,6 +34,19 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check scep_server tests bench
 	$(BIN)/mypy
+
+# Known vulnerabilities in the locked set fail the build.
+audit: $(STAMP)
+	$(BIN)/python .ci/audit.py constraints.txt
+
+# Re-resolve the newest allowed versions in a scratch venv and pin them.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	{ echo "# The tested dependency set: \`make\` installs with -c constraints.txt; \`make lock\` refreshes it."; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
+	rm -rf .lock-venv
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/enroll.py
