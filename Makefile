@@ -6,7 +6,7 @@ CONFIG ?= config/dev.yaml
 BIND ?= 127.0.0.1:8080
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint audit lock deps system-deps bench clean
+.PHONY: run test lint audit lock deps system-deps bench fuzz clean
 
 # constraints.txt pins every package (direct and transitive) to the set the tests ran on.
 $(STAMP): pyproject.toml constraints.txt
@@ -50,6 +50,17 @@ lock:
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/enroll.py
+
+# Every fuzz target for FUZZ_SECONDS under atheris; findings land in var/fuzz/TARGET (fuzz/README.md).
+FUZZ_TARGETS ?= envelope_raw envelope_attributes envelope_pkcs envelope_content ocsp_request
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS ?= --keep-going
+fuzz: $(STAMP)
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install --quiet -c constraints.txt -e '.[dev,fuzz]'
+	for target in $(FUZZ_TARGETS); do \
+		nice -n 10 $(BIN)/python -m fuzz.run $$target -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS) || exit 1; \
+		cat var/fuzz/$$target/findings/summary.txt 2>/dev/null || true; \
+	done
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

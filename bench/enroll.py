@@ -51,6 +51,8 @@ from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm  # noqa:
 CHALLENGE = "bench-secret"
 OUR_CONFIG = """\
 data_dir: {data_dir}
+ca:
+  key_passphrase: {{value: "bench-ca-passphrase"}}
 profiles:
   default:
     challenge: {{type: static, secret: {{value: "{challenge}"}}}}

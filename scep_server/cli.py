@@ -14,8 +14,18 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import __version__
-from .ca.authority import CA_CERT, CertificateAuthority, ca_exists, import_ca, init_ca, load_ca, rotate_ra
-from .ca.keys import load_certificates
+from .ca.authority import (
+    CA_CERT,
+    CertificateAuthority,
+    ca_exists,
+    check_keys_at_rest,
+    import_ca,
+    init_ca,
+    load_ca,
+    rotate_ra,
+)
+from .ca.keys import load_certificates, make_private_dir
+from .ca.names import printable
 from .config import ServerConfig, load_config
 from .errors import ScepServerError
 from .intune.client import IntuneClient
@@ -67,11 +77,15 @@ def _delegated_command(argv: list[str]) -> int | None:
 
 
 def configure_logging(level: str) -> None:
+    """stderr logging; control characters in records are escaped so that no record can forge a line."""
+    from .logs import escape_logger_output
+
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
         stream=sys.stderr,
     )
+    escape_logger_output(logging.getLogger())
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -157,7 +171,10 @@ def cmd_init(config: ServerConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_import_ca(config: ServerConfig, args: argparse.Namespace) -> int:
+    # The imported key is stored re-encrypted with the CA passphrase, never decrypted (unless allowed).
+    check_keys_at_rest(config, ca_passphrase(config), "import-ca")
     password = os.environ.get(args.key_password_env, "").encode() if args.key_password_env else None
+    make_private_dir(Path(config.data_dir))
     import_ca(
         config.ca_dir,
         config.ca,
@@ -175,6 +192,9 @@ def cmd_import_ca(config: ServerConfig, args: argparse.Namespace) -> int:
 def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
     from .web.gunicorn import serve
 
+    check_keys_at_rest(config, ca_passphrase(config), "serve")
+    os.umask(0o077)  # whatever the server and its workers create (database, metrics, locks) stays private
+    make_private_dir(Path(config.data_dir))
     if args.init_if_missing and not ca_exists(config.ca_dir):
         init_ca(config.ca_dir, config.ca, ca_passphrase(config))
         log.info("created CA in %s", config.ca_dir)
@@ -186,13 +206,14 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
     warn_if_ra_expires_soon(runtime.ca)
     runtime.close()
     if args.with_emulator:
-        _start_emulator(config)
+        config = start_emulator(config)
     serve(config, bind=args.bind, workers=args.workers, threads=args.threads)
     return 0
 
 
 def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:
-    """Troubleshooting for admins: can we get tokens and find Intune's services?"""
+    """Troubleshooting for admins: can we get tokens, find Intune's services, and would we call them?"""
+    from .intune.check import check_services
     from .intune.transport import IntuneTransport
 
     if not config.intune.configured:
@@ -200,32 +221,26 @@ def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:
         return 2
     transport = IntuneTransport(config.intune)
     try:
-        services = transport.discover()
+        checks = check_services(transport)
     finally:
         transport.close()
     print(f"Entra ID token and Graph discovery OK for tenant {config.intune.tenant}")
-    for name, uri in sorted(services.items()):
-        print(f"  {name}: {uri}")
-    return 0
+    for check in checks:
+        print(f"  {check.line()}")
+    unusable = [check for check in checks if check.required and not check.usable]
+    for check in unusable:
+        print(f"scep-server: {check.line()}", file=sys.stderr)
+    return 1 if unusable else 0
 
 
-def _start_emulator(config: ServerConfig) -> object:
-    """An in-process emulator matching config.intune (it serves from the gunicorn master process)."""
-    from urllib.parse import urlsplit
+def start_emulator(config: ServerConfig) -> ServerConfig:
+    """An in-process emulator where config.intune points (served from the gunicorn master process).
 
-    from .emulator import EmulatorServer, IntuneEmulator
+    Returns the configuration to serve with: the emulator's generated client secret, never the configured one.
+    """
+    from .emulator.beside import start_beside
 
-    intune = config.intune
-    port = urlsplit(intune.authority).port or 443
-    state_dir = Path(intune.ca_bundle).parent if intune.ca_bundle else Path(config.data_dir) / "emulator"
-    server = EmulatorServer(IntuneEmulator(tenant=intune.tenant or "contoso.onmicrosoft.com"), port=port,
-                            state_dir=state_dir)
-    secret = intune.client_secret.resolve()
-    if intune.client_id and secret:
-        server.register_client(intune.client_id, secret)
-    server.start()
-    log.info("Intune emulator listening on %s (admin API %s/admin/)", server.url, server.url)
-    return server
+    return start_beside(config)[1]
 
 
 def cmd_certs_list(config: ServerConfig, args: argparse.Namespace) -> int:
@@ -239,7 +254,7 @@ def cmd_certs_list(config: ServerConfig, args: argparse.Namespace) -> int:
             f"{record.status.value:<8}",
             f"{record.not_after:%Y-%m-%d %H:%M:%S}".ljust(20),
             f"{record.profile:<12}",
-            record.subject,
+            printable(record.subject),  # a device chose it: control characters escaped
         )
     return 0
 
@@ -354,7 +369,7 @@ def _print_record(record: CertificateRecord) -> None:
     if record.revoked_at is not None:
         rows += [("revoked at", record.revoked_at.isoformat()), ("reason", record.revocation_reason)]
     for key, value in rows:
-        print(f"{key + ':':<14}{value}")
+        print(f"{key + ':':<14}{printable(str(value))}")  # names, SANs, transaction: control characters escaped
 
 
 def _ca_issuer(config: ServerConfig) -> str:
@@ -370,7 +385,7 @@ def _parse_serial(text: str) -> int:
 
 
 def _migrate(config: ServerConfig) -> None:
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    make_private_dir(Path(config.data_dir))
     with _store(config) as store:
         store.migrate()
 

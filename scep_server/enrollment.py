@@ -3,8 +3,18 @@
 Invariants this module keeps:
 - no certificate is issued unless the profile's validator accepted the request (PKCSReq) or the request
   is signed by a valid certificate this CA issued (RenewalReq);
+- a PKCSReq is signed with the key its CSR certifies (proof of possession, RFC 8894 §2.3) or with a
+  valid certificate this CA issued, so a captured envelope re-signed by a stranger gets nothing but the
+  answer an unreadable envelope gets;
 - a certificate leaves the server only after it is stored;
-- one transactionID yields at most one certificate: a retry with the same CSR gets the same one.
+- one transactionID yields at most one certificate: a retry with the same CSR gets the same one, also
+  after the handler that stored it died (see ``issuance``);
+- CertPoll answers only the requester (same signer key, its CSR subject, this CA as issuer) and GetCert
+  only the certificate's holder (same key, or a certificate of ours with the same subject) unless the
+  profile opts in (``get_cert: any``), and only certificates of that profile; a stranger cannot tell
+  such a refusal from an unknown transaction or serial;
+- the device's failInfoText is the failure's fixed ``public_text``; its detail goes only to the log and
+  the audit table.
 """
 
 from __future__ import annotations
@@ -13,12 +23,16 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .ca.authority import CertificateAuthority
-from .ca.issue import describe_sans
+from .ca.issue import check_renewal_identity
 from .challenge import ValidationRequest
 from .errors import (
     BadCertId,
@@ -28,16 +42,18 @@ from .errors import (
     StoreError,
     failure_for,
 )
-from .issuance import Deferred, IssuanceService, Profile
+from .issuance import Deferred, GetCertScope, IssuanceService, Profile
 from .revocation import CrlCache
 from .scep import message
+from .scep.cms import EnvelopeRejected
 from .scep.message import PkiRequest, ReplyContext, Responder
 from .scep.types import MessageType
-from .store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState
+from .store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState, serial_storable
 
 log = logging.getLogger("scep_server.scep")
 
 MAX_IP_CHARS = 64  # the store's column; X-Forwarded-For chains can be longer
+DEFAULT_CLAIM_LEASE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +71,29 @@ class EnrollmentService:
     """Answers PKIOperation messages for every profile of one CA."""
 
     def __init__(
-        self, ca: CertificateAuthority, store: Store, profiles: Mapping[str, Profile], crls: CrlCache
+        self, ca: CertificateAuthority, store: Store, profiles: Mapping[str, Profile], crls: CrlCache, *,
+        claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
     ) -> None:
+        """``claim_lease``: how long a PENDING transaction's handler is presumed alive; after that a retry
+        of the request takes the transaction over (and delivers what that handler stored)."""
         self.ca = ca
         self.store = store
         self.profiles = profiles
         self.crls = crls
+        self.claim_lease = claim_lease
         self.issuance = IssuanceService(ca, store, crls)
         self.responder = Responder(ca.ra_cert, ca.ra_key)
+
+    def withdraw_abandoned(self) -> int:
+        """Background task: revoke stored certificates no device came back for (``IssuanceService``)."""
+        return self.issuance.withdraw_abandoned(self.profiles)
 
     def pki_operation(self, profile: Profile, der: bytes, requester_ip: str | None) -> Outcome:
         """Answer one pkiMessage. RequestError escapes when no CertRep can be built."""
         ip = requester_ip[:MAX_IP_CHARS] if requester_ip else None
         signed, context = message.read_envelope(der)
         try:
+            self._check_before_decrypting(profile, context)
             request = message.open_request(
                 signed, context, ra_key=self.ca.ra_key, ra_cert=self.ca.ra_cert, options=profile.decode
             )
@@ -88,7 +113,7 @@ class EnrollmentService:
         if kind is MessageType.CERT_POLL:
             return self._poll(profile, request)
         if kind is MessageType.GET_CERT:
-            return self._get_cert(request)
+            return self._get_cert(profile, request)
         return self._get_crl(request)
 
     def _failure(self, profile: Profile, context: ReplyContext, failure: PKIFailure, ip: str | None) -> Outcome:
@@ -97,7 +122,7 @@ class EnrollmentService:
             profile.name, context.transaction_id, _type_name(context.message_type),
             failure.fail_info.name, ip, failure.detail,
         )
-        reply = message.cert_rep_failure(context, self.responder, failure.fail_info, failure.detail)
+        reply = message.cert_rep_failure(context, self.responder, failure.fail_info, failure.public_text)
         return Outcome(reply, f"FAILURE:{failure.fail_info.name}", failure.detail)
 
     # PKCSReq / RenewalReq ------------------------------------------------------------------------
@@ -108,20 +133,26 @@ class EnrollmentService:
         renewal = request.message_type is MessageType.RENEWAL_REQ
         if renewal:
             self._check_renewal_signer(profile, request)
+        else:
+            self._check_pkcsreq_signer(profile, request)
         record, claimed = self.store.claim_transaction(
             profile=profile.name, transaction_id=context.transaction_id,
             message_type=int(request.message_type), csr_der=request.csr_der, requester_ip=ip,
+            signer_key_sha256=_signer_key_digest(request), subject_sha256=name_digest(request.csr.subject),
+            stale_after=self.claim_lease,
         )
         if not claimed:
             return self._replay(request, record)
         validation = ValidationRequest(profile.name, context.transaction_id, request.csr, request.csr_der, ip)
-        result = self.issuance.process(profile, validation, renewal=renewal)
+        result = self.issuance.decide(profile, validation, record, renewal=renewal)
         if isinstance(result, Deferred):
             return Outcome(message.cert_rep_pending(context, self.responder), "PENDING", result.reason)
         log.info(
             "PKIOperation SUCCESS profile=%s transaction=%s type=%s serial=%x ip=%s",
             profile.name, context.transaction_id, request.message_type.name, result.serial_number, ip,
         )
+        if record.serial is not None:  # stored by a handler that did not finish: counted when it was issued
+            return self._success(request, [result], f"re-delivered {result.serial_number:x}")
         return replace(self._success(request, [result], f"issued {result.serial_number:x}"), issued=True)
 
     def _replay(self, request: PkiRequest, record: TransactionRecord) -> Outcome:
@@ -145,12 +176,23 @@ class EnrollmentService:
             raise StoreError(f"transaction names certificate {serial:x}, which is not in the store")
         return x509.load_der_x509_certificate(stored.der)
 
+    def _check_before_decrypting(self, profile: Profile, context: ReplyContext) -> None:
+        """What the envelope's signer alone decides is decided before the envelope is opened: a RenewalReq
+        re-signed by a stranger is refused the same way whatever its ciphertext (no decryption oracle)."""
+        if context.message_type == MessageType.RENEWAL_REQ:
+            self._renewal_signer(profile, context)
+
     def _check_renewal_signer(self, profile: Profile, request: PkiRequest) -> None:
         """RenewalReq must be signed by an unexpired, unrevoked certificate this CA issued for this profile
-        (RFC 8894 §3.3.1.2), and may only renew that identity: same subject, SANs and EKUs."""
+        (RFC 8894 §3.3.1.2), and may only renew that identity (``check_renewal_identity``)."""
+        record = self._renewal_signer(profile, request.context)
+        assert request.csr is not None
+        check_renewal_identity(request.csr, x509.load_der_x509_certificate(record.der), profile.policy)
+
+    def _renewal_signer(self, profile: Profile, context: ReplyContext) -> CertificateRecord:
         if not profile.allow_renewal:
             raise BadRequest(f"renewal is disabled for profile {profile.name}")
-        signer = request.context.signer
+        signer = context.signer
         record = self._issued_by_us(signer.issuer_der, signer.serial, signer.der)
         now = datetime.now(UTC)
         if record is None:
@@ -161,12 +203,28 @@ class EnrollmentService:
             raise BadRequest(f"the renewal signer certificate {record.serial:x} has expired")
         if record.profile != profile.name:
             raise BadRequest(f"the renewal signer certificate was issued for profile {record.profile}")
+        return record
+
+    def _check_pkcsreq_signer(self, profile: Profile, request: PkiRequest) -> None:
+        """RFC 8894 §2.3: a PKCSReq is signed with the key of the CSR it carries (the self-signed certificate
+        "matching the PKCS #10 request"), or with a valid certificate this CA issued (a device renewing with
+        a PKCSReq signed by its current certificate, as macOS does). Either way the signature proves
+        possession of a key we can vouch for, and a stranger cannot re-sign a captured envelope. A
+        self-signed signer's subject is compared only where the profile asks: Apple devices and micromdm's
+        scepclient sign as ``CN=SCEP SIGNER``, certmonger with the CSR's subject."""
         assert request.csr is not None
-        forced_eku = profile.policy.extended_key_usage is not None
-        _require_same_identity(request.csr, x509.load_der_x509_certificate(record.der), compare_eku=not forced_eku)
+        if _signer_key_digest(request) == key_digest(request.csr.public_key()):
+            if profile.require_signer_subject and not _signer_has_subject(request.context.signer.der,
+                                                                          request.csr.subject):
+                _refuse_signer(request, "the PKCSReq signer certificate does not carry the subject of its request")
+            return
+        signer = request.context.signer
+        if not _usable(self._issued_by_us(signer.issuer_der, signer.serial, signer.der)):
+            _refuse_signer(request, "the PKCSReq is signed neither with the key of its certification request "
+                                    "nor with a valid certificate of this CA")
 
     def _issued_by_us(self, issuer_der: bytes, serial: int, der: bytes) -> CertificateRecord | None:
-        if issuer_der != self.ca.ca_cert.subject.public_bytes():
+        if issuer_der != self.ca.ca_cert.subject.public_bytes() or not serial_storable(serial):
             return None
         record = self.store.get_certificate(serial, self.ca.issuer_name)
         return record if record is not None and record.der == der else None
@@ -174,18 +232,57 @@ class EnrollmentService:
     # CertPoll / GetCert / GetCRL ------------------------------------------------------------------
 
     def _poll(self, profile: Profile, request: PkiRequest) -> Outcome:
-        record = self.store.get_transaction(profile.name, request.context.transaction_id)
+        """CertPoll (RFC 8894 §3.3.3): only the requester learns the state of its transaction."""
+        transaction_id = request.context.transaction_id
+        record = self.store.get_transaction(profile.name, transaction_id)
         if record is None:
-            raise BadCertId(f"no transaction {request.context.transaction_id!r} in profile {profile.name}")
+            raise BadCertId(f"no transaction {transaction_id!r} in profile {profile.name}")
+        mismatch = self._poll_mismatch(request, record)
+        if mismatch is not None:
+            raise BadCertId(f"CertPoll of transaction {transaction_id!r} refused: {mismatch}")
         return self._transaction_state(request, record)
 
-    def _get_cert(self, request: PkiRequest) -> Outcome:
+    def _poll_mismatch(self, request: PkiRequest, record: TransactionRecord) -> str | None:
+        """Why this CertPoll is not the requester's, or None. Rows stored before the signer was recorded
+        answer no poll (the device sends its request again)."""
+        assert request.poll_subject is not None
+        issuer, subject = request.poll_subject
+        if record.signer_key_sha256 is None or record.subject_sha256 is None:
+            return "the transaction predates recorded requesters"
+        if _signer_key_digest(request) != record.signer_key_sha256:
+            return "it is signed with another key than the request"
+        if name_digest(subject) != record.subject_sha256:
+            return "it names another subject than the request"
+        if name_digest(issuer) != name_digest(self.ca.ca_cert.subject):
+            return f"issuer {issuer.rfc4514_string()[:200]!r} is not this CA"
+        return None
+
+    def _get_cert(self, profile: Profile, request: PkiRequest) -> Outcome:
+        """GetCert (RFC 8894 §3.3.4): a certificate of this profile, for its holder (or anyone: ``any``)."""
         assert request.issuer_serial is not None
         self._require_our_issuer(request.issuer_serial.issuer)
-        stored = self.store.get_certificate(request.issuer_serial.serial, self.ca.issuer_name)
+        serial = request.issuer_serial.serial
+        if not serial_storable(serial):
+            raise BadCertId(f"serial {serial} is not a serial number this CA issues")
+        stored = self.store.get_certificate(serial, self.ca.issuer_name)
         if stored is None:
-            raise BadCertId(f"no certificate with serial {request.issuer_serial.serial:x}")
-        return self._success(request, [x509.load_der_x509_certificate(stored.der)], f"sent {stored.serial:x}")
+            raise BadCertId(f"no certificate with serial {serial:x}")
+        if stored.profile != profile.name:
+            raise BadCertId(f"certificate {serial:x} belongs to profile {stored.profile}, not {profile.name}")
+        certificate = x509.load_der_x509_certificate(stored.der)
+        if profile.get_cert is not GetCertScope.ANY and not self._holds(request, certificate, stored):
+            raise BadCertId(f"certificate {serial:x} is not the GetCert signer's own")
+        return self._success(request, [certificate], f"sent {stored.serial:x}")
+
+    def _holds(self, request: PkiRequest, certificate: x509.Certificate, stored: CertificateRecord) -> bool:
+        """Whether the GetCert signer holds ``certificate``: signs with its key, or with a valid certificate
+        of ours for the same subject (a renewed device fetching an earlier certificate). A self-signed
+        signer's subject proves nothing, so it only counts in a certificate we issued."""
+        signer = request.context.signer
+        if _signer_key_digest(request) == key_digest(certificate.public_key()):
+            return True
+        own = self._issued_by_us(signer.issuer_der, signer.serial, signer.der)
+        return own is not None and _usable(own) and own.subject == stored.subject
 
     def _get_crl(self, request: PkiRequest) -> Outcome:
         assert request.issuer_serial is not None
@@ -218,24 +315,40 @@ class EnrollmentService:
             log.error("audit record lost: %s (transaction=%s)", exc, context.transaction_id)
 
 
-def _require_same_identity(
-    csr: x509.CertificateSigningRequest, current: x509.Certificate, *, compare_eku: bool
-) -> None:
-    """A renewal keeps the identity it renews; anything else needs a fresh, validated enrollment."""
-    if csr.subject != current.subject:
-        raise BadRequest("a renewal must keep the subject of the certificate it renews")
-    if set(describe_sans(csr)) != set(describe_sans(current)):
-        raise BadRequest("a renewal must keep the subjectAltNames of the certificate it renews")
-    if compare_eku and _ekus(csr) != _ekus(current):
-        raise BadRequest("a renewal must keep the extended key usages of the certificate it renews")
+def _usable(record: CertificateRecord | None) -> bool:
+    """A certificate of ours that still vouches for its holder: stored, not revoked, not expired."""
+    return record is not None and record.status is CertStatus.VALID and datetime.now(UTC) <= record.not_after
 
 
-def _ekus(obj: x509.Certificate | x509.CertificateSigningRequest) -> frozenset[str] | None:
-    try:
-        usages = obj.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    return frozenset(oid.dotted_string for oid in usages)
+def _refuse_signer(request: PkiRequest, reason: str) -> NoReturn:
+    """Answered exactly like an envelope that does not open: a stranger who re-signs a captured envelope
+    learns nothing from the answer, not even that the ciphertext was intact."""
+    log.warning("PKIOperation signer refused transaction=%s reason=%r", request.context.transaction_id, reason)
+    raise EnvelopeRejected(reason)
+
+
+def _signer_has_subject(signer_der: bytes, subject: x509.Name) -> bool:
+    try:  # leniently, like the signer itself: Windows' throw-away certificates trip strict parsers
+        signer_subject = asn1_x509.Certificate.load(signer_der).subject
+        return bool(signer_subject.hashable == asn1_x509.Name.load(subject.public_bytes()).hashable)
+    except (ValueError, TypeError):
+        return False
+
+
+def _signer_key_digest(request: PkiRequest) -> str | None:
+    key = request.context.signer.public_key
+    return None if key is None else key_digest(key)
+
+
+def key_digest(key: PublicKeyTypes) -> str:
+    """Hex SHA-256 of a public key's DER SubjectPublicKeyInfo."""
+    return hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+def name_digest(name: x509.Name) -> str:
+    """Hex SHA-256 of a name's comparison form (RFC 5280 §7.1: case and space folded), the same however
+    its strings are encoded: a CertPoll's subject matches its CSR's even if the client re-encodes it."""
+    return hashlib.sha256(asn1_x509.Name.load(name.public_bytes()).hashable.encode("utf-8")).hexdigest()
 
 
 def _type_name(value: int) -> str:

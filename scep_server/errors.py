@@ -18,7 +18,8 @@
          │   ├─ BadAlg            failInfo 0
          │   ├─ BadMessageCheck   failInfo 1
          │   ├─ BadRequest        failInfo 2
-         │   │   └─ ChallengeRejected  carries the validator's reason (an Intune code, say)
+         │   │   ├─ ChallengeRejected  carries the validator's reason (an Intune code, say)
+         │   │   └─ RetryLater         could not be decided or delivered now; a retry may succeed
          │   ├─ BadTime           failInfo 3
          │   └─ BadCertId         failInfo 4
          └─ UpstreamError        transient: a dependency (the challenge validator) failed
@@ -26,6 +27,10 @@
 A ``PKIFailure`` can only be answered with a CertRep when the request's envelope was readable enough
 to know the transactionID, the sender nonce and the signer; the web layer falls back to HTTP 400 when
 it was not. Exceptions carry their data as attributes; messages never contain secrets.
+
+What a device is told is not the ``detail`` of a ``PKIFailure`` (that goes to the server's log and the
+audit table) but its ``public_text``: one line of a small fixed vocabulary per failInfo and reason class,
+so upstream answers, serial numbers of withdrawn certificates and the exact policy rule stay inside.
 """
 
 from __future__ import annotations
@@ -109,9 +114,13 @@ class PayloadTooLarge(RequestError):
 
 
 class PKIFailure(ScepError):
-    """Answered with a signed CertRep whose pkiStatus is FAILURE."""
+    """Answered with a signed CertRep whose pkiStatus is FAILURE.
+
+    ``detail`` is for operators only; the CertRep's failInfoText is ``public_text``, fixed per class.
+    """
 
     fail_info: FailInfo = FailInfo.BAD_REQUEST
+    public_text: str = "request refused"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -132,10 +141,12 @@ def failure_for(fail_info: FailInfo, detail: str) -> PKIFailure:
 
 class BadAlg(PKIFailure):
     fail_info = FailInfo.BAD_ALG
+    public_text = "algorithm not accepted"
 
 
 class BadMessageCheck(PKIFailure):
     fail_info = FailInfo.BAD_MESSAGE_CHECK
+    public_text = "message check failed"
 
 
 class BadRequest(PKIFailure):
@@ -145,17 +156,33 @@ class BadRequest(PKIFailure):
 class ChallengeRejected(BadRequest):
     """The challenge validator refused the request; ``reason`` is its code (e.g. an Intune code)."""
 
+    public_text = "challenge not accepted"
+    # Reasons that say nothing about the device's challenge: the server could not ask (its credentials
+    # or Intune's answer were unusable). The device is told that much, and no more.
+    SERVER_SIDE_REASONS = frozenset({"EntraIdAuthenticationFailed", "IntuneProtocolError"})
+
     def __init__(self, detail: str, reason: str) -> None:
         super().__init__(detail)
         self.reason = reason
+        if reason in self.SERVER_SIDE_REASONS:
+            self.public_text = "the challenge could not be validated (server configuration)"
+
+
+class RetryLater(BadRequest):
+    """The request could not be decided or its certificate not delivered now (a dependency failed or
+    did not acknowledge); the transaction is failed, so a retry with the same transactionID starts afresh."""
+
+    public_text = "temporarily unable to issue; retry later"
 
 
 class BadTime(PKIFailure):
     fail_info = FailInfo.BAD_TIME
+    public_text = "message time not accepted"
 
 
 class BadCertId(PKIFailure):
     fail_info = FailInfo.BAD_CERT_ID
+    public_text = "no matching certificate or transaction"
 
 
 class UpstreamError(ScepError):

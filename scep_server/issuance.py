@@ -9,11 +9,19 @@ Invariants:
 - nothing is signed unless the validator accepted the request (or, for RenewalReq, the request is
   signed by a valid certificate this CA issued, checked before the claim);
 - a certificate is returned only after it is stored;
-- a certificate is stored before its transaction is completed, and the transaction is completed only
-  after the validator acknowledged the issuance, so a retry or CertPoll never sees it earlier;
+- a certificate is stored linked to its (still PENDING) transaction before that is completed, and the
+  transaction is completed only after the validator acknowledged the issuance, so a retry or CertPoll
+  never sees it earlier;
+- one transaction, one valid certificate: when a handler dies between storing and completing, the next
+  claim of the transaction with the same CSR (after the stale-claim lease, or the background retry of a
+  deferred one) re-delivers the stored certificate, acknowledged again first, instead of issuing a
+  second; every other certificate stored for the transaction, never delivered, is revoked;
 - a certificate whose success notification Intune did not acknowledge is revoked
   (cessationOfOperation), never delivered, and Intune is told through a failure notification; the
-  transaction is failed so a retry starts afresh.
+  transaction is failed so a retry starts afresh. Only a certificate another handler already delivered
+  (its transaction ISSUED with it) is never withdrawn;
+- a stored certificate whose device never came back for it (``ABANDONED_AFTER``) is revoked and its
+  transaction failed (``withdraw_abandoned``, run in the background).
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import NoReturn
 
 from cryptography import x509
@@ -31,10 +41,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .ca.authority import CertificateAuthority
 from .ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
 from .challenge import ChallengeValidator, IssuedCertificate, ValidationRequest
-from .errors import BadRequest, PKIFailure, StoreError, UpstreamError
+from .errors import BadRequest, FailInfo, PKIFailure, RetryLater, StoreError, UpstreamError
 from .revocation import CrlCache
 from .scep.message import DecodeOptions
-from .store import NewCertificate, Store, TransactionNotPending, TransactionRecord
+from .store import AlreadyRevoked, NewCertificate, Store, TransactionNotPending, TransactionRecord
 
 log = logging.getLogger("scep_server.issuance")
 
@@ -45,11 +55,25 @@ CESSATION_OF_OPERATION = 5  # RFC 5280 §5.3.1 CRLReason
 SUPERSEDED = 4
 RETRY_FIRST = timedelta(seconds=5)
 RETRY_MAX = timedelta(minutes=5)
+# A certificate stored for a transaction whose handler died, and not collected by the device since.
+ABANDONED_AFTER = timedelta(hours=24)
+
+
+class GetCertScope(StrEnum):
+    """Which certificates a profile's GetCert hands out (always only certificates of that profile)."""
+
+    OWN = "own"  # the requester's own: same public key as the signer, or same subject as the signer's certificate
+    ANY = "any"  # any certificate of the profile, to anyone who asks (a directory of peers' certificates)
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A configured SCEP profile, ready to serve."""
+    """A configured SCEP profile, ready to serve.
+
+    ``require_signer_subject``: a PKCSReq signed with its CSR's key must carry the CSR's subject in that
+    self-signed certificate too; off by default because Apple devices and micromdm's scepclient sign with a
+    fixed ``CN=SCEP SIGNER`` name.
+    """
 
     name: str
     validator: ChallengeValidator
@@ -58,6 +82,8 @@ class Profile:
     allow_renewal: bool
     defer_when_unavailable: bool = False
     pending_timeout: timedelta = timedelta(hours=1)
+    get_cert: GetCertScope = GetCertScope.OWN
+    require_signer_subject: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +101,26 @@ class IssuanceService:
         self.store = store
         self.crls = crls
 
+    def decide(
+        self, profile: Profile, validation: ValidationRequest, record: TransactionRecord, *, renewal: bool
+    ) -> x509.Certificate | Deferred:
+        """Decide a freshly claimed transaction: the certificate a handler stored for it and did not
+        deliver (``record.serial``, same CSR), else a validated new one. PKIFailure (recorded) on refusal."""
+        if record.serial is not None:
+            return self._redeliver(profile, validation, record.serial)
+        return self.process(profile, validation, renewal=renewal)
+
     def process(
         self, profile: Profile, validation: ValidationRequest, *, renewal: bool
     ) -> x509.Certificate | Deferred:
-        """Decide a freshly claimed transaction. Raises PKIFailure (already recorded) on refusal."""
+        """Validate and issue for a freshly claimed transaction. Raises PKIFailure (already recorded) on refusal."""
         try:
             if not renewal or profile.validator.validates_renewals:
                 profile.validator.validate(validation)
         except UpstreamError as exc:
             if profile.defer_when_unavailable:
                 return self._defer(profile, validation, exc, attempts=0)
-            self._fail(profile, validation, BadRequest(f"the challenge could not be validated now: {exc.detail}"))
+            self._fail(profile, validation, RetryLater(f"the challenge could not be validated now: {exc.detail}"))
         except PKIFailure as failure:
             self._fail(profile, validation, failure)
         return self._issue_validated(profile, validation)
@@ -96,29 +131,51 @@ class IssuanceService:
         now = now or datetime.now(UTC)
         csr = x509.load_der_x509_csr(record.csr_der)
         validation = ValidationRequest(profile.name, record.transaction_id, csr, record.csr_der, record.requester_ip)
+        if record.serial is not None:  # an earlier attempt stored the certificate and died
+            self._redeliver(profile, validation, record.serial)
+            return
         try:
             profile.validator.validate(validation)
         except UpstreamError as exc:
             if now - record.created_at > profile.pending_timeout:
-                self._fail(profile, validation, BadRequest(f"Intune stayed unavailable for too long: {exc.detail}"))
+                self._fail(profile, validation, RetryLater(f"Intune stayed unavailable for too long: {exc.detail}"))
             self._defer(profile, validation, exc, attempts=record.attempts, reschedule=True)
             return
         except PKIFailure as failure:
             self._fail(profile, validation, failure)
         self._issue_validated(profile, validation)
 
+    def withdraw_abandoned(self, profiles: Mapping[str, Profile], now: datetime | None = None) -> int:
+        """Revoke the certificates stored for transactions whose handler died and whose device has not come
+        back for them within ``ABANDONED_AFTER``; their transactions fail, the validator is told. How many."""
+        now = now or datetime.now(UTC)
+        before = now - ABANDONED_AFTER
+        withdrawn = 0
+        for record in self.store.undelivered_before(before=before):
+            reason = "the certificate was stored but never collected; it was revoked"
+            serial = self.store.abandon_transaction(
+                profile=record.profile, transaction_id=record.transaction_id, before=before,
+                fail_info=int(FailInfo.BAD_REQUEST), reason=reason, revoked_at=now,
+            )
+            if serial is None:
+                continue
+            withdrawn += 1
+            self.crls.invalidate()
+            log.warning("profile=%s transaction=%s: certificate %x was never collected; revoked",
+                        record.profile, record.transaction_id, serial)
+            self._notify_abandoned(profiles.get(record.profile), record, reason)
+        return withdrawn
+
+    def _notify_abandoned(self, profile: Profile | None, record: TransactionRecord, reason: str) -> None:
+        if profile is None or record.csr_der is None:
+            return
+        csr = x509.load_der_x509_csr(record.csr_der)
+        validation = ValidationRequest(profile.name, record.transaction_id, csr, record.csr_der, record.requester_ip)
+        profile.validator.notify_failed(validation, E_FAIL, reason)
+
     def _issue_validated(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
         certificate = self._build(profile, validation)
-        try:
-            # Recorded first, handed out last: until the transaction is completed below, a retry or a
-            # CertPoll of this transaction is answered PENDING.
-            self.store.record_issued(
-                profile=profile.name, transaction_id=None,
-                certificate=self._new_certificate(certificate, profile, validation),
-            )
-        except StoreError as exc:
-            profile.validator.notify_failed(validation, E_FAIL, "the certificate could not be stored")
-            raise UpstreamError(f"the certificate store failed: {exc}") from exc
+        self._store_undelivered(profile, validation, certificate)
         self._confirm(profile, validation, certificate)
         self._complete(profile, validation, certificate)
         log.info(
@@ -126,6 +183,20 @@ class IssuanceService:
             certificate.serial_number, profile.name, validation.transaction_id,
             certificate.subject.rfc4514_string()[:200],
         )
+        return certificate
+
+    def _redeliver(self, profile: Profile, validation: ValidationRequest, serial: int) -> x509.Certificate:
+        """The certificate stored for this transaction (same CSR) by a handler that did not finish: told to
+        the validator again (Intune's acknowledgement may never have come), then delivered."""
+        stored = self.store.get_certificate(serial, self.ca.issuer_name)
+        if stored is None:
+            raise StoreError(f"transaction {validation.transaction_id!r} names certificate {serial:x}, "
+                             "which is not in the store")
+        certificate = x509.load_der_x509_certificate(stored.der)
+        log.warning("profile=%s transaction=%s: re-delivering certificate %x, stored by a handler that did "
+                    "not finish", profile.name, validation.transaction_id, serial)
+        self._confirm(profile, validation, certificate)
+        self._complete(profile, validation, certificate)
         return certificate
 
     def _build(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
@@ -142,17 +213,37 @@ class IssuanceService:
             profile.validator.notify_failed(validation, E_FAIL, refusal.detail)
             self._fail(profile, validation, refusal)
 
+    def _store_undelivered(
+        self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate
+    ) -> None:
+        """Recorded first, handed out last: until the transaction is completed, a retry or a CertPoll of it
+        is answered PENDING, and a handler that dies leaves the certificate for the next claim to deliver."""
+        try:
+            self.store.record_undelivered(
+                profile=profile.name, transaction_id=validation.transaction_id,
+                csr_sha256=hashlib.sha256(validation.csr_der).hexdigest(),
+                certificate=self._new_certificate(certificate, profile, validation),
+            )
+        except TransactionNotPending as exc:  # a reclaim took the transaction over; nothing was stored
+            raise UpstreamError(f"transaction {validation.transaction_id!r} was taken over concurrently") from exc
+        except StoreError as exc:
+            profile.validator.notify_failed(validation, E_FAIL, "the certificate could not be stored")
+            raise UpstreamError(f"the certificate store failed: {exc}") from exc
+
     def _confirm(self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate) -> None:
         """Tell the validator; when it does not acknowledge, withdraw the certificate for good."""
         try:
             profile.validator.notify_issued(validation, IssuedCertificate(certificate, self.ca.ca_cert, self.ca.name))
         except UpstreamError as exc:
+            if not self._withdraw(validation, certificate):
+                log.warning("profile=%s transaction=%s: certificate %x was acknowledged and delivered by "
+                            "another handler", profile.name, validation.transaction_id, certificate.serial_number)
+                return
             reason = f"the issuance was not acknowledged ({exc.detail}); certificate {certificate.serial_number:x} " \
                      "was revoked and not delivered"
-            self._withdraw(certificate)
             log.error("profile=%s transaction=%s: %s", profile.name, validation.transaction_id, reason)
             profile.validator.notify_failed(validation, E_FAIL, reason)
-            self._fail(profile, validation, BadRequest(reason))
+            self._fail(profile, validation, RetryLater(reason))
 
     def _complete(self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate) -> None:
         try:
@@ -161,19 +252,29 @@ class IssuanceService:
                 serial=certificate.serial_number, issuer=self.ca.issuer_name,
                 csr_sha256=hashlib.sha256(validation.csr_der).hexdigest(),
             )
-        except TransactionNotPending as exc:
-            # Another handler finished this transaction first (a lease ran out): ours is never handed out.
-            self._withdraw(certificate, reason=SUPERSEDED)
+        except (TransactionNotPending, AlreadyRevoked) as exc:
+            # Another handler finished this transaction otherwise (a lease ran out), or withdrew this
+            # certificate: ours is never handed out.
+            self._withdraw(validation, certificate, reason=SUPERSEDED)
             raise UpstreamError(f"transaction {validation.transaction_id!r} was completed concurrently") from exc
 
-    def _withdraw(self, certificate: x509.Certificate, *, reason: int = CESSATION_OF_OPERATION) -> None:
+    def _withdraw(
+        self, validation: ValidationRequest, certificate: x509.Certificate, *, reason: int = CESSATION_OF_OPERATION
+    ) -> bool:
+        """Revoke a stored certificate that must not be delivered; False when another handler delivered it
+        (its transaction is ISSUED with it), which leaves it valid."""
         try:
-            self.store.revoke(
-                certificate.serial_number, self.ca.issuer_name, reason=reason, revoked_at=datetime.now(UTC)
+            withdrawn = self.store.withdraw_undelivered(
+                profile=validation.profile, transaction_id=validation.transaction_id,
+                serial=certificate.serial_number, issuer=self.ca.issuer_name, reason=reason,
+                revoked_at=datetime.now(UTC),
             )
-            self.crls.invalidate()
-        except StoreError as exc:  # it was never handed out; the transaction is not completed
+        except StoreError as exc:  # never handed out: the next claim of the transaction revokes it
             log.error("could not revoke withdrawn certificate %x: %s", certificate.serial_number, exc)
+            return True
+        if withdrawn:
+            self.crls.invalidate()
+        return withdrawn
 
     def _defer(
         self, profile: Profile, validation: ValidationRequest, exc: UpstreamError, *, attempts: int,

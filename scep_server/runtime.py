@@ -19,10 +19,10 @@ from .enrollment import EnrollmentService
 from .intune.client import IntuneClient
 from .intune.outbox import NotificationOutbox
 from .intune.revocations import RevocationSync
-from .issuance import Profile
+from .issuance import GetCertScope, Profile
 from .revocation import CrlCache, OcspResponder
 from .revocation_service import RevocationService
-from .scep.message import DecodeOptions
+from .scep.message import CONTENT_KEY_LEDGER, DecodeOptions
 from .store import Store
 
 
@@ -70,7 +70,10 @@ def build_profile(config: ServerConfig, profile: ProfileConfig, intune: Challeng
     policy = IssuancePolicy.from_profile(
         profile, crl_url=crl_url(config), ca_issuers_url=ca_issuers_url(config), ocsp_url=ocsp_url(config)
     )
-    decode = DecodeOptions(allow_des=profile.allow_des, allow_sha1=profile.allow_sha1)
+    decode = DecodeOptions(
+        allow_des=profile.allow_des, allow_3des=profile.allow_3des, allow_sha1=profile.allow_sha1,
+        key_ledger=CONTENT_KEY_LEDGER,
+    )
     return Profile(
         profile.name,
         build_validator(profile, intune=intune),
@@ -80,6 +83,8 @@ def build_profile(config: ServerConfig, profile: ProfileConfig, intune: Challeng
         defer_when_unavailable=profile.challenge.type == "intune"
         and profile.challenge.on_intune_unavailable == "pending",
         pending_timeout=timedelta(minutes=profile.challenge.pending_timeout_minutes),
+        get_cert=GetCertScope(profile.get_cert),
+        require_signer_subject=profile.require_signer_subject,
     )
 
 
@@ -107,7 +112,9 @@ def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> R
     revocations = RevocationService(store, issuer=ca.issuer_name, caches=(crls, ocsp))
     intune = _intune_services(config, store, background, worker_tasks, revocations)
     profiles = {p.name: build_profile(config, p, intune) for p in config.profiles}
-    service = EnrollmentService(ca, store, profiles, crls)
+    lease = timedelta(seconds=config.transaction_lease_seconds)
+    service = EnrollmentService(ca, store, profiles, crls, claim_lease=lease)
+    worker_tasks.append(("undelivered-certificates", Every(300, service.withdraw_abandoned)))
     if any(p.defer_when_unavailable for p in profiles.values()):
         deferred = DeferredValidations(store, service.issuance, profiles)
         worker_tasks.append(("deferred-validations", deferred.run_once))

@@ -1,13 +1,16 @@
 """The certificate authority: its certificate, key and chain, plus the RA, and their life on disk.
 
-A CA directory holds ``ca.key`` and ``ra.key`` (PKCS#8 PEM, mode 0600, encrypted with the CA
+A CA directory (mode 0700) holds ``ca.key`` and ``ra.key`` (PKCS#8 PEM, encrypted with the CA
 passphrase when one is set), ``ca.pem``, ``ra.pem`` and, for a subordinate CA, ``chain.pem`` (the
-certificates above ``ca.pem``, its issuer first).
+certificates above ``ca.pem``, its issuer first), every file mode 0600.
+
+Keys at rest: ``serve`` and ``import-ca`` need a CA passphrase unless the configuration allows
+unencrypted keys (``ca.allow_unencrypted_keys: true``, or ``dev: true`` as config/dev.yaml says), see
+:func:`check_keys_at_rest`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..config import CAConfig
+from ..config import CAConfig, ServerConfig
 from ..errors import CAError, ConfigError
 from .keys import (
     CERT_FILE_MODE,
@@ -30,6 +33,7 @@ from .keys import (
     key_matches,
     load_certificates,
     load_private_key,
+    make_private_dir,
     parse_certificates,
     parse_private_key,
     private_key_pem,
@@ -44,6 +48,11 @@ from .signing import is_issued_by, is_self_signed
 
 CA_KEY, CA_CERT, RA_KEY, RA_CERT, CHAIN = "ca.key", "ca.pem", "ra.key", "ra.pem", "chain.pem"
 CA_DIR_MODE = 0o700
+UNENCRYPTED_KEYS_REFUSED = (
+    "{action} keeps the CA and RA keys encrypted at rest, and no CA passphrase is set: set SCEP_CA_PASSPHRASE "
+    "(or ca.key_passphrase; keys found unencrypted are then encrypted with it when loaded), or set "
+    "ca.allow_unencrypted_keys: true to accept unencrypted keys (development configs say dev: true)"
+)
 
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
@@ -93,6 +102,20 @@ def _colon_hex(digest: bytes) -> str:
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
+
+
+def unencrypted_keys_allowed(config: ServerConfig) -> bool:
+    """Whether this configuration accepts CA/RA keys without a passphrase: a dev config, or said explicitly."""
+    return config.dev or config.ca.allow_unencrypted_keys
+
+
+def check_keys_at_rest(config: ServerConfig, passphrase: bytes | None, action: str) -> None:
+    """Refuse ``action`` (``serve``, ``import-ca``) without a CA passphrase unless unencrypted keys are allowed.
+
+    With a passphrase the keys are encrypted: written so, and encrypted in place when found otherwise.
+    """
+    if passphrase is None and not unencrypted_keys_allowed(config):
+        raise ConfigError(UNENCRYPTED_KEYS_REFUSED.format(action=action))
 
 
 def ca_exists(ca_dir: Path) -> bool:
@@ -179,7 +202,7 @@ def rotate_ra(
     """
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
     new = _with_new_ra(ca.name, ca.ca_cert, ca.ca_key, ca.chain, ra_subject, config.ra_validity_days, _now(now))
-    staged_key = stage(ca_dir / RA_KEY, private_key_pem(new.ra_key, passphrase), KEY_FILE_MODE)
+    staged_key = stage(ca_dir / RA_KEY, private_key_pem(new.ra_key, passphrase, path=ca_dir / RA_KEY), KEY_FILE_MODE)
     try:
         staged_cert = stage(ca_dir / RA_CERT, certificates_pem([new.ra_cert]), CERT_FILE_MODE)
     except CAError:
@@ -299,23 +322,13 @@ def _refuse_existing(ca_dir: Path) -> None:
 
 def _store(ca_dir: Path, ca: CertificateAuthority, passphrase: bytes | None) -> None:
     # ca.pem goes last: until it exists, load_ca reports the CA as incomplete.
-    _make_private_dir(ca_dir)
+    make_private_dir(ca_dir)
     save_private_key(ca_dir / RA_KEY, ca.ra_key, passphrase)
     save_certificate(ca_dir / RA_CERT, ca.ra_cert)
     if ca.chain:
         save_certificates(ca_dir / CHAIN, ca.chain)
     save_private_key(ca_dir / CA_KEY, ca.ca_key, passphrase)
     save_certificate(ca_dir / CA_CERT, ca.ca_cert)
-
-
-def _make_private_dir(ca_dir: Path) -> None:
-    if ca_dir.is_dir():
-        return
-    try:
-        ca_dir.mkdir(mode=CA_DIR_MODE, parents=True)
-        os.chmod(ca_dir, CA_DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened
-    except OSError as exc:
-        raise CAError(f"cannot create the CA directory {ca_dir}: {exc.strerror}") from exc
 
 
 def _single_certificate(path: Path) -> x509.Certificate:

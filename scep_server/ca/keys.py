@@ -1,16 +1,22 @@
-"""CA and RA key material on disk: generation, PKCS#8 PEM storage, certificate files.
+"""CA and RA key material on disk: generation, PKCS#8 PEM storage, certificate files, private directories.
 
 Private keys are written as PKCS#8 PEM, encrypted with the best available scheme when a passphrase is
-given, and created with mode 0600 before any byte is written, so they are never readable by others,
-not even for an instant. Every file is written to a temporary name and renamed into place, so a crash
+given (an unencrypted key is written with a warning), and created with mode 0600 before any byte is
+written, so they are never readable by others, not even for an instant. Certificates are 0600 too, and
+directories made here 0700. Every file is written to a temporary name and renamed into place, so a crash
 leaves either the old or the new file, never half of one.
+
+A key file found unencrypted while a passphrase is configured is encrypted with it in place when it is
+loaded: setting ``ca.key_passphrase`` is how an admin asks for encrypted keys, so it is never ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,7 +31,10 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 PASSPHRASE_HINT = "set SCEP_CA_PASSPHRASE (or ca.key_passphrase)"
 KEY_FILE_MODE = 0o600
-CERT_FILE_MODE = 0o644
+CERT_FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+log = logging.getLogger("scep_server.ca.keys")
 
 CURVES: dict[str, type[ec.EllipticCurve]] = {
     "P-256": ec.SECP256R1,
@@ -64,13 +73,19 @@ def key_matches(key: PrivateKey, cert: x509.Certificate) -> bool:
 
 def save_private_key(path: Path, key: PrivateKey, passphrase: bytes | None) -> None:
     """Write ``key`` as PKCS#8 PEM, encrypted when ``passphrase`` is given, with mode 0600."""
-    write_atomic(path, private_key_pem(key, passphrase), KEY_FILE_MODE)
+    write_atomic(path, private_key_pem(key, passphrase, path=path), KEY_FILE_MODE)
 
 
-def private_key_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
-    """``key`` as PKCS#8 PEM, encrypted with the best available scheme when ``passphrase`` is given."""
+def private_key_pem(key: PrivateKey, passphrase: bytes | None, *, path: Path | None = None) -> bytes:
+    """``key`` as PKCS#8 PEM, encrypted with the best available scheme when ``passphrase`` is given.
+
+    Without a passphrase a warning says that the key goes to ``path`` (when given) unencrypted.
+    """
     if passphrase == b"":
         raise CAError("an empty passphrase cannot protect a key: unset it to store the key unencrypted")
+    if not passphrase:
+        log.warning("writing the private key %s unencrypted: anyone who can read the file holds the key; "
+                    "%s to encrypt it", path or "file", PASSPHRASE_HINT)
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -78,27 +93,49 @@ def private_key_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
 
 
 def load_private_key(path: Path, passphrase: bytes | None) -> PrivateKey:
-    """Read a PEM private key written by :func:`save_private_key` (or any PEM RSA/EC key)."""
-    return parse_private_key(_read(path, "key"), passphrase, source=str(path), hint=PASSPHRASE_HINT)
+    """Read a PEM private key written by :func:`save_private_key` (or any PEM RSA/EC key).
+
+    An unencrypted key file is encrypted in place with ``passphrase`` when one is given (module doc).
+    """
+    key, encrypted = _parse(_read(path, "key"), passphrase, source=str(path), hint=PASSPHRASE_HINT)
+    if passphrase and not encrypted:
+        _encrypt_in_place(path, key, passphrase)
+    return key
 
 
 def parse_private_key(data: bytes, passphrase: bytes | None, *, source: str, hint: str) -> PrivateKey:
     """Parse a PEM (or DER) RSA/EC private key; ``hint`` tells how to supply a missing passphrase.
 
-    A passphrase given for an unencrypted key is ignored: the key is readable either way.
+    A passphrase given for unencrypted ``data`` is not needed to read it (what is stored is decided by
+    whoever writes the key next).
     """
+    return _parse(data, passphrase, source=source, hint=hint)[0]
+
+
+def _parse(data: bytes, passphrase: bytes | None, *, source: str, hint: str) -> tuple[PrivateKey, bool]:
+    """The key in ``data`` and whether ``data`` was encrypted."""
     password = passphrase or None
+    encrypted = password is not None
     try:
         key = _load_key(data, password)
     except TypeError as exc:
         if password is None:
             raise CAError(f"the key in {source} is encrypted but no passphrase was given: {hint}") from exc
-        key = _load_key(data, None)
+        key, encrypted = _load_key(data, None), False
     except ValueError as exc:
         raise CAError(_unreadable_key_detail(data, password, source)) from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise CAError(f"the key in {source} is a {_key_kind(key)} key: a CA or RA key must be RSA or EC")
-    return key
+    return key, encrypted
+
+
+def _encrypt_in_place(path: Path, key: PrivateKey, passphrase: bytes) -> None:
+    try:
+        write_atomic(path, private_key_pem(key, passphrase), KEY_FILE_MODE)
+    except CAError as exc:
+        raise CAError(f"{path} is unencrypted although a CA passphrase is set, and encrypting it failed: {exc}; "
+                      "make the CA directory writable once, or unset the passphrase") from exc
+    log.warning("%s was unencrypted: encrypted it with the configured CA passphrase", path)
 
 
 def _load_key(data: bytes, password: bytes | None) -> object:
@@ -154,6 +191,35 @@ def _read(path: Path, what: str) -> bytes:
         raise CAError(f"{what} file {path} does not exist") from exc
     except OSError as exc:
         raise CAError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents with mode 0700; warn when an existing one is open to others.
+
+    An existing directory is not changed (it may be shared on purpose, or not be ours): the warning
+    names the command that closes it.
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=DIR_MODE)
+            os.chmod(directory, DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened
+        except FileExistsError:
+            continue  # made at the same moment by another process
+        except OSError as exc:
+            raise CAError(f"cannot create the directory {directory}: {exc.strerror}") from exc
+    if not missing:
+        warn_if_open(path)
+
+
+def warn_if_open(path: Path) -> None:
+    """Log a warning when the directory ``path`` is readable, writable or searchable by group or others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s is accessible to other users (mode %o): run `chmod 700 %s`", path, mode, path)
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:

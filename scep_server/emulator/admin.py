@@ -1,7 +1,8 @@
 """The admin API: what Intune's console and a test harness do to the emulator, as JSON under ``/admin/``.
 
-When the app was created with an ``admin_token``, every call needs ``Authorization: Bearer <admin_token>``
-(401 otherwise). Bodies and answers use camelCase keys; a malformed body answers 400 ``{"error"}``.
+Every call needs ``Authorization: Bearer <admin_token>`` (401 otherwise); an app created without a
+token refuses every admin call, so the admin API is never open. Bodies and answers use camelCase keys;
+a malformed body answers 400 ``{"error"}``.
 
 =======  ==========================  ===========================================================
 POST     /admin/challenges           ChallengeSpec JSON -> 201 {"challenge", "spec"}
@@ -42,10 +43,8 @@ _FAULT_KEYS = {"status": "status", "latency": "latency", "hang": "hang", "malfor
 @admin.before_request
 def _require_admin_token() -> Response | None:
     expected: str | None = current_app.config.get(ADMIN_TOKEN_KEY)
-    if not expected:
-        return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode()):
+    if expected and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode()):
         return None
     return error(Surface.ADMIN, 401, "the admin API needs Authorization: Bearer <admin token>",
                  headers={"WWW-Authenticate": 'Bearer realm="intune-emulator-admin"'})

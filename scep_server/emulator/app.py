@@ -32,7 +32,10 @@ from .wire import EMULATOR_KEY, INTERRUPT_KEY, Surface, error
 def create_app(
     emulator: IntuneEmulator, *, admin_token: str | None = None, interrupt: threading.Event | None = None
 ) -> Flask:
-    """The WSGI app serving ``emulator``; ``interrupt``, once set, cuts injected sleeps short."""
+    """The WSGI app serving ``emulator``; ``interrupt``, once set, cuts injected sleeps short.
+
+    ``admin_token`` is the admin API's bearer token; without one every admin call is refused.
+    """
     app = Flask(__name__)
     app.extensions[EMULATOR_KEY] = emulator
     app.extensions[INTERRUPT_KEY] = interrupt if interrupt is not None else threading.Event()

@@ -3,6 +3,8 @@
 Prints the ``intune:`` configuration a server needs to use it (never the client secret: the operator
 gave it, from ``--client-secret`` or, better, the ``AAD_APP_KEY`` environment variable, the same name
 the server reads). Without ``--client-id`` no app is registered; register one with ``POST /admin/apps``.
+The admin API always needs a bearer token: ``--admin-token`` (or ``INTUNE_EMULATOR_ADMIN_TOKEN``), else
+one generated at start and printed.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ def run(argv: list[str] | None = None) -> int:
     if args.client_id and not secret:
         print(f"intune-emulator: --client-id needs --client-secret or {SECRET_ENV}", file=sys.stderr)
         return 2
-    admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    given_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
     server = EmulatorServer(IntuneEmulator(tenant=args.tenant), port=args.port, state_dir=args.state_dir,
-                            admin_token=admin_token)
+                            admin_token=given_token)
     if args.client_id:
         server.register_client(args.client_id, secret)
     try:
@@ -41,16 +43,16 @@ def run(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"intune-emulator: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    _serve_until_signalled(server, admin_protected=admin_token is not None)
+    _serve_until_signalled(server, show_token=given_token is None)
     print("intune-emulator: stopped", flush=True)
     return 0
 
 
-def _serve_until_signalled(server: EmulatorServer, *, admin_protected: bool) -> None:
+def _serve_until_signalled(server: EmulatorServer, *, show_token: bool) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, _setter(stop)) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        print(describe(server, admin_protected), flush=True)
+        print(describe(server, show_token=show_token), flush=True)
         stop.wait()
     finally:
         server.stop()
@@ -58,11 +60,16 @@ def _serve_until_signalled(server: EmulatorServer, *, admin_protected: bool) -> 
             signal.signal(sig, handler)
 
 
-def describe(server: EmulatorServer, admin_protected: bool) -> str:
-    """What an operator needs: the URL, and the server configuration without the secret."""
+def describe(server: EmulatorServer, *, show_token: bool) -> str:
+    """What an operator needs: the URL, the admin token when it was generated, the server configuration.
+
+    Never the client secret; the admin token only when the operator did not choose it (and so cannot
+    know it otherwise).
+    """
     settings = {k: v for k, v in server.settings().items() if k != "client_secret"}
+    token = f"generated token {server.admin_token}" if show_token else f"the token given ({ADMIN_TOKEN_ENV})"
     lines = [f"Intune emulator listening on {server.url} (tenant {server.emulator.tenant})",
-             f"admin API: {server.url}/admin/ ({'bearer token required' if admin_protected else 'open'})",
+             f"admin API: {server.url}/admin/ (Authorization: Bearer <token>; {token})",
              "# scep-server configuration:", "intune:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in settings.items()]
     if "client_id" in settings:
@@ -86,5 +93,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tenant", default="contoso.onmicrosoft.com", help="tenant name (or GUID)")
     parser.add_argument("--client-id", help="register an app with this client id")
     parser.add_argument("--client-secret", help=f"its secret (prefer the {SECRET_ENV} environment variable)")
-    parser.add_argument("--admin-token", help=f"require this bearer token on /admin/ (or {ADMIN_TOKEN_ENV})")
+    parser.add_argument("--admin-token",
+                        help=f"bearer token of /admin/ (or {ADMIN_TOKEN_ENV}; default: generated and printed)")
     return parser

@@ -5,6 +5,8 @@ handshakes happen in each connection's thread (a client that connects and says n
 the others), and ``stop()`` cuts every open connection, wakes every injected sleep and joins every
 thread, so it returns promptly even with keep-alive clients and hung requests. ``start()`` after
 ``stop()`` listens on the same port again.
+
+The admin API always needs a bearer token: the one given, or one generated here (``admin_token``).
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ class EmulatorServer:
         self._tls = ensure_tls_files(Path(state_dir))
         self._context = self._tls.server_context()
         self._interrupt = threading.Event()
-        self._app = create_app(self.emulator, admin_token=admin_token, interrupt=self._interrupt)
+        self.admin_token = admin_token or secrets.token_urlsafe(24)
+        self._app = create_app(self.emulator, admin_token=self.admin_token, interrupt=self._interrupt)
         self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
         self._client: tuple[str, str] | None = None
@@ -178,18 +181,20 @@ class EmulatorServer:
         self._client = (client_id, secret)
         return client_id, secret
 
-    def settings(self) -> dict[str, str]:
+    def settings(self) -> dict[str, Any]:
         """The ``intune`` configuration that points a server at this emulator (keys as in IntuneConfig).
 
-        Values are what ``load_config`` reads from YAML (``client_secret`` as an inline string).
+        Values are what ``load_config`` reads from YAML (``client_secret`` as an inline string). Graph
+        discovery here names this host, so it is the one allowed service host.
         """
-        values = {
+        values: dict[str, Any] = {
             "tenant": self.emulator.tenant,
             "authority": f"{self.url}/",
             "graph_resource_url": f"{self.url}/graph/",
             "graph_api_version": "1.0",
             "intune_resource_url": f"{self.url}/intune-api/",
             "ca_bundle": str(self.ca_bundle),
+            "allowed_service_hosts": [HOST],
         }
         if self._client is not None:
             values["client_id"], values["client_secret"] = self._client

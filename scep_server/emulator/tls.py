@@ -3,7 +3,7 @@
 MSAL and Intune require https (intune-api.md §2), and nothing here ever disables verification: clients
 trust ``state_dir/ca.pem``. The CA's private key is never written: it signs the server certificate
 once and is dropped. The files are reused while they are valid, so a restarted emulator keeps the CA a
-server was configured with.
+server was configured with. A state directory created here is private (0700), its files 0600.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ KEY_FILE = "server-key.pem"
 CA_VALIDITY = timedelta(days=730)
 SERVER_VALIDITY = timedelta(days=365)
 RENEW_BEFORE = timedelta(days=1)
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class TlsFiles:
 
 def ensure_tls_files(state_dir: Path) -> TlsFiles:
     """The CA bundle, server certificate and key under ``state_dir``, created unless valid ones exist."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     files = TlsFiles(state_dir / CA_FILE, state_dir / CERT_FILE, state_dir / KEY_FILE)
     if not _reusable(files, datetime.now(UTC)):
         _create(files, datetime.now(UTC))
@@ -87,9 +89,9 @@ def _create(files: TlsFiles, now: datetime) -> None:
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    _write(files.key, key_pem, mode=0o600)
-    _write(files.certificate, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    _write(files.ca_bundle, ca.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _write(files.key, key_pem, mode=FILE_MODE)
+    _write(files.certificate, certificate.public_bytes(serialization.Encoding.PEM), mode=FILE_MODE)
+    _write(files.ca_bundle, ca.public_bytes(serialization.Encoding.PEM), mode=FILE_MODE)
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, now: datetime,
@@ -116,5 +118,6 @@ def _write(path: Path, data: bytes, *, mode: int) -> None:
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), mode)  # also when a stale temporary file was reused
         handle.write(data)
     os.replace(temporary, path)

@@ -12,13 +12,20 @@ Status handling of one call:
 401                    cached tokens dropped, the call made once more; again 401 → IntuneAuthError
 403                    IntuneAuthError (a missing permission or admin consent)
 429, 5xx               retried with backoff (``Retry-After`` honoured); then IntuneUnavailable
-other                  IntuneProtocolError; never retried
+other (3xx included)   IntuneProtocolError; never retried (redirects are not followed)
 transport failure      retried; a failed connection to a discovered URL also forgets the discovery
 =====================  ==========================================================================
+
+A discovered service URL is only called when it is a plain ``https`` URL on a host of
+``intune.allowed_service_hosts`` (an entry matches itself and its subdomains; an IP address only
+itself): Graph's answer decides where the Intune token and the device CSRs go, and the service at that
+URL decides issuance, so a URL elsewhere is refused (IntuneProtocolError naming the host and the
+setting) before any token is attached.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random as _random
@@ -26,7 +33,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -44,7 +51,9 @@ from .. import metrics
 from ..config import IntuneConfig
 from ..errors import ConfigError, IntuneAuthError, IntuneProtocolError, IntuneUnavailable
 
-__all__ = ["IntuneTransport", "Reply", "build_session", "normalise_scope", "proxy_url"]
+__all__ = [
+    "IntuneTransport", "Reply", "build_session", "host_allowed", "normalise_scope", "proxy_url", "service_url_problem",
+]
 
 logger = logging.getLogger("scep_server.intune")
 
@@ -177,6 +186,42 @@ def _is_microsoft_login_host(authority: str) -> bool:
     return (urlsplit(authority).hostname or "").lower() in MICROSOFT_LOGIN_HOSTS
 
 
+def host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    """Whether ``host`` is an entry of ``allowed`` or a subdomain of one (IP address entries match exactly)."""
+    host = host.lower().rstrip(".")
+    for entry in allowed:
+        suffix = entry.lower().removeprefix("*.").strip(".")
+        if host == suffix or (not _is_ip_address(suffix) and host.endswith(f".{suffix}")):
+            return True
+    return False
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def service_url_problem(uri: str, allowed: Iterable[str]) -> str | None:
+    """Why a Graph-discovered service URL must not be called, or None when it may (module doc)."""
+    allowed = tuple(allowed)
+    try:
+        parts = urlsplit(uri)
+        host, _ = parts.hostname, parts.port  # .port raises on a malformed port
+    except ValueError:
+        return f"{uri!r} is not a valid URL"
+    if parts.scheme != "https":
+        return f"{uri!r} does not use https"
+    # Userinfo, backslashes and non-ASCII are where URL parsers disagree about the host.
+    if not host or "@" in parts.netloc or not uri.isascii() or any(c in uri for c in "\\ \t\r\n"):
+        return f"{uri!r} is not a plain https URL"
+    if not host_allowed(host, allowed):
+        return f"host {host} is not in intune.allowed_service_hosts ({', '.join(allowed)})"
+    return None
+
+
 class IntuneTransport:
     """MSAL, service discovery and retried JSON POSTs to Intune, over one pooled session.
 
@@ -246,6 +291,10 @@ class IntuneTransport:
             self._services = services
         return dict(services)
 
+    def service_problem(self, uri: str) -> str | None:
+        """Why this transport would refuse to call the discovered ``uri``, or None (for admins' checks)."""
+        return service_url_problem(uri, self.config.allowed_service_hosts)
+
     def forget_services(self) -> None:
         """Drop the discovered service URLs; the next call asks Graph again (§3)."""
         with self._services_lock:
@@ -278,7 +327,9 @@ class IntuneTransport:
         started = time.monotonic()
         timeout = (self.config.connect_timeout, self.config.read_timeout)
         try:
-            response = self.session.request(method, url, headers=dict(headers), json=body, timeout=timeout)
+            # Never follow redirects: a redirect could carry the CSR to, and the answer from, another host.
+            response = self.session.request(method, url, headers=dict(headers), json=body, timeout=timeout,
+                                            allow_redirects=False)
         except requests.RequestException as exc:
             self._log(call, None, started, attempt)
             raise self._transport_failure(call, exc, url, discovered) from None
@@ -349,6 +400,12 @@ class IntuneTransport:
         uri = services.get(service.lower())
         if uri is None:
             raise IntuneProtocolError(f"Graph service discovery lists no {service} for this tenant",
+                                      activity_id=call.activity_id)
+        problem = self.service_problem(uri)
+        if problem is not None:
+            logger.error("refusing the %s URL from Graph discovery activity=%s: %s", service, call.activity_id, problem)
+            raise IntuneProtocolError(f"refusing the {service} URL Graph discovery returned: {problem}; the Intune "
+                                      "token and device requests go only to hosts listed there",
                                       activity_id=call.activity_id)
         return uri.rstrip("/")
 
@@ -504,7 +561,7 @@ def _service_map(body: Any) -> dict[str, str]:
         if not isinstance(entry, dict):
             raise IntuneProtocolError("Graph service discovery listed a non-object endpoint")
         name, uri = entry.get("providerName"), entry.get("uri")
-        if isinstance(name, str) and isinstance(uri, str) and uri.startswith("https://"):
+        if isinstance(name, str) and isinstance(uri, str):  # checked when called (service_url_problem)
             services[name.lower()] = uri
     return services
 

@@ -29,7 +29,7 @@ from cryptography.x509.oid import AttributeOID
 from ..errors import ScepError, ScepServerError
 from . import cms
 from .message import IssuerAndSubject
-from .types import Attr, ContentCipher, DigestAlgorithm, FailInfo, MessageType, PKIStatus
+from .types import Attr, ContentCipher, DigestAlgorithm, FailInfo, KeyTransport, MessageType, PKIStatus
 
 __all__ = [
     "BuiltRequest",
@@ -171,8 +171,13 @@ def build_pki_request(
     digest: DigestAlgorithm = DigestAlgorithm.SHA256,
     transaction_id: str,
     sender_nonce: bytes | None = None,
+    key_transport: KeyTransport = KeyTransport.RSA_PKCS1V15,
 ) -> BuiltRequest:
-    """Envelope ``content`` to ``recipient`` and sign it with the SCEP attributes (RFC 8894 §3.2)."""
+    """Envelope ``content`` to ``recipient`` and sign it with the SCEP attributes (RFC 8894 §3.2).
+
+    ``key_transport`` wraps the content key: RSAES-PKCS1-v1_5 as most clients do, or RSAES-OAEP with
+    the hashes it names (RFC 8017 §A.2.1); the CA answers with the same.
+    """
     if message_type is MessageType.CERT_REP:
         raise ValueError("a client does not send CertRep")
     if not _PRINTABLE.fullmatch(transaction_id):
@@ -181,7 +186,7 @@ def build_pki_request(
     if not nonce:
         raise ValueError("sender_nonce must not be empty")
     try:
-        envelope = cms.encrypt(content, recipient, cipher)
+        envelope = cms.encrypt(content, recipient, cipher, key_transport)
     except ScepError as exc:
         raise ValueError(f"cannot envelope to the recipient: {exc}") from exc
     attributes = [
@@ -203,6 +208,7 @@ def build_pkcsreq(
     digest: DigestAlgorithm = DigestAlgorithm.SHA256,
     transaction_id: str | None = None,
     renewal: bool = False,
+    key_transport: KeyTransport = KeyTransport.RSA_PKCS1V15,
 ) -> BuiltRequest:
     """PKCSReq, or RenewalReq signed with the current certificate (RFC 8894 §3.3.1).
 
@@ -218,6 +224,7 @@ def build_pkcsreq(
         cipher=cipher,
         digest=digest,
         transaction_id=transaction_id or transaction_id_for(csr.public_key()),
+        key_transport=key_transport,
     )
 
 
@@ -424,6 +431,8 @@ def _open_success(
     try:
         decrypted = cms.decrypt(message.content, key, cert)
         cert_ders, crl_ders = cms.read_certs_only(decrypted.content)
+    except cms.EnvelopeRejected as exc:
+        raise ScepClientError(f"CertRep envelope cannot be opened: {exc.reason}") from exc
     except ScepError as exc:
         raise ScepClientError(f"CertRep envelope cannot be opened: {exc}") from exc
     try:

@@ -4,11 +4,19 @@ Decoding happens in two steps so that every failure after the first can still be
 signed CertRep FAILURE: :func:`read_envelope` yields the :class:`ReplyContext` (transactionID, sender
 nonce, signer) or raises :class:`RequestError`; :func:`open_request` verifies, decrypts and parses the
 content or raises a :class:`PKIFailure` carrying the failInfo.
+
+From the RSA step to the parsed content (PKCS#10, IssuerAndSerialNumber, IssuerAndSubject) there is
+one code path and one failure, :class:`~.cms.EnvelopeRejected`: the envelope is unauthenticated CBC,
+and any difference in the answers would be a padding oracle on it.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -16,11 +24,16 @@ from asn1crypto import cms as asn1_cms
 from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ..ca.signing import csr_signature_valid
 from ..errors import BadAlg, BadRequest, BadTime, FailInfo, RequestError
 from . import cms
 from .types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageType, PKIStatus
+
+log = logging.getLogger("scep_server.scep")
 
 NONCE_SIZE = 16
 MAX_TRANSACTION_ID = 128
@@ -33,13 +46,48 @@ class IssuerAndSubject(core.Sequence):  # type: ignore[misc]
     _fields = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]
 
 
+class ContentKeyLedger:
+    """Which ciphertext each wrapped content-encryption key came with: bounded, thread-safe, per process.
+
+    Every query of an attack on a captured envelope (re-wrapped in the attacker's own SignedData) must
+    reuse its encryptedKey, since only the RA can unwrap it, while a genuine client draws a fresh key for
+    every envelope (RFC 5652 §6.3) and a retry resends the same bytes. So a wrapped key that comes back
+    with other ciphertext is refused before the RSA step, with the same answer as any other envelope
+    failure: a captured envelope gets at most one answer per worker process instead of an oracle. The
+    oldest entries are forgotten beyond ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 20_000) -> None:  # about 4 MB at most
+        self.max_entries = max_entries
+        self._seen: OrderedDict[bytes, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, envelope: cms.Envelope) -> bool:
+        """Whether ``envelope`` uses its wrapped key with the same ciphertext as before (or for the first time)."""
+        key, used_with = envelope.binding()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None:
+                self._seen[key] = used_with
+                if len(self._seen) > self.max_entries:
+                    self._seen.popitem(last=False)
+                return True
+            self._seen.move_to_end(key)
+        return hmac.compare_digest(seen, used_with)
+
+
+CONTENT_KEY_LEDGER = ContentKeyLedger()  # one per worker process, shared by its profiles
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
-    """What a profile accepts in the envelope."""
+    """What a profile accepts in the envelope; ``key_ledger`` None: no check of wrapped-key reuse."""
 
     allow_des: bool = False
+    allow_3des: bool = True
     allow_sha1: bool = True
     max_clock_skew: timedelta = timedelta(hours=24)
+    key_ledger: ContentKeyLedger | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +158,58 @@ def open_request(
         raise BadAlg("the signer key is not RSA: the reply cannot be encrypted to it")
     if signed.content is None:
         raise BadRequest("pkiMessage carries no pkcsPKIEnvelope")
-    opened = cms.decrypt(signed.content, ra_key, ra_cert)
-    if opened.cipher is ContentCipher.DES and not options.allow_des:
+    try:
+        request = _open_envelope(signed.content, context, message_type, ra_key, ra_cert, options)
+    except cms.EnvelopeRejected as rejected:
+        log.warning(
+            "PKIOperation envelope rejected transaction=%s type=%s reason=%r",
+            context.transaction_id, message_type.name, rejected.reason,
+        )
+        raise
+    _check_csr_digest(request, options)
+    return request
+
+
+def _open_envelope(
+    der: bytes,
+    context: ReplyContext,
+    message_type: MessageType,
+    ra_key: rsa.RSAPrivateKey,
+    ra_cert: x509.Certificate,
+    options: DecodeOptions,
+) -> PkiRequest:
+    """Algorithms are refused before decrypting; from the RSA step on, every failure is one EnvelopeRejected
+    raised at one place after the whole path (unwrap, decrypt, unpad, parse) has run."""
+    envelope = cms.parse_enveloped(der, ra_cert)
+    _check_cipher(envelope.cipher, options)
+    if options.key_ledger is not None and not options.key_ledger.admit(envelope):
+        raise cms.EnvelopeRejected("the wrapped content key was already used with another ciphertext")
+    decrypted = envelope.open(ra_key)
+    request = PkiRequest(context, message_type, decrypted.cipher, decrypted.key_transport)
+    request, parse_problem = _read_content(request, decrypted.content)
+    problem = decrypted.problem or parse_problem
+    if problem is not None:
+        raise cms.EnvelopeRejected(problem)
+    return request
+
+
+def _check_cipher(cipher: ContentCipher, options: DecodeOptions) -> None:
+    if cipher is ContentCipher.DES and not options.allow_des:
         raise BadAlg("single DES is disabled for this profile (allow_des)")
-    request = PkiRequest(context, message_type, opened.cipher, opened.key_transport)
-    return _with_content(request, opened.content)
+    if cipher is ContentCipher.DES3 and not options.allow_3des:
+        raise BadAlg("3DES is disabled for this profile (allow_3des)")
+
+
+def _check_csr_digest(request: PkiRequest, options: DecodeOptions) -> None:
+    """A SHA-1-signed CSR only where the profile allows SHA-1 (its CSR signature was verified already)."""
+    if request.csr is None or options.allow_sha1:
+        return
+    try:
+        algorithm = request.csr.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return  # refused by the issuance policy, which names the algorithm
+    if isinstance(algorithm, hashes.SHA1):
+        raise BadAlg("SHA-1-signed certification requests are disabled for this profile (allow_sha1)")
 
 
 def _known_message_type(value: int) -> MessageType:
@@ -133,6 +228,17 @@ def _check_signing_time(signed: cms.SignedMessage, skew: timedelta, now: datetim
         raise BadTime(f"signingTime {signing_time.isoformat()} is more than {skew} away from server time")
 
 
+def _read_content(request: PkiRequest, content: bytes) -> tuple[PkiRequest, str | None]:
+    """Parse the content for the message type; never raises: (request, None) or (request, what failed).
+
+    Also run on content whose padding was bad, so that bad padding and bad content take the same path.
+    """
+    try:
+        return _with_content(request, content), None
+    except Exception as exc:  # every way the content can be unreadable gets the same answer
+        return request, f"{request.message_type.name} content: {type(exc).__name__}: {_short(exc)}"
+
+
 def _with_content(request: PkiRequest, content: bytes) -> PkiRequest:
     kind = request.message_type
     if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
@@ -143,49 +249,46 @@ def _with_content(request: PkiRequest, content: bytes) -> PkiRequest:
 
 
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
-    try:
-        csr = x509.load_der_x509_csr(der)
-    except (ValueError, TypeError) as exc:
-        raise BadRequest(f"the certification request is not a decodable PKCS#10: {str(exc)[:120]}") from exc
-    try:
-        csr.public_key()
-    except Exception as exc:  # unsupported key algorithms surface as UnsupportedAlgorithm
-        raise BadAlg(f"the certification request uses an unsupported key algorithm: {str(exc)[:120]}") from exc
+    """A PKCS#10 request (RFC 2986) read completely and signed by its own key; ValueError otherwise.
+
+    The proof-of-possession signature is checked here, inside the one failure, because a block garbled
+    by CBC tampering can sit in the signature bits and still parse.
+    """
+    csr = x509.load_der_x509_csr(der)  # also InvalidVersion, UnsupportedAlgorithm
+    csr.public_key()
     _check_csr_structure(csr)
+    if not csr_signature_valid(csr):
+        raise ValueError("the certification request signature does not verify")
     return csr
 
 
 def _check_csr_structure(csr: x509.CertificateSigningRequest) -> None:
-    """cryptography parses lazily: read everything now, so a malformed CSR is a BadRequest here and not
-    an exception deep in issuance. Repeated attributes are refused: which one a validator reads and
-    which one we issue from must not differ."""
-    try:
-        subject = csr.subject.rfc4514_string()
-        list(csr.extensions)
-        attributes = list(csr.attributes)
-    except Exception as exc:  # DuplicateExtension, multi-valued attributes, undecodable extensions
-        raise BadRequest(f"the certification request is malformed: {type(exc).__name__}: {str(exc)[:120]}") from exc
+    """cryptography parses lazily: read everything now, so a malformed CSR fails here and not deep in
+    issuance. Repeated attributes are refused: which one a validator reads and which one we issue from
+    must not differ."""
+    subject = csr.subject.rfc4514_string()
+    list(csr.extensions)  # DuplicateExtension, undecodable extensions
+    attributes = list(csr.attributes)  # multi-valued attributes
     if len(subject) > MAX_SUBJECT_CHARS:
-        raise BadRequest(f"the subject is longer than {MAX_SUBJECT_CHARS} characters")
+        raise ValueError(f"the subject is longer than {MAX_SUBJECT_CHARS} characters")
     oids = [attribute.oid for attribute in attributes]
     if len(oids) != len(set(oids)):
-        raise BadRequest("the certification request repeats an attribute")
+        raise ValueError("the certification request repeats an attribute")
 
 
 def _load_issuer_serial(der: bytes) -> IssuerSerial:
-    try:
-        parsed = asn1_cms.IssuerAndSerialNumber.load(der)
-        return IssuerSerial(_name(parsed["issuer"]), int(parsed["serial_number"].native))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BadRequest(f"IssuerAndSerialNumber is not decodable: {str(exc)[:120]}") from exc
+    parsed = asn1_cms.IssuerAndSerialNumber.load(der, strict=True)
+    return IssuerSerial(_name(parsed["issuer"]), int(parsed["serial_number"].native))
 
 
 def _load_issuer_subject(der: bytes) -> tuple[x509.Name, x509.Name]:
-    try:
-        parsed = IssuerAndSubject.load(der)
-        return _name(parsed["issuer"]), _name(parsed["subject"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BadRequest(f"IssuerAndSubject is not decodable: {str(exc)[:120]}") from exc
+    parsed = IssuerAndSubject.load(der, strict=True)
+    return _name(parsed["issuer"]), _name(parsed["subject"])
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
 
 
 def _name(name: asn1_x509.Name) -> x509.Name:

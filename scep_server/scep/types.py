@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, IntEnum, StrEnum
+from typing import ClassVar
 
 from cryptography.hazmat.primitives import hashes
 
@@ -104,8 +105,35 @@ class ContentCipher(Enum):
         return next((c for c in cls if c.asn1_name == name), None)
 
 
-class KeyTransport(Enum):
-    """How the content-encryption key is wrapped for the recipient (RSA only, RFC 8894 §3.5.2)."""
+PKCS1V15_NAME = "rsaes_pkcs1v15"
+OAEP_NAME = "rsaes_oaep"
 
-    RSA_PKCS1V15 = "rsaes_pkcs1v15"
-    RSA_OAEP = "rsaes_oaep"
+
+@dataclass(frozen=True, slots=True)
+class KeyTransport:
+    """How the content-encryption key is wrapped for the recipient (RSA only, RFC 8894 §3.5.2).
+
+    RSAES-PKCS1-v1_5 (RFC 8017 §7.2), or RSAES-OAEP with the hash and MGF1 hash of its parameters
+    (RFC 8017 §A.2.1, RFC 4055 §4.1; both SHA-1 when the parameters are the defaults). The label is
+    always empty.
+    """
+
+    name: str  # asn1crypto algorithm name: "rsaes_pkcs1v15" or "rsaes_oaep"
+    oaep_hash: DigestAlgorithm | None = None
+    mgf_hash: DigestAlgorithm | None = None
+
+    RSA_PKCS1V15: ClassVar[KeyTransport]
+    RSA_OAEP: ClassVar[KeyTransport]  # RSAES-OAEP with the default parameters (SHA-1, MGF1-SHA-1)
+
+    @classmethod
+    def oaep(cls, hash: DigestAlgorithm, mgf_hash: DigestAlgorithm | None = None) -> KeyTransport:
+        """RSAES-OAEP with ``hash`` and MGF1 over ``mgf_hash`` (default: the same hash)."""
+        return cls(OAEP_NAME, hash, mgf_hash or hash)
+
+    @property
+    def is_oaep(self) -> bool:
+        return self.name == OAEP_NAME
+
+
+KeyTransport.RSA_PKCS1V15 = KeyTransport(PKCS1V15_NAME)
+KeyTransport.RSA_OAEP = KeyTransport.oaep(DigestAlgorithm.SHA1)

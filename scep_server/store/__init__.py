@@ -18,7 +18,7 @@ from .records import (
     TransactionRecord,
     TransactionState,
 )
-from .repository import Store, parse_serial_hex, serial_hex
+from .repository import Store, parse_serial_hex, serial_hex, serial_storable
 
 __all__ = [
     "AlreadyRevoked",
@@ -38,4 +38,5 @@ __all__ = [
     "TransactionState",
     "parse_serial_hex",
     "serial_hex",
+    "serial_storable",
 ]

@@ -63,9 +63,13 @@ class CertificateRecord(NewCertificate):
 class TransactionRecord:
     """One SCEP PKCSReq/RenewalReq transaction, unique per (profile, transaction_id).
 
+    ``serial`` names the transaction's certificate: delivered when ISSUED; on a PENDING transaction it
+    was stored but not delivered yet (being acknowledged, or its handler died: a reclaim re-delivers it).
     A ``deferred`` transaction is PENDING because its challenge could not be decided yet; a background
     worker retries it at ``next_attempt_at``. ``attempts`` counts the failed tries, ``last_error`` says
-    why the last one failed.
+    why the last one failed. ``signer_key_sha256`` and ``subject_sha256`` identify who may poll it
+    (hex SHA-256 of the request signer's SubjectPublicKeyInfo and of the CSR subject's comparison
+    form); None on transactions stored before they were recorded.
     """
 
     profile: str
@@ -84,6 +88,8 @@ class TransactionRecord:
     attempts: int = 0
     next_attempt_at: datetime | None = None
     last_error: str | None = None
+    signer_key_sha256: str | None = None
+    subject_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +160,8 @@ class TransactionNotPending(StoreError):
     """The transaction is missing (``state`` None) or not in the state the change needs.
 
     Mostly that is PENDING (it was completed by another handler); ``fail_issued_transaction`` needs
-    ISSUED, and the retries of a deferred transaction need it PENDING and deferred.
+    ISSUED, the retries of a deferred transaction need it PENDING and deferred, and
+    ``record_undelivered`` needs it PENDING for the same CSR without a certificate yet.
     """
 
     def __init__(self, profile: str, transaction_id: str, state: TransactionState | None) -> None:

@@ -2,9 +2,12 @@
 and the Intune outbox (its methods are in ``outbox.py``).
 
 Works on SQLite (WAL, one writer at a time: write transactions start with ``BEGIN IMMEDIATE`` so they
-queue on the busy timeout instead of failing on a lock upgrade) and on PostgreSQL (READ COMMITTED;
-races are settled by unique constraints and conditional updates). SQLAlchemy errors never leave the
-public methods: lost connections and lock timeouts become ``StoreUnavailable``, the rest ``StoreError``.
+queue on the busy timeout instead of failing on a lock upgrade; ``synchronous = FULL``, so a committed
+issuance survives a power loss too; the database file and its -wal/-shm files are owner-only) and on
+PostgreSQL (READ COMMITTED; races are settled by unique constraints, conditional updates and, where a
+change spans a transaction and its certificate, a ``FOR UPDATE`` lock on the transaction row).
+SQLAlchemy errors never leave the public methods: lost connections and lock timeouts become
+``StoreUnavailable``, the rest ``StoreError``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
@@ -24,7 +29,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Row, Select, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -55,6 +60,7 @@ from .records import (
     TransactionState,
 )
 from .tables import (
+    DIGEST_LENGTH,
     IP_LENGTH,
     LABEL_LENGTH,
     PROFILE_LENGTH,
@@ -75,12 +81,16 @@ REVOCATION_REASONS = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10})
 _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout = 5000",
     "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
+    # NORMAL may lose the last commits on a power loss: an issued certificate must not be forgotten.
+    "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
 )
 _PG_MIGRATION_LOCK = 0x5CE95E4E  # pg_advisory_xact_lock key serialising concurrent migrate() calls
+# A stored certificate that was never delivered, revoked when its transaction is reclaimed or abandoned.
+UNDELIVERED_REASON = 5  # cessationOfOperation
 
 _PENDING = transactions.c.state == TransactionState.PENDING.value
+_VALID_CERT = certificates.c.status == CertStatus.VALID.value
 _ISSUED = transactions.c.state == TransactionState.ISSUED.value
 _DEFERRED = _PENDING & transactions.c.deferred
 
@@ -105,6 +115,7 @@ class Store(OutboxRepository, IntuneRevocationRepository):
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"unsupported database URL: {exc}") from None
         if engine.dialect.name == "sqlite":
+            _private_sqlite_file(parsed)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
         # The query string may carry a password too (psycopg accepts ?password=).
@@ -166,17 +177,27 @@ class Store(OutboxRepository, IntuneRevocationRepository):
         message_type: int,
         csr_der: bytes,
         requester_ip: str | None,
+        signer_key_sha256: str | None = None,
+        subject_sha256: str | None = None,
         stale_after: timedelta = timedelta(minutes=5),
     ) -> tuple[TransactionRecord, bool]:
-        """Start (or restart) the transaction; the flag is True for the one caller that should issue.
+        """Start (or restart) the transaction; the flag is True for the one caller that should decide it.
 
         A new id is inserted PENDING. An existing row is returned unchanged with False, unless it FAILED
         or has been PENDING, not deferred, longer than ``stale_after`` (its handler presumably died): then
         it is reset to PENDING with this CSR and True. A deferred transaction is never stale, its retries
         belong to the background worker. Concurrent claims of one id: exactly one gets True.
+
+        A stale transaction claimed again for the same CSR keeps the certificate stored for it and not
+        delivered (``record.serial``, still valid): the claimer delivers that one, never a second. Every
+        other valid certificate stored for this (profile, transaction_id) was never delivered and is
+        revoked (cessationOfOperation) in the same database transaction. ``signer_key_sha256`` and
+        ``subject_sha256`` say who may poll the transaction (see ``TransactionRecord``).
         """
         _check_key(profile, transaction_id)
         check_length(requester_ip, IP_LENGTH, "requester_ip")
+        for digest in (signer_key_sha256, subject_sha256):
+            check_length(digest, DIGEST_LENGTH, "digest")
         values = {
             "message_type": message_type,
             "state": TransactionState.PENDING.value,
@@ -191,6 +212,8 @@ class Store(OutboxRepository, IntuneRevocationRepository):
             "attempts": 0,
             "next_attempt_at": None,
             "last_error": None,
+            "signer_key_sha256": signer_key_sha256,
+            "subject_sha256": subject_sha256,
         }
         with guard():
             for _ in range(RACE_ATTEMPTS):
@@ -215,7 +238,7 @@ class Store(OutboxRepository, IntuneRevocationRepository):
                     )
                 elif not _reclaimable(existing, now, stale_after):
                     return existing, False
-                elif not _reset_transaction(conn, existing, values, now):
+                elif not _reclaim(conn, existing, values, now):
                     return None
                 claimed = _fetch_transaction(conn, profile, transaction_id)
         except IntegrityError:
@@ -247,26 +270,116 @@ class Store(OutboxRepository, IntuneRevocationRepository):
                 raise DuplicateCertificate(certificate.serial, certificate.issuer) from None
         return _certificate_record(row)
 
+    def record_undelivered(
+        self, *, profile: str, transaction_id: str, csr_sha256: str, certificate: NewCertificate
+    ) -> CertificateRecord:
+        """Store a certificate for its PENDING transaction, which stays PENDING until ``complete_transaction``.
+
+        The certificate is linked to the transaction (``TransactionRecord.serial``) in the same database
+        transaction, so a handler that dies before delivering it leaves it findable: the next claim for
+        the same CSR re-delivers it instead of issuing a second one. Nothing is stored, and
+        ``TransactionNotPending`` raised, unless the transaction is PENDING for this CSR and holds no
+        certificate yet (a reclaimer got there first); ``DuplicateCertificate`` if the serial is taken.
+        """
+        if certificate.profile != profile or certificate.transaction_id != transaction_id:
+            raise ValueError("the certificate must name its profile and transaction")
+        values = _certificate_values(certificate)
+        free = _PENDING & (transactions.c.csr_sha256 == csr_sha256) & transactions.c.serial_hex.is_(None)
+        with guard():
+            try:
+                with self._writer.begin() as conn:
+                    cert_id = required(conn.execute(insert(certificates).values(**values)).inserted_primary_key)[0]
+                    link = {"serial_hex": values["serial_hex"], "certificate_id": cert_id, "updated_at": utcnow()}
+                    _update_transaction(conn, free, profile, transaction_id, link)
+                    row = conn.execute(select(certificates).where(certificates.c.id == cert_id)).one()
+            except IntegrityError as exc:
+                if self.get_certificate(certificate.serial, certificate.issuer) is None:
+                    raise StoreError(describe(exc)) from exc
+                raise DuplicateCertificate(certificate.serial, certificate.issuer) from None
+        return _certificate_record(row)
+
     def complete_transaction(
         self, *, profile: str, transaction_id: str, serial: int, issuer: str, csr_sha256: str | None = None
     ) -> None:
-        """Mark a PENDING transaction ISSUED with a certificate already stored (``record_issued`` without
-        a transaction): the certificate is recorded first, and handed out only once this is done.
+        """Mark a PENDING transaction ISSUED with a certificate already stored (``record_undelivered``, or
+        ``record_issued`` without a transaction): it is recorded first, and handed out only once this is done.
 
-        ``TransactionNotPending`` when another handler finished the transaction first, or (with
-        ``csr_sha256``) when the transaction was reclaimed for another request in the meantime;
-        ``CertificateNotFound`` when the certificate is not stored.
+        Completing it again with the same certificate changes nothing (two handlers delivering the one
+        certificate of a reclaimed transaction). ``TransactionNotPending`` when another handler finished
+        the transaction otherwise, or (with ``csr_sha256``) it was reclaimed for another request in the
+        meantime; ``CertificateNotFound`` when the certificate is not stored; ``AlreadyRevoked`` when it
+        was revoked (withdrawn) meanwhile: it must not be delivered.
         """
         with guard(), self._writer.begin() as conn:
-            cert_id = conn.execute(
-                select(certificates.c.id).where(
-                    certificates.c.issuer == issuer, certificates.c.serial_hex == serial_hex(serial)
-                )
-            ).scalar_one_or_none()
-            if cert_id is None:
+            current = _lock_transaction(conn, profile, transaction_id)
+            row = conn.execute(select(certificates).where(_certificate_key(serial, issuer))).one_or_none()
+            if row is None:
                 raise CertificateNotFound(serial, issuer)
+            if current is not None and current.state is TransactionState.ISSUED and current.serial == serial:
+                return
+            if row.status != CertStatus.VALID.value:
+                raise AlreadyRevoked(_certificate_record(row))
             condition = _PENDING if csr_sha256 is None else _PENDING & (transactions.c.csr_sha256 == csr_sha256)
-            _complete_transaction(conn, profile, transaction_id, serial_hex(serial), int(cert_id), condition)
+            _complete_transaction(conn, profile, transaction_id, serial_hex(serial), int(row.id), condition)
+
+    def withdraw_undelivered(
+        self, *, profile: str, transaction_id: str, serial: int, issuer: str, reason: int, revoked_at: datetime
+    ) -> bool:
+        """Revoke a certificate stored for the transaction that must not be delivered, unless it already was.
+
+        False, and nothing changed, when the transaction is ISSUED with this certificate (another handler
+        delivered it); True when the certificate is revoked, now or before. A PENDING transaction holding
+        it lets go of it, so that a reclaim issues afresh. ``CertificateNotFound`` if it is not stored.
+        """
+        changes = _revocation(reason, revoked_at)
+        with guard(), self._writer.begin() as conn:
+            current = _lock_transaction(conn, profile, transaction_id)
+            if current is not None and current.serial == serial:
+                if current.state is TransactionState.ISSUED:
+                    return False
+                if current.state is TransactionState.PENDING:
+                    _unlink(conn, current)
+            conn.execute(update(certificates).where(_certificate_key(serial, issuer) & _VALID_CERT).values(**changes))
+            if conn.execute(select(certificates.c.id).where(_certificate_key(serial, issuer))).first() is None:
+                raise CertificateNotFound(serial, issuer)
+        return True
+
+    def undelivered_before(self, *, before: datetime, limit: int = 100) -> list[TransactionRecord]:
+        """PENDING transactions, not deferred, that hold a stored, undelivered certificate and were not
+        touched since ``before``: their handler died and the device has not come back for it."""
+        check_page(limit)
+        c = transactions.c
+        query = (
+            select(transactions)
+            .where(_PENDING, ~c.deferred, c.serial_hex.is_not(None), c.updated_at < aware(before, "before"))
+            .order_by(c.updated_at, c.id)
+            .limit(limit)
+        )
+        with guard(), self._engine.connect() as conn:
+            return [_transaction_record(row) for row in conn.execute(query)]
+
+    def abandon_transaction(
+        self, *, profile: str, transaction_id: str, before: datetime, fail_info: int, reason: str,
+        revoked_at: datetime,
+    ) -> int | None:
+        """Fail a transaction ``undelivered_before`` returned and revoke its certificate (cessationOfOperation),
+        if it still is one; the serial revoked, or None when the transaction moved on meanwhile."""
+        changes = _revocation(UNDELIVERED_REASON, revoked_at)
+        with guard(), self._writer.begin() as conn:
+            current = _lock_transaction(conn, profile, transaction_id)
+            if not _abandoned(current, aware(before, "before")):
+                return None
+            assert current is not None and current.serial is not None
+            failed = {"state": TransactionState.FAILED.value, "fail_info": fail_info, "fail_reason": reason,
+                      "csr_der": None, "updated_at": utcnow()}
+            _update_transaction(conn, _PENDING, profile, transaction_id, failed)
+            certificate = select(transactions.c.certificate_id).where(_transaction_key(profile, transaction_id))
+            conn.execute(
+                update(certificates)
+                .where(certificates.c.id == certificate.scalar_subquery(), _VALID_CERT)
+                .values(**changes)
+            )
+        return current.serial
 
     def record_failure(self, *, profile: str, transaction_id: str, fail_info: int, reason: str) -> None:
         """Mark a PENDING transaction FAILED (failInfo: RFC 8894 §3.2.1.4.5); a later claim may retry it."""
@@ -403,17 +516,10 @@ class Store(OutboxRepository, IntuneRevocationRepository):
 
     def revoke(self, serial: int, issuer: str, *, reason: int, revoked_at: datetime) -> CertificateRecord:
         """Revoke a VALID certificate (``reason`` is an RFC 5280 §5.3.1 CRLReason code)."""
-        if reason not in REVOCATION_REASONS:
-            raise ValueError(f"{reason} is not an RFC 5280 CRLReason code")
-        changes = {
-            "status": CertStatus.REVOKED.value,
-            "revoked_at": aware(revoked_at, "revoked_at"),
-            "revocation_reason": reason,
-        }
-        key = (certificates.c.issuer == issuer) & (certificates.c.serial_hex == serial_hex(serial))
+        changes = _revocation(reason, revoked_at)
+        key = _certificate_key(serial, issuer)
         with guard(), self._writer.begin() as conn:
-            valid = key & (certificates.c.status == CertStatus.VALID.value)
-            revoked = conn.execute(update(certificates).where(valid).values(**changes)).rowcount
+            revoked = conn.execute(update(certificates).where(key & _VALID_CERT).values(**changes)).rowcount
             row = conn.execute(select(certificates).where(key)).one_or_none()
         if row is None:
             raise CertificateNotFound(serial, issuer)
@@ -515,6 +621,31 @@ class Store(OutboxRepository, IntuneRevocationRepository):
 # -- engine setup and error mapping ----------------------------------------------------------------
 
 
+def _private_sqlite_file(url: URL) -> None:
+    """Create the database file owner-only (0600) before SQLite does, and take group and other access
+    from an existing one and its -wal/-shm files (SQLite creates those with the database file's mode)."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("uri"):
+        return
+    path = Path(database)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for each in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+            _owner_only(each)
+    except OSError as exc:  # e.g. a missing directory: connecting reports it as the store being unavailable
+        log.debug("store: cannot prepare %s: %s", path, exc.strerror)
+
+
+def _owner_only(path: Path) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
+        log.warning("store: %s was readable by others (mode %o); it is now owner-only", path, mode)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take BEGIN away from the sqlite3 module (it skips it for SELECT); _sqlite_on_begin emits it.
     dbapi_connection.isolation_level = None
@@ -568,6 +699,12 @@ def parse_serial_hex(text: str) -> int:
     serial = int(cleaned, 16)
     serial_hex(serial)  # the same bounds as storing it
     return serial
+
+
+def serial_storable(serial: int) -> bool:
+    """Whether ``serial`` is a serial number this store can hold (positive, at most 160 bits): anything
+    else, such as a serial a client sent, names no stored certificate."""
+    return isinstance(serial, int) and not isinstance(serial, bool) and 0 < serial < 1 << MAX_SERIAL_BITS
 
 
 def serial_hex(serial: int) -> str:
@@ -651,6 +788,8 @@ def _transaction_record(row: Row[Any]) -> TransactionRecord:
         attempts=m["attempts"],
         next_attempt_at=m["next_attempt_at"],
         last_error=m["last_error"],
+        signer_key_sha256=m["signer_key_sha256"],
+        subject_sha256=m["subject_sha256"],
     )
 
 
@@ -697,10 +836,85 @@ def _reclaimable(existing: TransactionRecord, now: datetime, stale_after: timede
     return existing.updated_at < now - stale_after
 
 
+def _certificate_key(serial: int, issuer: str) -> ColumnElement[bool]:
+    return (certificates.c.issuer == issuer) & (certificates.c.serial_hex == serial_hex(serial))
+
+
+def _revocation(reason: int, revoked_at: datetime) -> dict[str, Any]:
+    if reason not in REVOCATION_REASONS:
+        raise ValueError(f"{reason} is not an RFC 5280 CRLReason code")
+    return {"status": CertStatus.REVOKED.value, "revoked_at": aware(revoked_at, "revoked_at"),
+            "revocation_reason": reason}
+
+
+def _lock_transaction(conn: Connection, profile: str, transaction_id: str) -> TransactionRecord | None:
+    """The transaction row, locked to the end of the caller's transaction: PostgreSQL ``FOR UPDATE``
+    (SQLite's write transactions hold the database lock already). Changes that read a transaction and
+    write its certificate take it first, so they cannot interleave with one another."""
+    query = select(transactions).where(_transaction_key(profile, transaction_id)).with_for_update()
+    row = conn.execute(query).one_or_none()
+    return None if row is None else _transaction_record(row)
+
+
+def _next_version(existing: TransactionRecord, now: datetime) -> datetime:
+    # updated_at is the row's version: never reuse the old value, even within one clock tick.
+    return max(now, existing.updated_at + timedelta(microseconds=1))
+
+
+def _unlink(conn: Connection, current: TransactionRecord) -> None:
+    """A PENDING transaction lets go of its undelivered certificate (it is being withdrawn)."""
+    changes = {"serial_hex": None, "certificate_id": None, "updated_at": _next_version(current, utcnow())}
+    mine = _transaction_key(current.profile, current.transaction_id)
+    conn.execute(update(transactions).where(mine).values(**changes))
+
+
+def _abandoned(current: TransactionRecord | None, before: datetime) -> bool:
+    return (
+        current is not None and current.state is TransactionState.PENDING and not current.deferred
+        and current.serial is not None and current.updated_at < before
+    )
+
+
+def _reclaim(conn: Connection, existing: TransactionRecord, values: Mapping[str, Any], now: datetime) -> bool:
+    """Reset ``existing`` for a new claim (see ``claim_transaction``); False if someone changed it first."""
+    kept = _undelivered_to_keep(conn, existing, values["csr_sha256"])
+    if not _reset_transaction(conn, existing, {**values, **kept}, now):
+        return False
+    _revoke_orphans(conn, existing.profile, existing.transaction_id, kept.get("certificate_id"))
+    return True
+
+
+def _undelivered_to_keep(conn: Connection, existing: TransactionRecord, csr_sha256: str) -> dict[str, Any]:
+    """The link a reclaim keeps: the certificate of a PENDING transaction asked again for the same CSR,
+    while that certificate is valid. Anything else starts afresh."""
+    if existing.state is not TransactionState.PENDING or existing.serial is None or existing.csr_sha256 != csr_sha256:
+        return {}
+    query = (
+        select(certificates.c.id)
+        .join(transactions, transactions.c.certificate_id == certificates.c.id)
+        .where(_transaction_key(existing.profile, existing.transaction_id), _VALID_CERT)
+    )
+    cert_id = conn.execute(query).scalar_one_or_none()
+    return {} if cert_id is None else {"serial_hex": serial_hex(existing.serial), "certificate_id": cert_id}
+
+
+def _revoke_orphans(conn: Connection, profile: str, transaction_id: str, keep: int | None) -> None:
+    """Revoke the valid certificates stored for this transaction but ``keep``: none of them was delivered."""
+    c = certificates.c
+    orphan = (c.profile == profile) & (c.transaction_id == transaction_id) & _VALID_CERT
+    if keep is not None:
+        orphan &= c.id != keep
+    serials = list(conn.execute(select(c.serial_hex).where(orphan)).scalars())
+    if not serials:
+        return
+    conn.execute(update(certificates).where(orphan).values(**_revocation(UNDELIVERED_REASON, utcnow())))
+    log.warning("transaction %r of profile %r reclaimed: revoked its undelivered certificate(s) %s",
+                transaction_id, profile, ", ".join(serials))
+
+
 def _reset_transaction(conn: Connection, existing: TransactionRecord, values: Mapping[str, Any], now: datetime) -> bool:
     """Reset ``existing`` unless someone changed it since it was read; True if this call won."""
-    # updated_at is the row's version: never reuse the old value, even within one clock tick.
-    new_version = max(now, existing.updated_at + timedelta(microseconds=1))
+    new_version = _next_version(existing, now)
     unchanged = (
         _transaction_key(existing.profile, existing.transaction_id)
         & (transactions.c.state == existing.state.value)

@@ -44,6 +44,7 @@ IP_LENGTH = 64
 SERIAL_HEX_LENGTH = 40
 LABEL_LENGTH = 64
 OUTBOX_KIND_LENGTH = 64
+DIGEST_LENGTH = 64  # hex SHA-256
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -119,6 +120,8 @@ transactions = Table(
     Column("state", String(16), nullable=False),
     Column("csr_sha256", String(64), nullable=True),
     Column("csr_der", LargeBinary, nullable=True),
+    # The transaction's certificate. On an ISSUED row it was delivered; on a PENDING row it is stored but
+    # not delivered yet (its handler is acknowledging it, or died doing so: a reclaim re-delivers it).
     Column("serial_hex", String(SERIAL_HEX_LENGTH), nullable=True),
     Column("certificate_id", ForeignKey("certificates.id"), nullable=True),
     Column("fail_info", Integer, nullable=True),
@@ -132,6 +135,10 @@ transactions = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UTCDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
+    # Who may poll the transaction (RFC 8894 §3.3.3): SHA-256 of the request signer's public key (DER
+    # SubjectPublicKeyInfo) and of the CSR subject's normalised form. NULL on rows older than 0004.
+    Column("signer_key_sha256", String(DIGEST_LENGTH), nullable=True),
+    Column("subject_sha256", String(DIGEST_LENGTH), nullable=True),
     UniqueConstraint("profile", "transaction_id"),
     CheckConstraint("state IN ('pending', 'issued', 'failed')", name="state"),
     Index(None, "state", "updated_at"),

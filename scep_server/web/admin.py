@@ -1,14 +1,17 @@
 """The admin API: list, show and revoke certificates over HTTP (JSON), behind a bearer token.
 
-Off unless ``admin_token`` is configured (answers 404 then). Put it behind TLS and a network boundary:
-the token is the only credential. Revocations go through the same RevocationService as the CLI and
-Intune's requests, so OCSP and the CRL follow at once.
+Off unless ``admin_token`` is configured (answers 404 then). Every call needs exactly
+``Authorization: Bearer <token>`` (RFC 6750 §2.1; the scheme is case-insensitive), compared in constant
+time; anything else is 401 with ``WWW-Authenticate: Bearer``. Put it behind TLS and a network boundary:
+the token is the only credential. Malformed parameters and bodies are 400, never 500. Revocations go
+through the same RevocationService as the CLI and Intune's requests, so OCSP and the CRL follow at once.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
@@ -20,17 +23,27 @@ from . import runtime
 log = logging.getLogger("scep_server.web.admin")
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+MAX_LIMIT = 1000
 
 
 @bp.before_request
-def _authenticate() -> None:
+def _authenticate() -> Response | None:
     expected = runtime().config.admin_token.resolve()
     if not expected:
         abort(404)
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(offered.encode(), expected.encode()):
-        log.warning("admin API: refused a request from %s", request.remote_addr)
-        abort(401, description="a valid bearer token is required")
+    if bearer_token_matches(request.headers.get("Authorization", ""), expected):
+        return None
+    log.warning("admin API: refused a request from %s", request.remote_addr)
+    return Response("a valid bearer token is required (Authorization: Bearer <token>)\n", status=401,
+                    mimetype="text/plain", headers={"WWW-Authenticate": 'Bearer realm="scep-server-admin"'})
+
+
+def bearer_token_matches(authorization: str, expected: str) -> bool:
+    """Whether an Authorization header is ``Bearer <expected>``; the token is compared in constant time."""
+    scheme, _, offered = authorization.partition(" ")
+    matches = hmac.compare_digest(offered.strip().encode(), expected.encode())
+    return scheme.lower() == "bearer" and matches
 
 
 @bp.get("/certificates")
@@ -39,8 +52,8 @@ def list_certificates() -> Response:
     if status is not None and status not in {s.value for s in CertStatus}:
         abort(400, description="status must be valid or revoked")
     limit = request.args.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        abort(400, description="limit must be 1-1000")
+    if not LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_LIMIT:
+        abort(400, description=f"limit must be 1-{MAX_LIMIT}")
     records = runtime().store.list_certificates(
         limit=int(limit), status=CertStatus(status) if status else None, profile=request.args.get("profile")
     )
@@ -57,8 +70,7 @@ def show_certificate(serial: str) -> Response:
 
 @bp.post("/certificates/<serial>/revoke")
 def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
-    body = request.get_json(silent=True) or {}
-    reason = str(body.get("reason", "unspecified"))
+    reason = _reason(request.get_json(silent=True))
     try:
         record = runtime().revocations.revoke(_serial(serial), reason=reason)
     except UnknownRevocationReason:
@@ -69,6 +81,18 @@ def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
         return jsonify({"error": "already revoked", "certificate": _describe(exc.certificate)}), 409
     log.info("admin API: revoked %x (%s) for %s", record.serial, reason, request.remote_addr)
     return jsonify(_describe(record))
+
+
+def _reason(body: Any) -> str:
+    """The revocation reason of a JSON body: absent or ``{}`` means unspecified; not an object is 400."""
+    if body is None:
+        return "unspecified"
+    if not isinstance(body, dict):
+        abort(400, description='the body must be a JSON object such as {"reason": "keyCompromise"}')
+    reason = body.get("reason", "unspecified")
+    if not isinstance(reason, str):
+        abort(400, description=f"reason must be one of {', '.join(REASON_NAMES)}")
+    return reason
 
 
 def _serial(text: str) -> int:

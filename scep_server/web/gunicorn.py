@@ -1,16 +1,26 @@
-"""Run the Flask app under gunicorn with gthread workers, configured from the CLI."""
+"""Run the Flask app under gunicorn with buffering gthread workers (see ``worker``), configured from the CLI."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from ..config import ServerConfig
+from ..logs import escape_logger_output
+from .worker import BufferingThreadWorker
+
+# gunicorn's default format; the request line in it (%(r)s) never carries the query string.
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+_LOGGED_FIELD_CHARS = 256
+_OPERATION = re.compile(r"(?:^|&)operation=([^&]{0,64})")
 
 
 class _ScepGunicorn(BaseApplication):  # type: ignore[misc]
@@ -31,6 +41,46 @@ class _ScepGunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self._config)
 
 
+class ScepLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, with control characters escaped and without query strings in the access log.
+
+    A GET PKIOperation carries the whole SCEP message in its query string: the access log keeps
+    only the ``operation=`` value. Paths and the logged header fields are clipped.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        escape_logger_output(self.error_log)
+        escape_logger_output(self.access_log)
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> dict[str, Any]:
+        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+        target = logged_target(str(environ.get("RAW_URI", "")), str(environ.get("QUERY_STRING", "")))
+        query = target.partition("?")[2]
+        atoms.update({
+            "r": f"{environ.get('REQUEST_METHOD', '-')} {target} {environ.get('SERVER_PROTOCOL', '-')}",
+            "U": target.partition("?")[0],
+            "q": query,
+            "{raw_uri}e": target,
+            "{query_string}e": query,
+            "u": _clip(str(atoms.get("u", "-"))),
+            "f": _clip(str(atoms.get("f", "-"))),
+            "a": _clip(str(atoms.get("a", "-"))),
+        })  # fmt: skip
+        return atoms
+
+
+def logged_target(raw_uri: str, query_string: str) -> str:
+    """The request target as logged: the path, clipped, and of the query only ``operation=``."""
+    path = _clip(raw_uri.partition("?")[0])
+    operation = _OPERATION.search(query_string)
+    return f"{path}?operation={operation.group(1)}" if operation else path
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _LOGGED_FIELD_CHARS else text[:_LOGGED_FIELD_CHARS] + "..."
+
+
 def _child_exit(server: object, worker: Any) -> None:
     from .. import metrics
 
@@ -48,18 +98,25 @@ def _metrics_dir(config: ServerConfig) -> Path:
 
 def serve(config: ServerConfig, *, bind: str, workers: int, threads: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir(config))
+    limits = config.limits
     options = {
         "child_exit": _child_exit,
         "bind": bind,
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": BufferingThreadWorker.configured(config),
+        "worker_connections": limits.connections_per_worker,
         "timeout": 60,
         "graceful_timeout": 20,
         "keepalive": 5,
-        # GET PKIOperation carries the whole message in the query string: the view enforces
-        # max_body_bytes on it instead of gunicorn's 4 KiB request-line limit.
-        "limit_request_line": 0,
+        # The worker refuses longer request lines with 414 before parsing; gunicorn's parser gets the
+        # same limits. A GET PKIOperation carries the whole message in the query string: certmonger's
+        # (3.7-5.7 KB) fit; longer ones must be POSTed.
+        "limit_request_line": limits.request_line_bytes,
+        "limit_request_fields": limits.header_fields,
+        "limit_request_field_size": limits.header_field_bytes,
+        "logger_class": ScepLogger,
+        "access_log_format": ACCESS_LOG_FORMAT,
         "accesslog": "-",
         "errorlog": "-",
         "loglevel": config.log_level.lower(),

@@ -15,13 +15,14 @@ import re
 import time
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, current_app, request
 
 from .. import metrics
-from ..errors import PayloadTooLarge, RequestError
+from ..errors import FailInfo, PayloadTooLarge, RequestError
 from ..issuance import Profile
 from ..scep import cms
 from . import runtime
+from .budget import FailureBudget
 
 log = logging.getLogger("scep_server.web.scep")
 
@@ -37,6 +38,9 @@ DEFAULT_PATHS = (
 )
 PKI_MESSAGE = "application/x-pki-message"
 _BASE64_JUNK = re.compile(r"[\r\n\t]")
+BUDGET_EXTENSION = "scep_server.failure_budget"  # app.extensions key of the per-process FailureBudget
+# Outcomes that spend the requester's failure budget: the one envelope failure, bad signatures.
+_BUDGET_FAILURE = f"FAILURE:{FailInfo.BAD_MESSAGE_CHECK.name}"
 
 
 def _default_profile() -> Response:
@@ -69,13 +73,14 @@ def _handle(profile_name: str) -> Response:
     except Exception:
         metrics.SCEP_REQUESTS.labels(profile.name, operation, "error").inc()
         raise
-    metrics.SCEP_REQUESTS.labels(profile.name, operation, "answered").inc()
+    result = "throttled" if response.status_code == 429 else "answered"
+    metrics.SCEP_REQUESTS.labels(profile.name, operation, result).inc()
     return response
 
 
 def capabilities(profile: Profile) -> list[str]:
     """What this profile really does, with the exact-case keywords clients match (RFC 8894 §3.5.2)."""
-    caps = ["AES", "DES3", "POSTPKIOperation"]
+    caps = ["AES", "DES3", "POSTPKIOperation"] if profile.decode.allow_3des else ["AES", "POSTPKIOperation"]
     if profile.allow_renewal:
         caps.append("Renewal")
     if profile.decode.allow_sha1:
@@ -96,15 +101,35 @@ def _get_ca_cert(profile: Profile) -> Response:
 
 
 def _pki_operation(profile: Profile) -> Response:
+    client = request.remote_addr  # the X-Forwarded-For hop when trusted_proxy_hops is set (ProxyFix)
+    budget = _failure_budget()
+    wait = budget.retry_after(client)
+    if wait is not None:
+        log.warning("PKIOperation refused: failure budget spent profile=%s ip=%s retry_after=%ds",
+                    profile.name, client, wait)
+        return Response("too many failed PKIOperations from this address; retry later\n", status=429,
+                        mimetype="text/plain", headers={"Retry-After": str(wait)})
     der = _message_from_post() if request.method == "POST" else _message_from_query()
     current = runtime()
     started = time.perf_counter()
-    outcome = current.service.pki_operation(profile, der, request.remote_addr)
+    outcome = current.service.pki_operation(profile, der, client)
     metrics.PKI_OPERATION_SECONDS.labels(profile.name).observe(time.perf_counter() - started)
     metrics.PKI_OPERATIONS.labels(profile.name, outcome.message_type, outcome.status).inc()
+    if outcome.status == _BUDGET_FAILURE:
+        budget.record_failure(client)
     if outcome.issued:
         metrics.CERTIFICATES_ISSUED.labels(profile.name).inc()
     return Response(outcome.reply, mimetype=PKI_MESSAGE)
+
+
+def _failure_budget() -> FailureBudget:
+    """This worker process's failure budget (see :mod:`.budget`), made on first use."""
+    budget = current_app.extensions.get(BUDGET_EXTENSION)
+    if budget is None:
+        created = FailureBudget.from_config(runtime().config.failure_budget)
+        budget = current_app.extensions.setdefault(BUDGET_EXTENSION, created)
+    assert isinstance(budget, FailureBudget)
+    return budget
 
 
 _OPERATIONS: dict[str, Callable[[Profile], Response]] = {

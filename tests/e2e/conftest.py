@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def server_config(emulator: EmulatorServer) -> str:
     config = {
+        "dev": True,  # a development setup (the emulator): unencrypted CA keys are accepted
         "data_dir": "var",
         "ca": {"name": "scep-server-e2e", "subject": "CN=scep-server E2E CA,O=scep-server", "key_size": 2048},
         "intune": {**emulator.settings(), **INTUNE_TUNING},

@@ -59,7 +59,10 @@ def test_passphrase_encrypts_keys_and_is_required_to_load(
     assert "SCEP_CA_PASSPHRASE" in capsys.readouterr().err
 
 
-def test_import_existing_ca_with_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_existing_ca_with_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCEP_CA_PASSPHRASE", "import passphrase")  # import-ca never stores the key decrypted
     now = datetime.datetime.now(datetime.UTC)
     root_key, sub_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP256R1())
     root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Imported Root")])

@@ -1,5 +1,6 @@
 """Malformed input, table-driven: each case gets a SCEP FAILURE with the right failInfo or a 4xx —
-never a 500 — and nothing is issued."""
+never a 500 — and nothing is issued. Whatever goes wrong from the RSA step to the parsed content gets
+one answer: badMessageCheck with the one generic text (no padding oracle)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Case:
     send: Callable[[ScepTestServer], object]
     http_status: int = 200
     fail_info: FailInfo | None = None
+    text: str | None = None  # the exact failInfoText, when it matters
 
 
 def _post(body: bytes, path: str = "/scep") -> Callable[[ScepTestServer], object]:
@@ -131,15 +133,30 @@ def _inner(content: bytes) -> Callable[[ScepTestServer, Device], bytes]:
     return build
 
 
+def _inner_typed(message_type: MessageType, content: bytes) -> Callable[[ScepTestServer, Device], bytes]:
+    def build(server: ScepTestServer, device: Device) -> bytes:
+        envelope = cms.encrypt(content, server.ca.ra_cert, ContentCipher.AES128)
+        return _signed(server, device, content=envelope, attributes=_attrs(message_type))
+
+    return build
+
+
+def _get_crl_trailing_bytes(server: ScepTestServer, device: Device) -> bytes:
+    """A well-formed IssuerAndSerialNumber for this CA, plus one byte: parsed strictly, it is refused."""
+    issuer = asn1_x509.Name.load(server.ca.ca_cert.subject.public_bytes())
+    content = asn1_cms.IssuerAndSerialNumber({"issuer": issuer, "serial_number": 1}).dump() + b"\x00"
+    return _inner_typed(MessageType.GET_CRL, content)(server, device)
+
+
 def _bad_csr_signature(server: ScepTestServer, device: Device) -> bytes:
     der = device.csr().public_bytes(serialization.Encoding.DER)
     return _inner(_flip(der, len(der) - 3))(server, device)
 
 
 def _weak_key_csr(server: ScepTestServer, device: Device) -> bytes:
-    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    csr = client.build_csr(weak, device.subject, challenge_password=CHALLENGE)
-    return _inner(csr.public_bytes(serialization.Encoding.DER))(server, device)
+    weak = Device(key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    csr = client.build_csr(weak.key, device.subject, challenge_password=CHALLENGE)
+    return _inner(csr.public_bytes(serialization.Encoding.DER))(server, weak)  # signed with its CSR's key
 
 
 def _ed25519_csr(server: ScepTestServer, device: Device) -> bytes:
@@ -259,8 +276,74 @@ def _trailing_junk_inside(server: ScepTestServer, device: Device) -> bytes:
     return _inner(b"\x30\x03\x02\x01\x05")(server, device)
 
 
+def _csr_version_99(server: ScepTestServer, device: Device) -> bytes:
+    """cryptography raises InvalidVersion (not a ValueError) for this one."""
+
+    def mutate(info: asn1_csr.CertificationRequestInfo) -> None:
+        info["version"] = 99
+
+    return _inner(_reassembled_csr(device, mutate))(server, device)
+
+
+def _signed_csr(device: Device, tbs: bytes, hash_algorithm: hashes.HashAlgorithm, algorithm: str) -> bytes:
+    """A CSR over raw ``tbs`` bytes (neither cryptography nor asn1crypto would build these requests)."""
+    signature = device.key.sign(tbs, padding.PKCS1v15(), hash_algorithm)
+    return asn1_csr.CertificationRequest({
+        "certification_request_info": asn1_csr.CertificationRequestInfo.load(tbs),
+        "signature_algorithm": {"algorithm": algorithm},
+        "signature": signature,
+    }).dump()
+
+
+def _unknown_key_algorithm_csr(server: ScepTestServer, device: Device) -> bytes:
+    """rsaEncryption in the SubjectPublicKeyInfo replaced by 1.2.840.113549.1.1.99, which no one implements."""
+    tbs = device.csr().tbs_certrequest_bytes
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101")
+    assert tbs.count(rsa_encryption) == 1
+    tbs = tbs.replace(rsa_encryption, bytes.fromhex("06092a864886f70d010163"))
+    return _inner(_signed_csr(device, tbs, hashes.SHA256(), "sha256_rsa"))(server, device)
+
+
+def _sha1_signed_csr(server: ScepTestServer, device: Device) -> bytes:
+    csr = x509.load_der_x509_csr(_signed_csr(device, device.csr().tbs_certrequest_bytes, hashes.SHA1(), "sha1_rsa"))
+    return server.pkcsreq(device, csr=csr).der
+
+
+def _with_key_transport(algorithm: dict[str, object]) -> Callable[[ScepTestServer, Device], bytes]:
+    def build(server: ScepTestServer, device: Device) -> bytes:
+        csr = device.csr().public_bytes(serialization.Encoding.DER)
+        info = asn1_cms.ContentInfo.load(cms.encrypt(csr, server.ca.ra_cert, ContentCipher.AES128))
+        info["content"]["recipient_infos"][0].chosen["key_encryption_algorithm"] = algorithm
+        return _signed(server, device, content=info.dump(force=True))
+
+    return build
+
+
+def _wrong_wrapped_key(server: ScepTestServer, device: Device) -> bytes:
+    """The content key wrapped with random RSA input: the RSA step fails (or, with implicit rejection in
+    the library, yields a key of the wrong length), and the answer is the one envelope failure."""
+    csr = device.csr().public_bytes(serialization.Encoding.DER)
+    info = asn1_cms.ContentInfo.load(cms.encrypt(csr, server.ca.ra_cert, ContentCipher.AES128))
+    ktri = info["content"]["recipient_infos"][0].chosen
+    ktri["encrypted_key"] = b"\x00" + os.urandom(len(ktri["encrypted_key"].native) - 1)
+    return _signed(server, device, content=info.dump(force=True))
+
+
+def _without_content_type(server: ScepTestServer, device: Device) -> bytes:
+    """Signed attributes present but no contentType (RFC 5652 §5.3 requires it), properly re-signed."""
+    info = asn1_cms.ContentInfo.load(_valid(server, device))
+    signer_info = info["content"]["signer_infos"][0]
+    kept = [a for a in signer_info["signed_attrs"] if a["type"].native != "content_type"]
+    attrs = asn1_cms.CMSAttributes(kept)
+    signer_info["signed_attrs"] = attrs
+    to_sign = b"\x31" + attrs.dump(force=True)[1:]
+    signer_info["signature"] = device.key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
+    return bytes(info.dump(force=True))
+
+
 BAD_REQUEST, BAD_ALG, BAD_CHECK = FailInfo.BAD_REQUEST, FailInfo.BAD_ALG, FailInfo.BAD_MESSAGE_CHECK
 BAD_TIME, BAD_CERT_ID = FailInfo.BAD_TIME, FailInfo.BAD_CERT_ID
+OPAQUE = cms.ENVELOPE_FAILURE_TEXT
 
 CASES = [
     # HTTP-level: no CertRep possible
@@ -295,15 +378,37 @@ CASES = [
     Case("signature tampered", _message(_tampered_signature), fail_info=BAD_CHECK),
     Case("content tampered (digest mismatch)", _message(_tampered_content), fail_info=BAD_CHECK),
     Case("encrypted to another recipient", _message(_to_stranger), fail_info=BAD_CHECK),
-    Case("ciphertext that does not decrypt to a CSR", _message(_garbage_ciphertext), fail_info=BAD_REQUEST),
-    Case("CSR signature invalid", _message(_bad_csr_signature), fail_info=BAD_CHECK),
+    Case("ciphertext that does not decrypt to a CSR", _message(_garbage_ciphertext), fail_info=BAD_CHECK,
+         text=OPAQUE),
+    Case("CSR signature invalid", _message(_bad_csr_signature), fail_info=BAD_CHECK, text=OPAQUE),
     Case("CSR with an RSA 1024 key", _message(_weak_key_csr), fail_info=BAD_REQUEST),
-    Case("CSR with an Ed25519 key", _message(_ed25519_csr), fail_info=BAD_ALG),
-    Case("content is not a CSR", _message(_inner(b"not a certification request")), fail_info=BAD_REQUEST),
-    Case("content is a tiny unrelated DER", _message(_trailing_junk_inside), fail_info=BAD_REQUEST),
+    # Not signed with its CSR's key (an Ed25519 key cannot receive the reply): answered like a bad envelope.
+    Case("CSR with an Ed25519 key", _message(_ed25519_csr), fail_info=BAD_CHECK, text=OPAQUE),
+    Case("content is not a CSR", _message(_inner(b"not a certification request")), fail_info=BAD_CHECK,
+         text=OPAQUE),
+    Case("content is a tiny unrelated DER", _message(_trailing_junk_inside), fail_info=BAD_CHECK, text=OPAQUE),
     Case("EC signer (reply cannot be enveloped)", _message(_ec_signer), fail_info=BAD_ALG),
-    Case("CSR with a duplicated extension", _message(_duplicate_extension_csr), fail_info=BAD_REQUEST),
-    Case("CSR with a repeated challengePassword", _message(_repeated_challenge_csr), fail_info=BAD_REQUEST),
+    Case("CSR with a duplicated extension", _message(_duplicate_extension_csr), fail_info=BAD_CHECK, text=OPAQUE),
+    Case("CSR with a repeated challengePassword", _message(_repeated_challenge_csr), fail_info=BAD_CHECK,
+         text=OPAQUE),
+    Case("CSR with version 99", _message(_csr_version_99), fail_info=BAD_CHECK, text=OPAQUE),
+    Case("CSR with an unknown key algorithm", _message(_unknown_key_algorithm_csr), fail_info=BAD_CHECK,
+         text=OPAQUE),
+    Case("wrapped content key that does not unwrap", _message(_wrong_wrapped_key), fail_info=BAD_CHECK,
+         text=OPAQUE),
+    Case("GetCert content that is not IssuerAndSerialNumber",
+         _message(_inner_typed(MessageType.GET_CERT, b"\x30\x03\x02\x01\x05")), fail_info=BAD_CHECK, text=OPAQUE),
+    Case("CertPoll content that is not IssuerAndSubject",
+         _message(_inner_typed(MessageType.CERT_POLL, b"\x04\x02hi")), fail_info=BAD_CHECK, text=OPAQUE),
+    Case("GetCRL content with trailing bytes", _message(_get_crl_trailing_bytes), fail_info=BAD_CHECK, text=OPAQUE),
+    Case("signed attributes without contentType", _message(_without_content_type), fail_info=BAD_CHECK),
+    Case("OAEP key transport with an MD5 hash",
+         _message(_with_key_transport({"algorithm": "rsaes_oaep", "parameters": {"hash_algorithm": {
+             "algorithm": "md5"}}})), fail_info=BAD_ALG),
+    Case("unknown key transport", _message(_with_key_transport({"algorithm": "1.2.840.113549.1.9.16.3.18"})),
+         fail_info=BAD_ALG),
+    Case("SHA-1-signed CSR on a profile without allow_sha1", _message(_sha1_signed_csr, path="/scep/strict"),
+         fail_info=BAD_ALG),
     Case("signingTime three days old", _message(_old_signing_time), fail_info=BAD_TIME),
     Case("single DES on a profile without allow_des", _message(_des_on_default), fail_info=BAD_ALG),
     Case("SHA-1 on a profile without allow_sha1", _message(_sha1_on_strict, path="/scep/strict"), fail_info=BAD_ALG),
@@ -323,6 +428,8 @@ def test_malformed_input_gets_a_clear_answer(server: ScepTestServer, case: Case)
         assert reply.signer.der == server.ca.ra_cert.public_bytes(serialization.Encoding.DER)
         assert reply.attribute(Attr.PKI_STATUS, core.PrintableString) == PKIStatus.FAILURE.value
         assert reply.attribute(Attr.FAIL_INFO, core.PrintableString) == str(int(case.fail_info))
+        if case.text is not None:
+            assert reply.attribute(Attr.FAIL_INFO_TEXT, core.UTF8String) == case.text
         assert reply.attribute(Attr.TRANSACTION_ID, core.PrintableString) is not None
         assert reply.attribute(Attr.RECIPIENT_NONCE, core.OctetString) is not None
     assert server.issued_count() == 0

@@ -193,8 +193,11 @@ def _spawn(argv: Sequence[str], log_path: Path, *, cwd: Path, env: Mapping[str, 
 
 # --------------------------------------------------------------------------------------------- servers
 
+# `serve` keeps the CA keys encrypted at rest: the interop server runs as production does, with a passphrase.
 _SERVER_CONFIG = """\
 data_dir: {data_dir}
+ca:
+  key_passphrase: {{env: SCEP_CA_PASSPHRASE, value: "interop-ca-passphrase"}}
 profiles:
   default:
     challenge: {{type: static, secret: {{value: "{challenge}"}}}}

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "scep_server"
 # First releases past the advisories (or the API) that matter to this server.
 REQUIRED_FLOORS = {
     "cryptography": "44.0.1",  # hazmat.decrepit (43) and the OpenSSL fix of CVE-2024-12797
-    "gunicorn": "23.0.0",  # request smuggling: CVE-2024-1135, CVE-2024-6827
+    "gunicorn": "23.0.0",  # request smuggling: CVE-2024-1135, CVE-2024-6827 (27 for the worker)
     "requests": "2.32.4",  # CVE-2024-35195, CVE-2024-47081
     "flask": "3.1.1",  # CVE-2025-47278
     "werkzeug": "3.0.6",  # CVE-2024-49766, CVE-2024-49767

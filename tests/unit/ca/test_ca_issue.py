@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scep_server.ca.authority import CertificateAuthority, init_ca
@@ -25,10 +25,12 @@ from scep_server.ca.issue import (
     build_certificate,
     check_csr,
     describe_sans,
+    extract_sids,
+    sid_extension_value,
     thumbprints,
 )
 from scep_server.ca.keys import PrivateKey, generate_private_key
-from scep_server.config import ProfileConfig
+from scep_server.config import ChallengeConfig, ProfileConfig
 from scep_server.errors import BadAlg, BadMessageCheck, BadRequest, CAError
 
 from .support import CA_KINDS, NOW
@@ -140,6 +142,17 @@ def test_policy_from_profile() -> None:
     assert got.key_usage == ("digital_signature",) and got.extended_key_usage == ("client_auth", "1.2.3.4")
     assert got.allow_sid_extension and got.crl_url == "http://x/crl" and got.ca_issuers_url == "http://x/ca"
     assert got.ocsp_url is None
+    assert not got.intune_validated and got.allowed_extended_key_usages == ()
+    assert got.allowed_san_types == frozenset({"dns", "email", "upn", "uri", "ip"})
+    assert (got.max_sans, got.max_subject_length, got.max_san_length) == (20, 512, 256)
+    intune = dataclasses.replace(
+        profile, challenge=ChallengeConfig(type="intune"), allowed_extended_key_usages=("smartcard_logon",),
+        allowed_san_types=("dns",), max_sans=3, max_subject_length=100, max_san_length=50,
+    )
+    got = IssuancePolicy.from_profile(intune, crl_url=None, ca_issuers_url=None)
+    assert got.intune_validated and got.allowed_extended_key_usages == ("smartcard_logon",)
+    assert got.allowed_san_types == frozenset({"dns"})
+    assert (got.max_sans, got.max_subject_length, got.max_san_length) == (3, 100, 50)
     with_ocsp = IssuancePolicy.from_profile(profile, crl_url=None, ca_issuers_url=None, ocsp_url="http://x/ocsp")
     assert with_ocsp.ocsp_url == "http://x/ocsp"
 
@@ -153,6 +166,11 @@ def test_policy_from_profile() -> None:
         {"validity": timedelta(0)},
         {"backdate": timedelta(minutes=-1)},
         {"min_rsa_bits": 4096, "max_rsa_bits": 2048},
+        {"allowed_extended_key_usages": ("nope",)},
+        {"allowed_san_types": frozenset({"dirname"})},
+        {"max_sans": -1},
+        {"max_subject_length": 0},
+        {"max_san_length": 0},
     ],
 )
 def test_policy_rejects_nonsense(changes: dict[str, Any]) -> None:
@@ -284,7 +302,7 @@ def test_sans_are_copied(rsa_ca: CertificateAuthority) -> None:
         x509.IPAddress(ipaddress.ip_address("2001:db8::1")),
     ]
     csr = make_csr(sans=sans)
-    cert = build_certificate(csr, rsa_ca, policy(), now=NOW)
+    cert = build_certificate(csr, rsa_ca, policy(allow_sid_extension=True), now=NOW)
     assert list(ext_value(cert, x509.SubjectAlternativeName)) == sans
     assert not critical(cert, x509.SubjectAlternativeName)
     assert describe_sans(cert) == (
@@ -299,14 +317,21 @@ def test_sans_are_copied(rsa_ca: CertificateAuthority) -> None:
     assert describe_sans(csr) == describe_sans(cert)
 
 
-def test_other_san_types_are_dropped(rsa_ca: CertificateAuthority) -> None:
-    dirname = x509.DirectoryName(x509.Name.from_rfc4514_string("CN=Administrator"))
-    rid = x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4"))
-    other = x509.OtherName(x509.ObjectIdentifier("1.2.3.5"), core.UTF8String("x").dump())
-    csr = make_csr(sans=[x509.DNSName("a.example"), dirname, rid, other])
-    assert describe_sans(csr) == ("dns:a.example", "dirname:CN=Administrator", "rid:1.2.3.4", "othername:1.2.3.5")
-    cert = build_certificate(csr, rsa_ca, policy(), now=NOW)
-    assert describe_sans(cert) == ("dns:a.example",)
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        (x509.DirectoryName(x509.Name.from_rfc4514_string("CN=Administrator")), "dirname"),
+        (x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4")), "rid"),
+        (x509.OtherName(x509.ObjectIdentifier("1.2.3.5"), core.UTF8String("x").dump()), "othername 1.2.3.5"),
+    ],
+)
+def test_other_san_types_are_refused(rsa_ca: CertificateAuthority, name: x509.GeneralName, kind: str) -> None:
+    csr = make_csr(sans=[x509.DNSName("a.example"), name])
+    assert describe_sans(csr)[0] == "dns:a.example"
+    with pytest.raises(BadRequest, match=f"type {kind} is not supported"):
+        check_csr(csr, policy())
+    with pytest.raises(BadRequest, match="not supported"):
+        build_certificate(csr, rsa_ca, policy(), now=NOW)
 
 
 def test_empty_subject_makes_the_san_critical(rsa_ca: CertificateAuthority) -> None:
@@ -321,16 +346,22 @@ def test_no_san_without_requested_names(rsa_ca: CertificateAuthority) -> None:
 
 
 def sid_extension() -> x509.UnrecognizedExtension:
-    return x509.UnrecognizedExtension(
-        SID_EXTENSION_OID, bytes.fromhex("3040a03e060a2b060104018237190201a030042e532d312d352d3231")
+    return sid_extension_value("S-1-5-21-1004336348-1177238915-682003330-512")
+
+
+def test_sid_extension_value_is_the_windows_encoding() -> None:
+    # GeneralNames { [0] otherName { 1.3.6.1.4.1.311.25.2.1, [0] EXPLICIT OCTET STRING "S-1-5-21" } }
+    assert sid_extension_value("S-1-5-21").value == bytes.fromhex(
+        "301aa018060a2b060104018237190201a00a0408532d312d352d3231"
     )
 
 
-def test_sid_extension_dropped_by_default(rsa_ca: CertificateAuthority) -> None:
+def test_sid_extension_refused_by_default(rsa_ca: CertificateAuthority) -> None:
     csr = make_csr(extensions=[(sid_extension(), False)])
-    cert = build_certificate(csr, rsa_ca, policy(), now=NOW)
-    with pytest.raises(x509.ExtensionNotFound):
-        cert.extensions.get_extension_for_oid(SID_EXTENSION_OID)
+    with pytest.raises(BadRequest, match="SID extension.*allow_sid_extension"):
+        check_csr(csr, policy())
+    with pytest.raises(BadRequest, match="allow_sid_extension"):
+        build_certificate(csr, rsa_ca, policy(), now=NOW)
 
 
 def test_sid_extension_copied_when_allowed(rsa_ca: CertificateAuthority) -> None:
@@ -338,6 +369,7 @@ def test_sid_extension_copied_when_allowed(rsa_ca: CertificateAuthority) -> None
     cert = build_certificate(csr, rsa_ca, policy(allow_sid_extension=True), now=NOW)
     copied = cert.extensions.get_extension_for_oid(SID_EXTENSION_OID)
     assert copied.value == sid_extension() and not copied.critical
+    assert extract_sids(cert) == ("S-1-5-21-1004336348-1177238915-682003330-512",)
 
 
 def test_other_csr_extensions_are_ignored(rsa_ca: CertificateAuthority) -> None:
@@ -401,22 +433,35 @@ def test_key_usage_forced_empty_omits_the_extension(rsa_ca: CertificateAuthority
         cert.extensions.get_extension_for_class(x509.KeyUsage)
 
 
-def test_eku_absent_unless_requested(rsa_ca: CertificateAuthority) -> None:
+def test_eku_defaults_to_client_auth_unless_intune(rsa_ca: CertificateAuthority) -> None:
+    # Without extendedKeyUsage a certificate would be good for every purpose.
     cert = build_certificate(make_csr(), rsa_ca, policy(), now=NOW)
+    assert list(ext_value(cert, x509.ExtendedKeyUsage)) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = build_certificate(make_csr(), rsa_ca, policy(intune_validated=True), now=NOW)
     with pytest.raises(x509.ExtensionNotFound):
         cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
 
 
-def test_eku_from_the_csr_without_ocsp_signing(rsa_ca: CertificateAuthority) -> None:
-    requested = x509.ExtendedKeyUsage(
-        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.OCSP_SIGNING, x509.ObjectIdentifier("1.2.3.4")]
-    )
-    cert = build_certificate(make_csr(extensions=[(requested, False)]), rsa_ca, policy(), now=NOW)
+def test_eku_from_the_csr_as_intune_validated_it(rsa_ca: CertificateAuthority) -> None:
+    requested = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, x509.ObjectIdentifier("1.2.3.4")])
+    csr = make_csr(extensions=[(requested, False)])
+    cert = build_certificate(csr, rsa_ca, policy(intune_validated=True), now=NOW)
     assert list(ext_value(cert, x509.ExtendedKeyUsage)) == [
         ExtendedKeyUsageOID.CLIENT_AUTH,
         x509.ObjectIdentifier("1.2.3.4"),
     ]
     assert not critical(cert, x509.ExtendedKeyUsage)
+    with pytest.raises(BadRequest, match="1.2.3.4"):
+        build_certificate(csr, rsa_ca, policy(), now=NOW)
+    listed = policy(allowed_extended_key_usages=("1.2.3.4",))
+    assert list(ext_value(build_certificate(csr, rsa_ca, listed, now=NOW), x509.ExtendedKeyUsage))[1].dotted_string \
+        == "1.2.3.4"
+
+
+def test_eku_ocsp_signing_is_refused_even_for_intune(rsa_ca: CertificateAuthority) -> None:
+    requested = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.OCSP_SIGNING])
+    with pytest.raises(BadRequest, match="OCSP Signing.*allowed_extended_key_usages"):
+        build_certificate(make_csr(extensions=[(requested, False)]), rsa_ca, policy(intune_validated=True), now=NOW)
 
 
 def test_eku_forced_by_the_profile(rsa_ca: CertificateAuthority) -> None:
@@ -538,7 +583,8 @@ def test_subject_string_types_are_kept(rsa_ca: CertificateAuthority) -> None:
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 _dns = st.lists(_label, min_size=1, max_size=4).map(lambda labels: x509.DNSName(".".join(labels)))
 _email = st.tuples(_label, _label).map(lambda parts: x509.RFC822Name(f"{parts[0]}@{parts[1]}.example"))
-_upn = st.tuples(st.text(min_size=1, max_size=20), _label).map(lambda parts: upn(f"{parts[0]}@{parts[1]}"))
+_printable_text = st.text(st.characters(exclude_categories=("Cc", "Cs", "Cf", "Zl", "Zp")), min_size=1, max_size=20)
+_upn = st.tuples(_printable_text, _label).map(lambda parts: upn(f"{parts[0]}@{parts[1]}"))
 _uri = st.one_of(
     st.uuids().map(lambda u: x509.UniformResourceIdentifier(f"IntuneDeviceId://{u}")),
     st.integers(0, 2**32 - 1).map(
@@ -555,8 +601,9 @@ def test_random_san_sets_survive_issuance(
     rsa_ca: CertificateAuthority, sans: list[x509.GeneralName], empty_subject: bool
 ) -> None:
     csr = make_csr(leaf_key("P-256"), subject="" if empty_subject else "CN=x", sans=sans)
-    check_csr(csr, policy())
-    cert = build_certificate(csr, rsa_ca, policy(), now=NOW)
+    assume(len(extract_sids(csr)) <= 1)  # one SID per certificate
+    check_csr(csr, policy(allow_sid_extension=True))
+    cert = build_certificate(csr, rsa_ca, policy(allow_sid_extension=True), now=NOW)
     assert list(ext_value(cert, x509.SubjectAlternativeName)) == sans
     assert describe_sans(cert) == describe_sans(csr)
     assert len(describe_sans(cert)) == len(sans)

@@ -149,9 +149,13 @@ def test_load_encrypted_key_with_wrong_passphrase(tmp_path: Path) -> None:
     assert "guess" not in str(info.value)
 
 
-def test_passphrase_for_an_unencrypted_key_is_ignored(tmp_path: Path) -> None:
+def test_finding10_passphrase_for_an_unencrypted_key_encrypts_it(tmp_path: Path) -> None:
     save_private_key(tmp_path / "k.key", cached_key("P-256"), None)
-    assert key_matches(load_private_key(tmp_path / "k.key", b"unused"), self_signed(cached_key("P-256")))
+    assert key_matches(load_private_key(tmp_path / "k.key", b"now-set"), self_signed(cached_key("P-256")))
+    assert b"ENCRYPTED" in (tmp_path / "k.key").read_bytes() and mode(tmp_path / "k.key") == 0o600
+    with pytest.raises(CAError, match="SCEP_CA_PASSPHRASE"):
+        load_private_key(tmp_path / "k.key", None)
+    assert key_matches(load_private_key(tmp_path / "k.key", b"now-set"), self_signed(cached_key("P-256")))
 
 
 def test_load_garbage_key(tmp_path: Path) -> None:
@@ -187,7 +191,7 @@ def test_certificates_round_trip(tmp_path: Path) -> None:
     save_certificates(tmp_path / "two.pem", [first, second])
     assert load_certificates(tmp_path / "one.pem") == [first]
     assert load_certificates(tmp_path / "two.pem") == [first, second]
-    assert mode(tmp_path / "one.pem") == 0o644
+    assert mode(tmp_path / "one.pem") == 0o600  # like every file under data_dir
 
 
 def test_load_certificates_errors(tmp_path: Path) -> None:

@@ -468,7 +468,7 @@ def test_responder_is_created_once_with_a_private_key_file(ca_dir: Path, fresh_c
     clock = Clock(NOW)
     first = DelegatedResponder(ca_dir, fresh_ca, None, POLICY, now=clock).current()
     assert stat.S_IMODE((ca_dir / OCSP_KEY).stat().st_mode) == 0o600
-    assert stat.S_IMODE((ca_dir / OCSP_CERT).stat().st_mode) == 0o644
+    assert stat.S_IMODE((ca_dir / OCSP_CERT).stat().st_mode) == 0o600
     key_bytes = (ca_dir / OCSP_KEY).read_bytes()
     again = DelegatedResponder(ca_dir, fresh_ca, None, POLICY, now=clock).current()
     assert again.cert == first.cert and (ca_dir / OCSP_KEY).read_bytes() == key_bytes

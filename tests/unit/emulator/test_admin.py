@@ -27,8 +27,10 @@ def test_admin_token_is_required(admin: FlaskClient, headers: dict[str, str]) ->
     assert admin.get("/admin/counters", headers=ADMIN).status_code == 200
 
 
-def test_admin_is_open_without_a_token(client: FlaskClient) -> None:
-    assert client.get("/admin/counters").status_code == 200
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}])
+def test_finding10_admin_api_is_never_open_without_a_token(client: FlaskClient, headers: dict[str, str]) -> None:
+    assert client.get("/admin/counters", headers=headers).status_code == 401
+    assert client.post("/admin/apps", json={"clientId": "x", "clientSecret": "y"}, headers=headers).status_code == 401
 
 
 def test_admin_token_does_not_guard_the_emulated_services(admin: FlaskClient) -> None:

@@ -48,6 +48,7 @@ def config_for(cloud: CloudDouble, **overrides: Any) -> IntuneConfig:
         ca_bundle=str(cloud.pki.ca_bundle),
         connect_timeout=2.0,
         read_timeout=5.0,
+        allowed_service_hosts=("127.0.0.1",),  # where the double's discovery points
     )
     return dataclasses.replace(base, **overrides)
 

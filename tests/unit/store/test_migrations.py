@@ -18,7 +18,7 @@ from scep_server.store.repository import _alembic_config
 from scep_server.store.tables import UTCDateTime, metadata
 
 TABLES = {"certificates", "scep_transactions", "crl_state", "scep_events", "intune_outbox", "intune_revocations"}
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _schema_diff(store: Store, target: MetaData) -> list[object]:
