@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -125,22 +126,29 @@ class ScepTestServer:
         return self.runtime.store.count_certificates()
 
 
-def make_config(tmp_path: Path) -> ServerConfig:
+def make_config(tmp_path: Path, template: str = CONFIG, **fields: object) -> ServerConfig:
+    """A config from a YAML template with ``{data_dir}``, ``{challenge}`` and ``fields`` filled in."""
     path = tmp_path / "scep-server.yaml"
-    path.write_text(CONFIG.format(data_dir=tmp_path / "var", challenge=CHALLENGE))
+    path.write_text(template.format(data_dir=tmp_path / "var", challenge=CHALLENGE, **fields))
     return load_config(path, env={})
+
+
+@contextmanager
+def serving(config: ServerConfig) -> Iterator[ScepTestServer]:
+    """A new CA, the runtime and the Flask test client for ``config``; closed on exit."""
+    init_ca(config.ca_dir, config.ca, None)
+    runtime = build_runtime(config)
+    try:
+        app = create_app(config, runtime_override=runtime, start_background=False)
+        yield ScepTestServer(runtime, app.test_client(), Path(config.data_dir))
+    finally:
+        runtime.close()
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ScepTestServer]:
-    config = make_config(tmp_path)
-    init_ca(config.ca_dir, config.ca, None)
-    runtime = build_runtime(config)
-    app = create_app(config, runtime_override=runtime, start_background=False)
-    try:
-        yield ScepTestServer(runtime, app.test_client(), tmp_path / "var")
-    finally:
-        runtime.close()
+    with serving(make_config(tmp_path)) as started:
+        yield started
 
 
 # Fixtures defined beside their helpers, made available to every functional test.

@@ -10,12 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from scep_server.ca.authority import init_ca
 from scep_server.config import SecretSource
-from scep_server.runtime import build_runtime
-from scep_server.web import create_app
 
-from .conftest import Device, ScepTestServer, make_config
+from .conftest import Device, ScepTestServer, make_config, serving
 
 TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -23,14 +20,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def admin_server(tmp_path: Path) -> Iterator[ScepTestServer]:
-    config = replace(make_config(tmp_path), admin_token=SecretSource(value=TOKEN))
-    init_ca(config.ca_dir, config.ca, None)
-    runtime = build_runtime(config)
-    try:
-        app = create_app(config, runtime_override=runtime, start_background=False)
-        yield ScepTestServer(runtime, app.test_client(), tmp_path / "var")
-    finally:
-        runtime.close()
+    with serving(replace(make_config(tmp_path), admin_token=SecretSource(value=TOKEN))) as started:
+        yield started
 
 
 def test_admin_api_is_off_without_a_token(server: ScepTestServer) -> None:

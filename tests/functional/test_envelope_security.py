@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from werkzeug.test import TestResponse
 
 from scep_server.ca.authority import init_ca
-from scep_server.config import load_config
 from scep_server.errors import FailInfo
 from scep_server.runtime import build_runtime
 from scep_server.scep import client, cms
@@ -30,7 +29,7 @@ from scep_server.web import create_app
 from scep_server.web.budget import FailureBudget
 from scep_server.web.scep import BUDGET_EXTENSION
 
-from .conftest import CHALLENGE, Device, ScepTestServer
+from .conftest import CHALLENGE, Device, ScepTestServer, make_config
 
 CONFIG = """
 data_dir: {data_dir}
@@ -54,10 +53,7 @@ BLOCK = 16  # AES
 
 
 def _start(tmp_path: Path, *, max_failures: int = 0, proxy_hops: int = 0) -> ScepTestServer:
-    path = tmp_path / "scep-server.yaml"
-    path.write_text(CONFIG.format(data_dir=tmp_path / "var", challenge=CHALLENGE, max_failures=max_failures,
-                                  proxy_hops=proxy_hops))
-    config = load_config(path, env={})
+    config = make_config(tmp_path, CONFIG, max_failures=max_failures, proxy_hops=proxy_hops)
     init_ca(config.ca_dir, config.ca, None)
     runtime = build_runtime(config)
     app = create_app(config, runtime_override=runtime, start_background=False)

@@ -20,19 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
-from scep_server.ca.authority import init_ca
 from scep_server.ca.issue import CERTIFICATE_REQUEST_AGENT, extract_sids, sid_extension_value, thumbprints
 from scep_server.cli import main
-from scep_server.config import load_config
 from scep_server.emulator import ChallengeSpec
 from scep_server.errors import FailInfo
-from scep_server.runtime import build_runtime
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.store import NewCertificate
-from scep_server.web import create_app
 
-from .conftest import CHALLENGE, Device, ScepTestServer, device_key
+from .conftest import CHALLENGE, Device, ScepTestServer, device_key, make_config, serving
 from .intune_env import IntuneEnv
 
 CONFIG = """
@@ -59,16 +55,8 @@ KEYS: dict[bytes, rsa.RSAPrivateKey] = {}  # the private key of each CSR built h
 
 @pytest.fixture
 def policy_server(tmp_path: Path) -> Iterator[ScepTestServer]:
-    path = tmp_path / "scep-server.yaml"
-    path.write_text(CONFIG.format(data_dir=tmp_path / "var", challenge=CHALLENGE))
-    config = load_config(path, env={})
-    init_ca(config.ca_dir, config.ca, None)
-    runtime = build_runtime(config)
-    app = create_app(config, runtime_override=runtime, start_background=False)
-    try:
-        yield ScepTestServer(runtime, app.test_client(), tmp_path / "var")
-    finally:
-        runtime.close()
+    with serving(make_config(tmp_path, CONFIG)) as started:
+        yield started
 
 
 def request_csr(

@@ -26,17 +26,13 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from sqlalchemy import update
 
-from scep_server.ca.authority import init_ca
-from scep_server.config import load_config
 from scep_server.errors import BadCertId, ChallengeRejected, RetryLater
-from scep_server.runtime import build_runtime
 from scep_server.scep import client, cms
 from scep_server.scep.types import Attr, DigestAlgorithm, FailInfo, MessageType, PKIStatus
 from scep_server.store import CertStatus
 from scep_server.store.tables import transactions
-from scep_server.web import create_app
 
-from .conftest import CHALLENGE, Device, ScepTestServer
+from .conftest import Device, ScepTestServer, make_config, serving
 from .intune_env import IntuneEnv, enroll
 
 CONFIG = """
@@ -58,16 +54,8 @@ PRINTABLE = x509.name._ASN1Type.PrintableString
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ScepTestServer]:
-    path = tmp_path / "scep-server.yaml"
-    path.write_text(CONFIG.format(data_dir=tmp_path / "var", challenge=CHALLENGE))
-    config = load_config(path, env={})
-    init_ca(config.ca_dir, config.ca, None)
-    runtime = build_runtime(config)
-    app = create_app(config, runtime_override=runtime, start_background=False)
-    try:
-        yield ScepTestServer(runtime, app.test_client(), tmp_path / "var")
-    finally:
-        runtime.close()
+    with serving(make_config(tmp_path, CONFIG)) as started:
+        yield started
 
 
 def _signed_pkcsreq(
