@@ -116,6 +116,10 @@ def parse_request(der: bytes) -> OcspRequest:
 
 def _cert_id(value: asn1_ocsp.CertId) -> CertId:
     hash_name = value["hash_algorithm"]["algorithm"].native
+    if not isinstance(value["hash_algorithm"]["parameters"], core.Void | core.Null):
+        # The parameters of the SHA family are absent or NULL (RFC 5754 §2); a CertID with others is
+        # echoed as sent in a multi-certificate response, which clients could then not read.
+        raise MalformedOcspRequest(f"a CertID's {hash_name} parameters are neither absent nor NULL")
     cert_id = CertId(
         hash_name=hash_name,
         issuer_name_hash=value["issuer_name_hash"].native,
@@ -123,6 +127,8 @@ def _cert_id(value: asn1_ocsp.CertId) -> CertId:
         serial_number=value["serial_number"].native,
         der=value.dump(),
     )
+    if cert_id.serial_number < 0:
+        raise MalformedOcspRequest("a CertID's serial number is negative (RFC 5280 §4.1.2.2)")
     algorithm = cert_id.algorithm
     if algorithm is not None and {len(cert_id.issuer_name_hash), len(cert_id.issuer_key_hash)} != {
         algorithm.digest_size

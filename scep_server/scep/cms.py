@@ -74,7 +74,8 @@ class SignedMessage:
             return None
         try:
             value: object = spec.load(raw.dump()).native
-        except ValueError as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
+            # asn1crypto's REAL, EXTERNAL and ObjectDescriptor have no .native and raise AttributeError.
             raise RequestError(f"attribute {oid.name} is not a valid {spec.__name__}") from exc
         return value
 
@@ -111,7 +112,9 @@ def parse_signed(der: bytes) -> SignedMessage:
         return _signed_message(signed, signer_infos[0])
     except RequestError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        # AttributeError: asn1crypto reads or re-encodes REAL, EXTERNAL and ObjectDescriptor through a
+        # .native they lack; an input holding one is as undecodable as any other.
         raise RequestError(f"pkiMessage is not decodable CMS: {_short(exc)}") from exc
 
 

@@ -131,7 +131,7 @@ def read_envelope(der: bytes) -> tuple[cms.SignedMessage, ReplyContext]:
         raise RequestError("pkiMessage lacks a usable transactionID")
     if not isinstance(nonce, bytes) or not 8 <= len(nonce) <= 64:
         raise RequestError("pkiMessage lacks a usable senderNonce")
-    if not isinstance(message_type, str) or not message_type.isdigit() or len(message_type) > 3:
+    if not isinstance(message_type, str) or not _is_ascii_number(message_type, 3):
         raise RequestError("pkiMessage lacks a usable messageType")
     # A reply to a message with an unsupported digest is signed with SHA-256.
     digest = signed.digest or DigestAlgorithm.SHA256
@@ -222,8 +222,16 @@ def _known_message_type(value: int) -> MessageType:
     return message_type
 
 
+def _is_ascii_number(text: str, max_digits: int) -> bool:
+    """Only ASCII digits: str.isdigit() also accepts Unicode digits such as '²', which int() refuses."""
+    return 0 < len(text) <= max_digits and all("0" <= char <= "9" for char in text)
+
+
 def _check_signing_time(signed: cms.SignedMessage, skew: timedelta, now: datetime) -> None:
     signing_time = signed.attribute(Attr.SIGNING_TIME, asn1_cms.Time)
+    if isinstance(signing_time, datetime) and signing_time.tzinfo is None:
+        # A GeneralizedTime without a zone; RFC 5280 §4.1.2.5.2 requires Zulu, so read it as UTC.
+        signing_time = signing_time.replace(tzinfo=UTC)
     if isinstance(signing_time, datetime) and abs(signing_time - now) > skew:
         raise BadTime(f"signingTime {signing_time.isoformat()} is more than {skew} away from server time")
 
