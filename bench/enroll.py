@@ -45,8 +45,8 @@ from scep_server.scep.client import (  # noqa: E402
     pick_recipient,
     self_signed_signer,
 )
-from scep_server.scep.http_client import PKI_MESSAGE, ScepHttpClient  # noqa: E402
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm  # noqa: E402
+from scep_server.simulator.http import PKI_MESSAGE, ScepHttpClient  # noqa: E402
 
 CHALLENGE = "bench-secret"
 OUR_CONFIG = """\

@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 from scep_server.ca.authority import CertificateAuthority, ca_exists, init_ca, load_ca
 from scep_server.ca.responder import DelegatedResponder, responder_policy
 from scep_server.config import CAConfig
-from scep_server.revocation import OcspResponder, RevocationWatch
 from scep_server.scep import client
+from scep_server.service.publishing import OcspResponder, RevocationWatch
 from scep_server.store import CertificateRecord, CertStatus, Store
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # issue and revocation time of every stand-in record

@@ -7,23 +7,23 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .background import BackgroundWorker, DeferredValidations, Every, Task
-from .ca.authority import CertificateAuthority, load_ca
-from .ca.issue import IssuancePolicy
-from .ca.responder import DelegatedResponder, responder_policy
-from .challenge import ChallengeValidator
-from .challenge.intune import IntuneChallenge
-from .challenge.registry import build_validator
-from .config import ProfileConfig, ServerConfig
-from .enrollment import EnrollmentService
-from .intune.client import IntuneClient
-from .intune.outbox import NotificationOutbox
-from .intune.revocations import RevocationSync
-from .issuance import GetCertScope, Profile
-from .revocation import CrlCache, OcspResponder
-from .revocation_service import RevocationService
-from .scep.message import CONTENT_KEY_LEDGER, DecodeOptions
-from .store import Store
+from scep_server.ca.authority import CertificateAuthority, load_ca
+from scep_server.ca.issue import IssuancePolicy
+from scep_server.ca.responder import DelegatedResponder, responder_policy
+from scep_server.challenge import ChallengeValidator
+from scep_server.challenge.intune import IntuneChallenge
+from scep_server.challenge.registry import build_validator
+from scep_server.config import ProfileConfig, ServerConfig
+from scep_server.intune.client import IntuneClient
+from scep_server.jobs.worker import BackgroundWorker, DeferredValidations, Every, Task
+from scep_server.scep.message import CONTENT_KEY_LEDGER, DecodeOptions
+from scep_server.service.enrollment import EnrollmentService
+from scep_server.service.intune_outbox import NotificationOutbox
+from scep_server.service.intune_sync import RevocationSync
+from scep_server.service.issuance import GetCertScope, Profile
+from scep_server.service.publishing import CrlCache, OcspResponder
+from scep_server.service.revocation import RevocationService
+from scep_server.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ def _intune_services(
     uses_intune = any(p.challenge.type == "intune" for p in config.profiles)
     if not uses_intune and not config.intune.configured:
         return None
-    from .intune.client import IntuneClient
+    from scep_server.intune.client import IntuneClient
 
     client = IntuneClient(config.intune)
     outbox = NotificationOutbox(store, client, wake=background.wake)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .authority import (
+from scep_server.ca.authority import (
     CA_CERT,
     CA_KEY,
     CHAIN,
@@ -15,9 +15,9 @@ from .authority import (
     load_ca,
     rotate_ra,
 )
-from .crl import build_crl
-from .issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
-from .keys import (
+from scep_server.ca.crl import build_crl
+from scep_server.ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
+from scep_server.ca.keys.file import (
     PrivateKey,
     generate_private_key,
     load_certificates,

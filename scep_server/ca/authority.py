@@ -20,9 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..config import CAConfig, ServerConfig
-from ..errors import CAError, ConfigError
-from .keys import (
+from scep_server.ca.keys.file import (
     CERT_FILE_MODE,
     KEY_FILE_MODE,
     PrivateKey,
@@ -42,9 +40,11 @@ from .keys import (
     save_private_key,
     stage,
 )
-from .material import RA_KEY_BITS, issue_ra, self_signed_ca
-from .names import parse_name
-from .signing import is_issued_by, is_self_signed
+from scep_server.ca.material import RA_KEY_BITS, issue_ra, self_signed_ca
+from scep_server.ca.signing import is_issued_by, is_self_signed
+from scep_server.config import CAConfig, ServerConfig
+from scep_server.errors import CAError, ConfigError
+from scep_server.pki.names import parse_name
 
 CA_KEY, CA_CERT, RA_KEY, RA_CERT, CHAIN = "ca.key", "ca.pem", "ra.key", "ra.pem", "chain.pem"
 CA_DIR_MODE = 0o700

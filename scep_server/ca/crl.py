@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 
-from .authority import CertificateAuthority
-from .material import authority_key_identifier
-from .signing import ca_hash
+from scep_server.ca.authority import CertificateAuthority
+from scep_server.ca.material import authority_key_identifier
+from scep_server.ca.signing import ca_hash
 
 # RFC 5280 §5.3.1 CRLReason codes; 7 is not used.
 REASONS: dict[int, x509.ReasonFlags] = {

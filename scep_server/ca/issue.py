@@ -37,13 +37,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from ..config import EKU_NAMES, KEY_USAGE_NAMES, SAN_TYPES, ProfileConfig
-from ..errors import BadAlg, BadMessageCheck, BadRequest, CAError
-from .authority import CertificateAuthority
-from .keys import curve_name
-from .material import authority_key_identifier
-from .names import describe_character, named_like, printable, unprintable_character
-from .signing import check_hash_name, csr_signature_valid, sign_certificate
+from scep_server.ca.authority import CertificateAuthority
+from scep_server.ca.keys.file import curve_name
+from scep_server.ca.material import authority_key_identifier
+from scep_server.ca.signing import check_hash_name, csr_signature_valid, sign_certificate
+from scep_server.config import EKU_NAMES, KEY_USAGE_NAMES, SAN_TYPES, ProfileConfig
+from scep_server.errors import BadAlg, BadMessageCheck, BadRequest, CAError
+from scep_server.pki.names import describe_character, named_like, printable, unprintable_character
 
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 SID_EXTENSION_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.25.2")  # szOID_NTDS_CA_SECURITY_EXT

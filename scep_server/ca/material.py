@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..errors import CAError
-from .keys import PrivateKey
-from .signing import ca_hash
+from scep_server.ca.keys.file import PrivateKey
+from scep_server.ca.signing import ca_hash
+from scep_server.errors import CAError
 
 RA_KEY_BITS = 2048
 # A device whose clock runs somewhat slow must still accept a CA or RA created a moment ago.

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
-from ..errors import ScepServerError
-from .responder import ResponderIdentity
-from .signing import ca_hash
+from scep_server.ca.responder import ResponderIdentity
+from scep_server.ca.signing import ca_hash
+from scep_server.errors import ScepServerError
 
 # Hashes a CertID may use (RFC 6960 §4.1.1 names SHA-1; RFC 5019 §2.1.1 adds SHA-256), by asn1crypto name.
 CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {

@@ -28,9 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ..errors import CAError, ConfigError
-from .authority import CertificateAuthority
-from .keys import (
+from scep_server.ca.authority import CertificateAuthority
+from scep_server.ca.keys.file import (
     CERT_FILE_MODE,
     KEY_FILE_MODE,
     PrivateKey,
@@ -44,9 +43,10 @@ from .keys import (
     private_key_pem,
     stage,
 )
-from .material import MATERIAL_BACKDATE, authority_key_identifier
-from .names import parse_name
-from .signing import ca_hash, is_issued_by
+from scep_server.ca.material import MATERIAL_BACKDATE, authority_key_identifier
+from scep_server.ca.signing import ca_hash, is_issued_by
+from scep_server.errors import CAError, ConfigError
+from scep_server.pki.names import parse_name
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
 
-from .keys import PrivateKey
+from scep_server.ca.keys.file import PrivateKey
 
 SigningHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 SIGNING_HASHES: dict[str, type[SigningHash]] = {

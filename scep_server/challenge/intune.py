@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import ChallengeRejected, IntuneAuthError, IntuneError, IntuneUnavailable, UpstreamError
-from ..intune.client import IntuneClient
-from ..intune.outbox import NotificationOutbox
-from . import IssuedCertificate, ValidationRequest
+from scep_server.challenge import IssuedCertificate, ValidationRequest
+from scep_server.errors import ChallengeRejected, IntuneAuthError, IntuneError, IntuneUnavailable, UpstreamError
+from scep_server.intune.client import IntuneClient
+from scep_server.service.intune_outbox import NotificationOutbox
 
 log = logging.getLogger("scep_server.challenge.intune")
 

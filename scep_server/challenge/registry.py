@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..config import ProfileConfig
-from ..errors import ConfigError
-from . import ChallengeValidator
-from .static import StaticChallenge
+from scep_server.challenge import ChallengeValidator
+from scep_server.challenge.static import StaticChallenge
+from scep_server.config import ProfileConfig
+from scep_server.errors import ConfigError
 
 
 def build_validator(profile: ProfileConfig, *, intune: ChallengeValidator | None = None) -> ChallengeValidator:

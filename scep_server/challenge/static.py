@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hmac
 
-from ..errors import ChallengeRejected, ConfigError
-from . import IssuedCertificate, ValidationRequest, challenge_password
+from scep_server.challenge import IssuedCertificate, ValidationRequest, challenge_password
+from scep_server.errors import ChallengeRejected, ConfigError
 
 
 class StaticChallenge:

@@ -14,10 +14,10 @@ server only over HTTP.
 
 from __future__ import annotations
 
-from .app import create_app
-from .challenges import ChallengeSpec
-from .codes import Code
-from .server import EmulatorServer
-from .state import IntuneEmulator
+from scep_server.emulator.app import create_app
+from scep_server.emulator.challenges import ChallengeSpec
+from scep_server.emulator.codes import Code
+from scep_server.emulator.server import EmulatorServer
+from scep_server.emulator.state import IntuneEmulator
 
 __all__ = ["ChallengeSpec", "Code", "EmulatorServer", "IntuneEmulator", "create_app"]

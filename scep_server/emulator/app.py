@@ -21,12 +21,12 @@ import threading
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from .admin import ADMIN_TOKEN_KEY, admin
-from .entra import entra
-from .graph import graph
-from .intune_api import pki, scep
-from .state import IntuneEmulator
-from .wire import EMULATOR_KEY, INTERRUPT_KEY, Surface, error
+from scep_server.emulator.admin import ADMIN_TOKEN_KEY, admin
+from scep_server.emulator.entra import entra
+from scep_server.emulator.graph import graph
+from scep_server.emulator.intune_api import pki, scep
+from scep_server.emulator.state import IntuneEmulator
+from scep_server.emulator.wire import EMULATOR_KEY, INTERRUPT_KEY, Surface, error
 
 
 def create_app(

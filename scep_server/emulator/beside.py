@@ -15,11 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..config import SecretSource, ServerConfig
-from ..errors import ConfigError
-from .cli import ADMIN_TOKEN_ENV
-from .server import EmulatorServer
-from .state import IntuneEmulator
+from scep_server.config import SecretSource, ServerConfig
+from scep_server.emulator.cli import ADMIN_TOKEN_ENV
+from scep_server.emulator.server import EmulatorServer
+from scep_server.emulator.state import IntuneEmulator
+from scep_server.errors import ConfigError
 
 __all__ = ["start_beside"]
 

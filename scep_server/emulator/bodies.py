@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .revocations import RevocationResult
+from scep_server.emulator.revocations import RevocationResult
 
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 _SUCCESS_FIELDS = ("transactionId", "certificateRequest", "certificateThumbprint", "certificateSerialNumber",

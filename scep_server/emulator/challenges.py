@@ -39,9 +39,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..ca.names import parse_name
-from ..config import EKU_NAMES, KEY_USAGE_NAMES
-from .codes import Code, Rejection
+from scep_server.config import EKU_NAMES, KEY_USAGE_NAMES
+from scep_server.emulator.codes import Code, Rejection
+from scep_server.pki.names import parse_name
 
 SAN_TYPES = ("email", "upn", "dns", "uri")
 HASHES = ("sha1", "sha256", "sha384", "sha512")

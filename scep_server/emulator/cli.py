@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from .server import EmulatorServer
-from .state import IntuneEmulator
+from scep_server.emulator.server import EmulatorServer
+from scep_server.emulator.state import IntuneEmulator
 
 SECRET_ENV = "AAD_APP_KEY"
 ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"

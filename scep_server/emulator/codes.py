@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..intune_contract import ScepResultCode
+from scep_server.intune.contract import ScepResultCode
 
 # The emulator answers with the same codes the client reads (intune-api.md §5).
 Code = ScepResultCode

@@ -21,9 +21,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import AttributeOID
 
-from ..ca.names import parse_name
-from .challenges import ChallengeSpec
-from .codes import Code, Rejection
+from scep_server.emulator.challenges import ChallengeSpec
+from scep_server.emulator.codes import Code, Rejection
+from scep_server.pki.names import parse_name
 
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 _KEY_USAGE_ATTRIBUTES = (

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from .tokens import EntraError
-from .wire import Surface, emulator, endpoint, entra_error, origin
+from scep_server.emulator.tokens import EntraError
+from scep_server.emulator.wire import Surface, emulator, endpoint, entra_error, origin
 
 entra = Blueprint("entra", __name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .codes import Code
+from scep_server.emulator.codes import Code
 
 ENDPOINTS = (
     "openid-configuration",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from .state import INTUNE_APP_ID
-from .tokens import GRAPH_ROLES, AccessDenied
-from .wire import Surface, denied, emulator, endpoint, error, origin
+from scep_server.emulator.state import INTUNE_APP_ID
+from scep_server.emulator.tokens import GRAPH_ROLES, AccessDenied
+from scep_server.emulator.wire import Surface, denied, emulator, endpoint, error, origin
 
 graph = Blueprint("graph", __name__, url_prefix="/graph")
 GRAPH_VERSIONS = ("v1.0", "beta")

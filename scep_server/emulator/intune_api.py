@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from . import bodies
-from .bodies import BodyError
-from .codes import Code
-from .tokens import AccessDenied
-from .wire import (
+from scep_server.emulator import bodies
+from scep_server.emulator.bodies import BodyError
+from scep_server.emulator.codes import Code
+from scep_server.emulator.tokens import AccessDenied
+from scep_server.emulator.wire import (
     PKI_API_VERSION,
     SCEP_API_VERSION,
     Surface,

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..ca.names import parse_name
+from scep_server.pki.names import parse_name
 
 RESULT_CODES = {
     0: "None",

@@ -24,10 +24,10 @@ from typing import Any
 from flask import Flask
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from .app import create_app
-from .state import IntuneEmulator
-from .tls import ensure_tls_files
-from .tokens import INTUNE_ROLE
+from scep_server.emulator.app import create_app
+from scep_server.emulator.state import IntuneEmulator
+from scep_server.emulator.tls import ensure_tls_files
+from scep_server.emulator.tokens import INTUNE_ROLE
 
 HOST = "127.0.0.1"
 HANDSHAKE_TIMEOUT = 10.0

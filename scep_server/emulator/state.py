@@ -25,12 +25,12 @@ from typing import Any
 
 from cryptography import x509
 
-from .challenges import ChallengeCodec, ChallengeSpec, check_lifetime
-from .codes import Code, Rejection
-from .csrcheck import challenge_password, check_proof_of_possession, compare, load_csr
-from .faults import ENDPOINTS, Fault, FaultTable
-from .revocations import RevocationQueue, RevocationResult
-from .tokens import (
+from scep_server.emulator.challenges import ChallengeCodec, ChallengeSpec, check_lifetime
+from scep_server.emulator.codes import Code, Rejection
+from scep_server.emulator.csrcheck import challenge_password, check_proof_of_possession, compare, load_csr
+from scep_server.emulator.faults import ENDPOINTS, Fault, FaultTable
+from scep_server.emulator.revocations import RevocationQueue, RevocationResult
+from scep_server.emulator.tokens import (
     GRAPH_ROLES,
     INTUNE_ROLE,
     TOKEN_LIFETIME,

@@ -16,10 +16,10 @@ from typing import Any, TypeVar, cast
 
 from flask import Response, current_app, g, jsonify, request
 
-from .bodies import BodyError
-from .faults import Fault
-from .state import IntuneEmulator
-from .tokens import INTUNE_ROLE, AccessDenied, EntraError
+from scep_server.emulator.bodies import BodyError
+from scep_server.emulator.faults import Fault
+from scep_server.emulator.state import IntuneEmulator
+from scep_server.emulator.tokens import INTUNE_ROLE, AccessDenied, EntraError
 
 EMULATOR_KEY = "intune_emulator"
 INTERRUPT_KEY = "intune_emulator.interrupt"

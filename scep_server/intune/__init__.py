@@ -7,8 +7,8 @@ POSTs over one pooled ``requests.Session``.
 
 from __future__ import annotations
 
-from .client import IntuneClient
-from .messages import (
+from scep_server.intune.client import IntuneClient
+from scep_server.intune.messages import (
     NotificationResult,
     RevocationRequest,
     RevocationResult,
@@ -20,7 +20,7 @@ from .messages import (
     certificate_thumbprint,
     hresult_value,
 )
-from .transport import IntuneTransport
+from scep_server.intune.transport import IntuneTransport
 
 __all__ = [
     "IntuneClient",

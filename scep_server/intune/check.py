@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .client import PKI_SERVICE, SCEP_SERVICE
-from .transport import IntuneTransport
+from scep_server.intune.client import PKI_SERVICE, SCEP_SERVICE
+from scep_server.intune.transport import IntuneTransport
 
 __all__ = ["REQUIRED_SERVICES", "ServiceCheck", "check_services"]
 

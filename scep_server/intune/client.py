@@ -12,8 +12,8 @@ from typing import Any
 
 from cryptography import x509
 
-from ..config import IntuneConfig
-from .messages import (
+from scep_server.config import IntuneConfig
+from scep_server.intune.messages import (
     FailureNotification,
     NotificationResult,
     RevocationRequest,
@@ -26,7 +26,7 @@ from .messages import (
     upload_accepted,
     upload_body,
 )
-from .transport import IntuneTransport, Reply
+from scep_server.intune.transport import IntuneTransport, Reply
 
 __all__ = ["IntuneClient"]
 

@@ -16,8 +16,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from ..errors import IntuneProtocolError
-from ..intune_contract import ScepResultCode
+from scep_server.errors import IntuneProtocolError
+from scep_server.intune.contract import ScepResultCode
 
 __all__ = [
     "FailureNotification",

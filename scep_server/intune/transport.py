@@ -47,9 +47,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from msal.exceptions import MsalServiceError
 
-from .. import metrics
-from ..config import IntuneConfig
-from ..errors import ConfigError, IntuneAuthError, IntuneProtocolError, IntuneUnavailable
+from scep_server import metrics
+from scep_server.config import IntuneConfig
+from scep_server.errors import ConfigError, IntuneAuthError, IntuneProtocolError, IntuneUnavailable
 
 __all__ = [
     "IntuneTransport", "Reply", "build_session", "host_allowed", "normalise_scope", "proxy_url", "service_url_problem",

@@ -1,6 +1,6 @@
 """Client side of SCEP (RFC 8894): build pkiMessages, read CertReps and GetCACert/GetCACaps replies.
 
-Pure functions over bytes and x509 objects; the HTTP transport lives in :mod:`.http_client`. Every
+Pure functions over bytes and x509 objects; the HTTP transport lives in :mod:`scep_server.simulator.http`. Every
 CMS operation goes through :mod:`.cms`. A request is enveloped to the CA or RA certificate, then
 signed by the client's signer (RFC 8894 §3.1); the CertRep is checked the way strict clients do:
 trusted signer, valid signature, same transactionID, recipientNonce = our senderNonce (§3.2.1.5).
@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AttributeOID
 
-from ..errors import ScepError, ScepServerError
-from . import cms
-from .message import IssuerAndSubject
-from .types import Attr, ContentCipher, DigestAlgorithm, FailInfo, KeyTransport, MessageType, PKIStatus
+from scep_server.errors import ScepError, ScepServerError
+from scep_server.scep import cms
+from scep_server.scep.message import IssuerAndSubject
+from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, FailInfo, KeyTransport, MessageType, PKIStatus
 
 __all__ = [
     "BuiltRequest",

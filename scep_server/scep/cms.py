@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
-from ..errors import BadAlg, BadMessageCheck, RequestError
-from .types import OAEP_NAME, PKCS1V15_NAME, Attr, ContentCipher, DigestAlgorithm, KeyTransport
+from scep_server.errors import BadAlg, BadMessageCheck, RequestError
+from scep_server.scep.types import OAEP_NAME, PKCS1V15_NAME, Attr, ContentCipher, DigestAlgorithm, KeyTransport
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 

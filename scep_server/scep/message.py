@@ -28,10 +28,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..ca.signing import csr_signature_valid
-from ..errors import BadAlg, BadRequest, BadTime, FailInfo, RequestError
-from . import cms
-from .types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageType, PKIStatus
+from scep_server.ca.signing import csr_signature_valid
+from scep_server.errors import BadAlg, BadRequest, BadTime, FailInfo, RequestError
+from scep_server.scep import cms
+from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageType, PKIStatus
 
 log = logging.getLogger("scep_server.scep")
 

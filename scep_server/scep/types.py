@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives import hashes
 
-from ..errors import FailInfo
+from scep_server.errors import FailInfo
 
 __all__ = [
     "Attr",

@@ -11,9 +11,9 @@ enrolls over SCEP like a device (``device``), then checks the certificate agains
 
 from __future__ import annotations
 
-from .admin import EmulatorAdmin, EmulatorAdminError, Fault
-from .matrix import PROFILES, ROWS, DeviceIdentity, Expect, Row, ScepProfile, find_rows
-from .runner import DeviceResult, Settings, Simulator
+from scep_server.simulator.admin import EmulatorAdmin, EmulatorAdminError, Fault
+from scep_server.simulator.matrix import PROFILES, ROWS, DeviceIdentity, Expect, Row, ScepProfile, find_rows
+from scep_server.simulator.runner import DeviceResult, Settings, Simulator
 
 __all__ = [
     "PROFILES",

@@ -17,9 +17,9 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..ca.names import parse_name
-from ..ca.signing import is_issued_by
-from ..emulator import ChallengeSpec
+from scep_server.ca.signing import is_issued_by
+from scep_server.emulator import ChallengeSpec
+from scep_server.pki.names import parse_name
 
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 VALIDITY_TOLERANCE = timedelta(days=1)

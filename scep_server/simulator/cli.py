@@ -17,9 +17,9 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from .admin import EmulatorAdmin, EmulatorAdminError
-from .matrix import ROWS, find_rows
-from .runner import DeviceResult, Settings, Simulator
+from scep_server.simulator.admin import EmulatorAdmin, EmulatorAdminError
+from scep_server.simulator.matrix import ROWS, find_rows
+from scep_server.simulator.runner import DeviceResult, Settings, Simulator
 
 ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"
 HEADERS = ("ROW", "DEVICE", "RESULT", "DETAIL")

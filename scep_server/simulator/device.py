@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AttributeOID
 
-from ..ca.names import parse_name
-from ..emulator import ChallengeSpec
-from ..scep import client
-from ..scep.client import BuiltRequest, CertRep, ScepClientError
-from ..scep.http_client import ScepHttpClient
-from ..scep.types import ContentCipher, DigestAlgorithm, FailInfo, PKIStatus
+from scep_server.emulator import ChallengeSpec
+from scep_server.pki.names import parse_name
+from scep_server.scep import client
+from scep_server.scep.client import BuiltRequest, CertRep, ScepClientError
+from scep_server.scep.types import ContentCipher, DigestAlgorithm, FailInfo, PKIStatus
+from scep_server.simulator.http import ScepHttpClient
 
 __all__ = ["CaInfo", "CertificateRequest", "Device", "Enrollment", "Signer", "build_csr", "generate_key",
            "self_signed_signer"]

@@ -20,13 +20,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..emulator import ChallengeSpec
-from ..scep.client import ScepClientError
-from ..scep.types import FailInfo, PKIStatus
-from . import checks
-from .admin import EmulatorAdmin, EmulatorAdminError
-from .device import CaInfo, CertificateRequest, Device, Enrollment, Signer, build_csr, generate_key, self_signed_signer
-from .matrix import DeviceIdentity, Expect, Row
+from scep_server.emulator import ChallengeSpec
+from scep_server.scep.client import ScepClientError
+from scep_server.scep.types import FailInfo, PKIStatus
+from scep_server.simulator import checks
+from scep_server.simulator.admin import EmulatorAdmin, EmulatorAdminError
+from scep_server.simulator.device import (
+    CaInfo,
+    CertificateRequest,
+    Device,
+    Enrollment,
+    Signer,
+    build_csr,
+    generate_key,
+    self_signed_signer,
+)
+from scep_server.simulator.matrix import DeviceIdentity, Expect, Row
 
 __all__ = ["DeviceResult", "IntuneRecord", "Settings", "Simulator"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .intune_revocations import IntuneRevocationRecord
-from .records import (
+from scep_server.store.intune_revocations import IntuneRevocationRecord
+from scep_server.store.records import (
     AlreadyRevoked,
     CertificateNotFound,
     CertificateRecord,
@@ -18,7 +18,7 @@ from .records import (
     TransactionRecord,
     TransactionState,
 )
-from .repository import Store, parse_serial_hex, serial_hex, serial_storable
+from scep_server.store.repository import Store, parse_serial_hex, serial_hex, serial_storable
 
 __all__ = [
     "AlreadyRevoked",

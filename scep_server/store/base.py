@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from ..errors import StoreError, StoreUnavailable
+from scep_server.errors import StoreError, StoreUnavailable
 
 # Execution option of the writer engine; on SQLite it makes the transaction start BEGIN IMMEDIATE.
 WRITE_OPTION = "scep_server_write"

@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import StoreError
-from .base import Repository, aware, check_length, check_page, guard, utcnow
-from .tables import REQUEST_CONTEXT_LENGTH, intune_revocations
+from scep_server.errors import StoreError
+from scep_server.store.base import Repository, aware, check_length, check_page, guard, utcnow
+from scep_server.store.tables import REQUEST_CONTEXT_LENGTH, intune_revocations
 
 _c = intune_revocations.c
 RETRYABLE_FLOOR = 4100  # 41xx codes ask Intune to send the request again

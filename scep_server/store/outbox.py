@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
 
-from .base import Repository, aware, check_length, check_page, guard, required, utcnow
-from .records import OutboxEntryNotPending, OutboxRecord
-from .tables import OUTBOX_KIND_LENGTH, TRANSACTION_ID_LENGTH, intune_outbox
+from scep_server.store.base import Repository, aware, check_length, check_page, guard, required, utcnow
+from scep_server.store.records import OutboxEntryNotPending, OutboxRecord
+from scep_server.store.tables import OUTBOX_KIND_LENGTH, TRANSACTION_ID_LENGTH, intune_outbox
 
 _c = intune_outbox.c
 _PENDING = _c.delivered_at.is_(None) & _c.dead_at.is_(None)

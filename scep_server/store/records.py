@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ..errors import StoreError
+from scep_server.errors import StoreError
 
 
 class CertStatus(StrEnum):

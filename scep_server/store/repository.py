@@ -33,8 +33,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..errors import StoreError, StoreUnavailable
-from .base import (
+from scep_server.errors import StoreError, StoreUnavailable
+from scep_server.store.base import (
     RACE_ATTEMPTS,
     WRITE_OPTION,
     aware,
@@ -45,9 +45,9 @@ from .base import (
     required,
     utcnow,
 )
-from .intune_revocations import IntuneRevocationRepository
-from .outbox import OutboxRepository
-from .records import (
+from scep_server.store.intune_revocations import IntuneRevocationRepository
+from scep_server.store.outbox import OutboxRepository
+from scep_server.store.records import (
     AlreadyRevoked,
     CertificateNotFound,
     CertificateRecord,
@@ -59,7 +59,7 @@ from .records import (
     TransactionRecord,
     TransactionState,
 )
-from .tables import (
+from scep_server.store.tables import (
     DIGEST_LENGTH,
     IP_LENGTH,
     LABEL_LENGTH,

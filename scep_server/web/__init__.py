@@ -7,9 +7,9 @@ import logging
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
-from ..config import ServerConfig, load_config
-from ..errors import RequestError, StoreError, UpstreamError
-from ..runtime import Runtime, build_runtime
+from scep_server.config import ServerConfig, load_config
+from scep_server.errors import RequestError, StoreError, UpstreamError
+from scep_server.runtime import Runtime, build_runtime
 
 log = logging.getLogger("scep_server.web")
 
@@ -22,7 +22,8 @@ def create_app(
     """Build the WSGI app. With no config, load it from SCEP_SERVER_CONFIG (or embedded defaults)."""
     import os
 
-    from . import admin, ca_files, health, metrics, ocsp, scep
+    from scep_server.web import admin, ca_files, health, ocsp, scep
+    from scep_server.web import prometheus as metrics
 
     config = config or load_config(os.environ.get("SCEP_SERVER_CONFIG"))
     app = Flask("scep_server")
@@ -46,7 +47,7 @@ def create_app(
 
 
 def _publish_expiry(current: Runtime) -> None:
-    from .. import metrics
+    from scep_server import metrics
 
     metrics.CA_EXPIRY.labels("ca").set(current.ca.ca_cert.not_valid_after_utc.timestamp())
     metrics.CA_EXPIRY.labels("ra").set(current.ca.ra_cert.not_valid_after_utc.timestamp())

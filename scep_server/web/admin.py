@@ -16,9 +16,9 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from ..revocation_service import REASON_NAMES, UnknownRevocationReason
-from ..store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, parse_serial_hex
-from . import runtime
+from scep_server.service.revocation import REASON_NAMES, UnknownRevocationReason
+from scep_server.store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, parse_serial_hex
+from scep_server.web import runtime
 
 log = logging.getLogger("scep_server.web.admin")
 

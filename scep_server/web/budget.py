@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from ..config import FailureBudgetConfig
+from scep_server.config import FailureBudgetConfig
 
 UNKNOWN_CLIENT = "-"  # requests without a peer address share one budget
 

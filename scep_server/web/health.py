@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from . import runtime
+from scep_server.web import runtime
 
 bp = Blueprint("health", __name__)
 

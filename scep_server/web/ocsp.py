@@ -17,8 +17,8 @@ from urllib.parse import unquote
 from flask import Blueprint, Response, request
 from werkzeug.http import http_date
 
-from ..revocation import OcspAnswer
-from . import runtime
+from scep_server.service.publishing import OcspAnswer
+from scep_server.web import runtime
 
 bp = Blueprint("ocsp", __name__)
 

@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from .. import metrics
-from ..errors import FailInfo, PayloadTooLarge, RequestError
-from ..issuance import Profile
-from ..scep import cms
-from . import runtime
-from .budget import FailureBudget
+from scep_server import metrics
+from scep_server.errors import FailInfo, PayloadTooLarge, RequestError
+from scep_server.scep import cms
+from scep_server.service.issuance import Profile
+from scep_server.web import runtime
+from scep_server.web.budget import FailureBudget
 
 log = logging.getLogger("scep_server.web.scep")
 

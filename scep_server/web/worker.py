@@ -27,8 +27,8 @@ from typing import Any, ClassVar, cast
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from ..config import ServerConfig
-from .request_buffer import TIMED_OUT, Limits, Refusal, RequestBuffer
+from scep_server.config import ServerConfig
+from scep_server.web.request_buffer import TIMED_OUT, Limits, Refusal, RequestBuffer
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 READ_SIZE = 64 * 1024

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scep_server.ca import keys
 from scep_server.ca.authority import check_keys_at_rest, load_ca
-from scep_server.ca.keys import load_private_key
+from scep_server.ca.keys import file as keys
+from scep_server.ca.keys.file import load_private_key
 from scep_server.cli import main
 from scep_server.config import IntuneConfig, SecretSource, load_config
 from scep_server.emulator import EmulatorServer
@@ -115,7 +115,7 @@ def test_finding10_an_existing_open_data_dir_is_reported(tmp_path: Path, caplog:
 def test_finding10_unencrypted_keys_are_written_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="scep_server.ca.keys")
+    caplog.set_level(logging.WARNING, logger="scep_server.ca.keys.file")
     assert main(["--config", str(_config_file(tmp_path)), "init"]) == 0
     for name in KEY_FILES:
         assert f"{tmp_path / 'var' / 'ca' / name} unencrypted" in caplog.text
@@ -127,7 +127,7 @@ def test_finding10_encrypted_keys_are_written_without_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("SCEP_CA_PASSPHRASE", PASSPHRASE)
-    caplog.set_level(logging.WARNING, logger="scep_server.ca.keys")
+    caplog.set_level(logging.WARNING, logger="scep_server.ca.keys.file")
     assert main(["--config", str(_config_file(tmp_path)), "init"]) == 0
     assert "unencrypted" not in caplog.text
 
@@ -191,7 +191,7 @@ def test_finding10_passphrase_set_later_encrypts_the_existing_keys(
     config = load_config(path, env={})
     build_runtime(config).close()  # the OCSP responder key too, still unencrypted
     monkeypatch.setenv("SCEP_CA_PASSPHRASE", PASSPHRASE)
-    caplog.set_level(logging.WARNING, logger="scep_server.ca.keys")
+    caplog.set_level(logging.WARNING, logger="scep_server.ca.keys.file")
     build_runtime(config).close()
     for name in (*KEY_FILES, "ocsp.key"):
         key_file = config.ca_dir / name

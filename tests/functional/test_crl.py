@@ -9,10 +9,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scep_server.errors import ScepServerError
-from scep_server.revocation import CrlCache, RevocationWatch
-from scep_server.revocation_service import REASON_NAMES, RevocationReason, RevocationService, UnknownRevocationReason
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
+from scep_server.service.publishing import CrlCache, RevocationWatch
+from scep_server.service.revocation import REASON_NAMES, RevocationReason, RevocationService, UnknownRevocationReason
 from scep_server.store import AlreadyRevoked, CertificateNotFound, CertStatus
 
 from .conftest import Device, ScepTestServer

@@ -177,7 +177,7 @@ def _run_until_due(env: IntuneEnv) -> None:
     store = env.server.runtime.store
     deferred = env.server.runtime.service.issuance
     profiles = env.server.runtime.profiles
-    from scep_server.background import DeferredValidations
+    from scep_server.jobs.worker import DeferredValidations
 
     later = datetime.now(UTC) + timedelta(hours=1)
     assert DeferredValidations(store, deferred, profiles).run_once(now=later) >= 1
@@ -212,7 +212,7 @@ def test_failure_notifications_survive_an_outage_and_a_restart(intune_env: Intun
 
 def _deliver_outbox_as_if_due(env: IntuneEnv) -> None:
     from scep_server.intune.client import IntuneClient
-    from scep_server.intune.outbox import NotificationOutbox
+    from scep_server.service.intune_outbox import NotificationOutbox
 
     intune_client = IntuneClient(env.config.intune)
     try:

@@ -9,9 +9,9 @@ from cryptography.x509 import ocsp
 
 from scep_server.cli import main
 from scep_server.intune.client import IntuneClient
-from scep_server.revocation_service import RevocationReason
 from scep_server.runtime import revocation_sync
 from scep_server.scep.types import PKIStatus
+from scep_server.service.revocation import RevocationReason
 
 from .intune_env import IntuneEnv, enroll
 

@@ -15,7 +15,9 @@ from scep_server.scep import client
 
 from .conftest import Device, ScepTestServer
 
-FORGED = "\r\n2030-01-01 00:00:00,000 INFO scep_server.enrollment [1] PKIOperation SUCCESS profile=default forged"
+FORGED = (
+    "\r\n2030-01-01 00:00:00,000 INFO scep_server.service.enrollment [1] PKIOperation SUCCESS profile=default forged"
+)
 # The CLI's record format: "<date> <time>,<ms> <LEVEL> <logger> [<pid>] <message>".
 RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+ \[\d+\] ")
 
@@ -50,5 +52,5 @@ def test_a_crlf_transaction_id_is_logged_on_one_line(
     assert lines and all(RECORD_START.match(line) for line in lines), text
     assert not any(line.startswith("2030-01-01") for line in lines)
     # The request was logged, with the transactionID escaped in place.
-    escaped = "tid\\r\\n2030-01-01 00:00:00,000 INFO scep_server.enrollment [1] PKIOperation SUCCESS"
+    escaped = "tid\\r\\n2030-01-01 00:00:00,000 INFO scep_server.service.enrollment [1] PKIOperation SUCCESS"
     assert any(escaped in line for line in lines), text

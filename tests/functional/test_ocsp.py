@@ -23,12 +23,12 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from scep_server.ca.authority import init_ca
 from scep_server.ca.issue import thumbprints
-from scep_server.ca.names import parse_name
 from scep_server.ca.responder import OCSP_CERT, OCSP_KEY, DelegatedResponder, responder_policy
 from scep_server.config import CAConfig, ServerConfig
 from scep_server.errors import StoreUnavailable
-from scep_server.revocation import DEFAULT_CHECK_INTERVAL, OcspAnswer, OcspResponder
+from scep_server.pki.names import parse_name
 from scep_server.runtime import build_runtime, ca_passphrase
+from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL, OcspAnswer, OcspResponder
 from scep_server.store import NewCertificate
 from scep_server.web import create_app
 from scep_server.web.ocsp import decode_get_request

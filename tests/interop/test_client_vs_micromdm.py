@@ -26,8 +26,8 @@ from scep_server.scep.client import (
     pick_recipient,
     self_signed_signer,
 )
-from scep_server.scep.http_client import ScepHttpClient, ScepHttpError
 from scep_server.scep.types import ContentCipher, DigestAlgorithm, FailInfo, PKIStatus
+from scep_server.simulator.http import ScepHttpClient, ScepHttpError
 
 pytestmark = pytest.mark.interop
 

@@ -34,8 +34,8 @@ from harness import CHALLENGE, ScepServerProcess, http_get
 
 from scep_server.emulator import ChallengeSpec, EmulatorServer
 from scep_server.scep import client
-from scep_server.scep.http_client import ScepHttpClient, ScepHttpError
 from scep_server.scep.types import PKIStatus
+from scep_server.simulator.http import ScepHttpClient, ScepHttpError
 from scep_server.store import CertStatus, Store
 
 pytestmark = pytest.mark.interop

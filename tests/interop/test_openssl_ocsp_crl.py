@@ -27,10 +27,10 @@ from cryptography.x509.oid import NameOID
 from harness import CHALLENGE, HOST, ScepServerProcess, client_env, http_get, server_config, unique_cn
 
 from scep_server.config import load_config
-from scep_server.revocation import DEFAULT_CHECK_INTERVAL
-from scep_server.revocation_service import RevocationService
 from scep_server.scep import client
-from scep_server.scep.http_client import ScepHttpClient
+from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL
+from scep_server.service.revocation import RevocationService
+from scep_server.simulator.http import ScepHttpClient
 from scep_server.store import Store
 from tests.interop.conftest import require_executables
 

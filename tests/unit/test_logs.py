@@ -16,9 +16,9 @@ from gunicorn.config import Config
 
 from scep_server import cli
 from scep_server.logs import EscapingFormatter, escape_controls, escape_handler_output
-from scep_server.web.gunicorn import ScepLogger, logged_target
+from scep_server.serve import ScepLogger, logged_target
 
-FORGED = "\r\n2030-01-01 00:00:00,000 INFO scep_server.enrollment [1] PKIOperation SUCCESS forged"
+FORGED = "\r\n2030-01-01 00:00:00,000 INFO scep_server.service.enrollment [1] PKIOperation SUCCESS forged"
 
 
 @pytest.mark.parametrize(("raw", "escaped"), [
@@ -80,11 +80,11 @@ def bare_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
 def test_the_cli_logging_setup_escapes_every_logger(monkeypatch: pytest.MonkeyPatch) -> None:
     with bare_root(monkeypatch) as stderr:
         cli.configure_logging("INFO")
-        logging.getLogger("scep_server.enrollment").info("PKIOperation FAILURE transaction=%s", FORGED)
+        logging.getLogger("scep_server.service.enrollment").info("PKIOperation FAILURE transaction=%s", FORGED)
         logging.getLogger("some.library").warning("raw %s", "\x1b]0;title\x07")
     lines = stderr.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("transaction=\\r\\n2030-01-01 00:00:00,000 INFO scep_server.enrollment [1] "
+    assert lines[0].endswith("transaction=\\r\\n2030-01-01 00:00:00,000 INFO scep_server.service.enrollment [1] "
                              "PKIOperation SUCCESS forged")
     assert lines[1].endswith("raw \\x1b]0;title\\x07")
 

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scep_server.ca import authority, keys
+from scep_server.ca import authority
 from scep_server.ca.authority import (
     CA_CERT,
     CA_KEY,
@@ -25,7 +25,8 @@ from scep_server.ca.authority import (
     load_ca,
     rotate_ra,
 )
-from scep_server.ca.keys import PrivateKey, generate_private_key, key_matches
+from scep_server.ca.keys import file as keys
+from scep_server.ca.keys.file import PrivateKey, generate_private_key, key_matches
 from scep_server.config import CAConfig
 from scep_server.errors import CAError, ConfigError
 

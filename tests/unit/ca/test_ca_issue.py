@@ -29,7 +29,7 @@ from scep_server.ca.issue import (
     sid_extension_value,
     thumbprints,
 )
-from scep_server.ca.keys import PrivateKey, generate_private_key
+from scep_server.ca.keys.file import PrivateKey, generate_private_key
 from scep_server.config import ChallengeConfig, ProfileConfig
 from scep_server.errors import BadAlg, BadMessageCheck, BadRequest, CAError
 

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from scep_server.ca.keys import (
+from scep_server.ca.keys.file import (
     PrivateKey,
     generate_private_key,
     key_matches,

@@ -4,7 +4,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from scep_server.ca.names import parse_name
+from scep_server.pki.names import parse_name
 
 
 @pytest.mark.parametrize(

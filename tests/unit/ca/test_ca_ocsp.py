@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scep_server.ca.authority import CertificateAuthority, init_ca
-from scep_server.ca.names import parse_name
 from scep_server.ca.ocsp import (
     MAX_CERT_IDS,
     CertId,
@@ -47,6 +46,7 @@ from scep_server.ca.responder import (
 )
 from scep_server.config import CAConfig
 from scep_server.errors import ConfigError
+from scep_server.pki.names import parse_name
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CA_KINDS = {

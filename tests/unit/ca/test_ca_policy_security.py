@@ -29,9 +29,9 @@ from scep_server.ca.issue import (
     extract_sids,
     sid_extension_value,
 )
-from scep_server.ca.names import named_like, printable
 from scep_server.config import CAConfig, ChallengeConfig, ProfileConfig, load_config
 from scep_server.errors import BadRequest, ConfigError
+from scep_server.pki.names import named_like, printable
 
 from .support import NOW
 from .test_ca_issue import leaf_key

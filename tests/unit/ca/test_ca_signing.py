@@ -7,7 +7,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scep_server.ca.keys import PrivateKey
+from scep_server.ca.keys.file import PrivateKey
 from scep_server.ca.signing import ca_hash, check_hash_name, is_issued_by, is_self_signed, sign_certificate
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

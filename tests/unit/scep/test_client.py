@@ -39,8 +39,8 @@ from scep_server.scep.client import (
     self_signed_signer,
     transaction_id_for,
 )
-from scep_server.scep.http_client import ScepHttpClient, ScepHttpError
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, FailInfo, MessageType, PKIStatus
+from scep_server.simulator.http import ScepHttpClient, ScepHttpError
 
 VECTORS = Path(__file__).parents[2] / "data" / "vectors"
 NOW = datetime.now(UTC)

@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..errors import CAError
+from scep_server.errors import CAError
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -34,7 +34,7 @@ KEY_FILE_MODE = 0o600
 CERT_FILE_MODE = 0o600
 DIR_MODE = 0o700
 
-log = logging.getLogger("scep_server.ca.keys")
+log = logging.getLogger("scep_server.ca.keys.file")
 
 CURVES: dict[str, type[ec.EllipticCurve]] = {
     "P-256": ec.SECP256R1,

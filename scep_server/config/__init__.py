@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from scep_server.errors import ConfigError
 
 KEY_USAGE_NAMES = (
     "digital_signature",

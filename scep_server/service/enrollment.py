@@ -31,10 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .ca.authority import CertificateAuthority
-from .ca.issue import check_renewal_identity
-from .challenge import ValidationRequest
-from .errors import (
+from scep_server.ca.authority import CertificateAuthority
+from scep_server.ca.issue import check_renewal_identity
+from scep_server.challenge import ValidationRequest
+from scep_server.errors import (
     BadCertId,
     BadRequest,
     FailInfo,
@@ -42,13 +42,13 @@ from .errors import (
     StoreError,
     failure_for,
 )
-from .issuance import Deferred, GetCertScope, IssuanceService, Profile
-from .revocation import CrlCache
-from .scep import message
-from .scep.cms import EnvelopeRejected
-from .scep.message import PkiRequest, ReplyContext, Responder
-from .scep.types import MessageType
-from .store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState, serial_storable
+from scep_server.scep import message
+from scep_server.scep.cms import EnvelopeRejected
+from scep_server.scep.message import PkiRequest, ReplyContext, Responder
+from scep_server.scep.types import MessageType
+from scep_server.service.issuance import Deferred, GetCertScope, IssuanceService, Profile
+from scep_server.service.publishing import CrlCache
+from scep_server.store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState, serial_storable
 
 log = logging.getLogger("scep_server.scep")
 

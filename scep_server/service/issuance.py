@@ -38,15 +38,15 @@ from typing import NoReturn
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .ca.authority import CertificateAuthority
-from .ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
-from .challenge import ChallengeValidator, IssuedCertificate, ValidationRequest
-from .errors import BadRequest, FailInfo, PKIFailure, RetryLater, StoreError, UpstreamError
-from .revocation import CrlCache
-from .scep.message import DecodeOptions
-from .store import AlreadyRevoked, NewCertificate, Store, TransactionNotPending, TransactionRecord
+from scep_server.ca.authority import CertificateAuthority
+from scep_server.ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
+from scep_server.challenge import ChallengeValidator, IssuedCertificate, ValidationRequest
+from scep_server.errors import BadRequest, FailInfo, PKIFailure, RetryLater, StoreError, UpstreamError
+from scep_server.scep.message import DecodeOptions
+from scep_server.service.publishing import CrlCache
+from scep_server.store import AlreadyRevoked, NewCertificate, Store, TransactionNotPending, TransactionRecord
 
-log = logging.getLogger("scep_server.issuance")
+log = logging.getLogger("scep_server.service.issuance")
 
 # HRESULTs for Intune failure notifications.
 E_FAIL = 0x80004005  # unspecified failure (CA or store)

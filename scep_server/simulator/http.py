@@ -12,7 +12,7 @@ from types import TracebackType
 import requests
 from cryptography import x509
 
-from .client import ScepClientError, parse_caps, parse_get_ca_cert
+from scep_server.scep.client import ScepClientError, parse_caps, parse_get_ca_cert
 
 __all__ = ["ScepHttpClient", "ScepHttpError"]
 

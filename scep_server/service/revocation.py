@@ -2,7 +2,7 @@
 
 A revocation is recorded in the store (once: a second attempt raises ``AlreadyRevoked`` and adds
 nothing), then every revocation cache of this process is told, so the next CRL and OCSP answer it
-serves include it. Other processes notice through their :class:`~scep_server.revocation.RevocationWatch`.
+serves include it. Other processes notice through their :class:`~scep_server.service.publishing.RevocationWatch`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Protocol
 
 from cryptography import x509
 
-from .ca.names import parse_name
-from .errors import ScepServerError
-from .store import CertificateRecord, Store
+from scep_server.errors import ScepServerError
+from scep_server.pki.names import parse_name
+from scep_server.store import CertificateRecord, Store
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import random
 import threading
 from datetime import UTC, datetime, timedelta
 
-from ..errors import IntuneError, StoreError
-from ..store import OutboxRecord, Store
-from .client import IntuneClient
+from scep_server.errors import IntuneError, StoreError
+from scep_server.intune.client import IntuneClient
+from scep_server.store import OutboxRecord, Store
 
-log = logging.getLogger("scep_server.intune.outbox")
+log = logging.getLogger("scep_server.service.intune_outbox")
 
 FAILURE_NOTIFICATION = "failureNotification"
 MAX_ATTEMPTS = 200

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import IntuneError, StoreError
-from ..revocation_service import RevocationReason, RevocationService
-from ..store import AlreadyRevoked, CertificateNotFound, IntuneRevocationRecord, Store, parse_serial_hex
-from .client import IntuneClient
-from .messages import RevocationRequest, RevocationResult, RevocationResultCode
+from scep_server.errors import IntuneError, StoreError
+from scep_server.intune.client import IntuneClient
+from scep_server.intune.messages import RevocationRequest, RevocationResult, RevocationResultCode
+from scep_server.service.revocation import RevocationReason, RevocationService
+from scep_server.store import AlreadyRevoked, CertificateNotFound, IntuneRevocationRecord, Store, parse_serial_hex
 
-log = logging.getLogger("scep_server.intune.revocations")
+log = logging.getLogger("scep_server.service.intune_sync")
 
 # Intune revokes when a device is retired or wiped, or the profile no longer applies to it.
 INTUNE_REVOCATION_REASON = RevocationReason.CESSATION_OF_OPERATION

@@ -13,9 +13,9 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from ..config import ServerConfig
-from ..logs import escape_logger_output
-from .worker import BufferingThreadWorker
+from scep_server.config import ServerConfig
+from scep_server.logs import escape_logger_output
+from scep_server.web.worker import BufferingThreadWorker
 
 # gunicorn's default format; the request line in it (%(r)s) never carries the query string.
 ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -35,7 +35,7 @@ class _ScepGunicorn(BaseApplication):  # type: ignore[misc]
                 self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        from . import create_app
+        from scep_server.web import create_app
 
         # Built in each worker after the fork: database connections must not cross processes.
         return create_app(self._config)
@@ -82,7 +82,7 @@ def _clip(text: str) -> str:
 
 
 def _child_exit(server: object, worker: Any) -> None:
-    from .. import metrics
+    from scep_server import metrics
 
     metrics.worker_exited(worker.pid)
 

@@ -24,9 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp as x509_ocsp
 
-from .ca.authority import CertificateAuthority
-from .ca.crl import REASONS, build_crl
-from .ca.ocsp import (
+from scep_server.ca.authority import CertificateAuthority
+from scep_server.ca.crl import REASONS, build_crl
+from scep_server.ca.ocsp import (
     CertId,
     IssuerHashes,
     MalformedOcspRequest,
@@ -37,10 +37,10 @@ from .ca.ocsp import (
     signed_response,
     unsuccessful_response,
 )
-from .ca.responder import DelegatedResponder
-from .errors import CAError, StoreError
-from .store import CertificateRecord, CertStatus, Store
-from .store.repository import MAX_SERIAL_BITS
+from scep_server.ca.responder import DelegatedResponder
+from scep_server.errors import CAError, StoreError
+from scep_server.store import CertificateRecord, CertStatus, Store
+from scep_server.store.repository import MAX_SERIAL_BITS
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .. import metrics
+from scep_server import metrics
 
 bp = Blueprint("metrics", __name__)
 

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from .errors import ScepServerError
-from .issuance import IssuanceService, Profile
-from .store import Store
+from scep_server.errors import ScepServerError
+from scep_server.service.issuance import IssuanceService, Profile
+from scep_server.store import Store
 
-log = logging.getLogger("scep_server.background")
+log = logging.getLogger("scep_server.jobs.worker")
 
 Task = Callable[[], object]
 # Longer than the slowest validation can take (every retry timing out) so a lease does not run out mid-way.

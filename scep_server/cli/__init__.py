@@ -13,8 +13,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import __version__
-from .ca.authority import (
+from scep_server import __version__
+from scep_server.ca.authority import (
     CA_CERT,
     CertificateAuthority,
     ca_exists,
@@ -24,14 +24,21 @@ from .ca.authority import (
     load_ca,
     rotate_ra,
 )
-from .ca.keys import load_certificates, make_private_dir
-from .ca.names import printable
-from .config import ServerConfig, load_config
-from .errors import ScepServerError
-from .intune.client import IntuneClient
-from .revocation_service import REASON_NAMES, RevocationService
-from .runtime import ca_passphrase
-from .store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, Store, parse_serial_hex
+from scep_server.ca.keys.file import load_certificates, make_private_dir
+from scep_server.config import ServerConfig, load_config
+from scep_server.errors import ScepServerError
+from scep_server.intune.client import IntuneClient
+from scep_server.pki.names import printable
+from scep_server.runtime import ca_passphrase
+from scep_server.service.revocation import REASON_NAMES, RevocationService
+from scep_server.store import (
+    AlreadyRevoked,
+    CertificateNotFound,
+    CertificateRecord,
+    CertStatus,
+    Store,
+    parse_serial_hex,
+)
 
 log = logging.getLogger("scep_server.cli")
 
@@ -68,17 +75,17 @@ def _delegated_command(argv: list[str]) -> int | None:
     rest = argv[index + 1:]
     configure_logging(os.environ.get("SCEP_SERVER_LOG_LEVEL", "INFO"))
     if argv[index] == "simulate":
-        from .simulator.cli import run as run_simulator
+        from scep_server.simulator.cli import run as run_simulator
 
         return run_simulator(rest)
-    from .emulator.cli import run as run_emulator
+    from scep_server.emulator.cli import run as run_emulator
 
     return run_emulator(rest)
 
 
 def configure_logging(level: str) -> None:
     """stderr logging; control characters in records are escaped so that no record can forge a line."""
-    from .logs import escape_logger_output
+    from scep_server.logs import escape_logger_output
 
     logging.basicConfig(
         level=level.upper(),
@@ -190,7 +197,7 @@ def cmd_import_ca(config: ServerConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
-    from .web.gunicorn import serve
+    from scep_server.serve import serve
 
     check_keys_at_rest(config, ca_passphrase(config), "serve")
     os.umask(0o077)  # whatever the server and its workers create (database, metrics, locks) stays private
@@ -200,7 +207,7 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
         log.info("created CA in %s", config.ca_dir)
     # Fail before forking when the CA, the database or a profile is unusable, and let one process
     # migrate and create the OCSP responder certificate before the workers start.
-    from .runtime import build_runtime
+    from scep_server.runtime import build_runtime
 
     runtime = build_runtime(config)
     warn_if_ra_expires_soon(runtime.ca)
@@ -213,8 +220,8 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
 
 def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:
     """Troubleshooting for admins: can we get tokens, find Intune's services, and would we call them?"""
-    from .intune.check import check_services
-    from .intune.transport import IntuneTransport
+    from scep_server.intune.check import check_services
+    from scep_server.intune.transport import IntuneTransport
 
     if not config.intune.configured:
         print("scep-server: intune.tenant and intune.client_id are not set", file=sys.stderr)
@@ -238,7 +245,7 @@ def start_emulator(config: ServerConfig) -> ServerConfig:
 
     Returns the configuration to serve with: the emulator's generated client secret, never the configured one.
     """
-    from .emulator.beside import start_beside
+    from scep_server.emulator.beside import start_beside
 
     return start_beside(config)[1]
 
@@ -295,7 +302,7 @@ def cmd_certs_revoke(config: ServerConfig, args: argparse.Namespace) -> int:
 
 def cmd_intune_sync_revocations(config: ServerConfig, args: argparse.Namespace) -> int:
     """One download → revoke → upload round, for cron-style use beside (or instead of) the server's worker."""
-    from .runtime import revocation_sync
+    from scep_server.runtime import revocation_sync
 
     if not config.intune.configured:
         print("scep-server: intune.tenant and intune.client_id are not set", file=sys.stderr)
