@@ -2,7 +2,7 @@
 
 Each builder signs what it is given with the device key, so the server's signature and digest checks
 pass and the fuzzed part is what gets parsed next. Built with the client code the server is tested
-with (:mod:`scep_server.scep.client`, :mod:`scep_server.scep.cms`).
+with (:mod:`scep_server.scep.client`, :mod:`scep_server.scep.cms`, :mod:`scep_server.scep.envelope`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scep_server.scep import client, cms
+from scep_server.scep.device_key import DeviceKey
+from scep_server.scep.envelope import encrypt
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, MessageType
 
 from . import material
@@ -44,7 +46,7 @@ def sign_envelope(envelope: bytes, message_type: MessageType = MessageType.PKCS_
     """A signed pkiMessage whose pkcsPKIEnvelope is ``envelope``, whatever those bytes are."""
     device = material.device()
     return cms.sign(
-        envelope, signer_cert=device.signer, signer_key=device.key, digest=DigestAlgorithm.SHA256,
+        envelope, signer_cert=device.signer, signer_key=DeviceKey(device.key), digest=DigestAlgorithm.SHA256,
         attributes=scep_attributes(message_type),
     )  # fmt: skip
 
@@ -70,7 +72,7 @@ def genuine_csr() -> bytes:
 @cache
 def genuine_envelope() -> bytes:
     """A PKCSReq envelope to the RA (AES-128), the content the attribute target signs."""
-    return cms.encrypt(genuine_csr(), material.scep_ca().ra_cert, ContentCipher.AES128)
+    return encrypt(genuine_csr(), material.scep_ca().ra_cert, ContentCipher.AES128)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class _Frame:
 def _frame() -> _Frame:
     device = material.device()
     der = cms.sign(
-        genuine_envelope(), signer_cert=device.signer, signer_key=device.key, digest=DigestAlgorithm.SHA256,
+        genuine_envelope(), signer_cert=device.signer, signer_key=DeviceKey(device.key), digest=DigestAlgorithm.SHA256,
         attributes=[],
     )  # fmt: skip
     signed = asn1_cms.ContentInfo.load(der)["content"]

@@ -21,6 +21,7 @@ from cryptography.x509 import ocsp
 
 from scep_server.errors import ScepError
 from scep_server.scep import cms
+from scep_server.scep.envelope import encrypt
 from scep_server.scep.message import IssuerAndSubject
 from scep_server.scep.types import ContentCipher, KeyTransport, MessageType
 
@@ -55,8 +56,8 @@ def envelope_raw() -> list[bytes]:
 
 def envelope_pkcs() -> list[bytes]:
     csr, ra_cert = messages.genuine_csr(), material.scep_ca().ra_cert
-    built = [cms.encrypt(csr, ra_cert, cipher) for cipher in messages.CIPHERS]
-    built.append(cms.encrypt(csr, ra_cert, ContentCipher.AES256, KeyTransport.RSA_OAEP))
+    built = [encrypt(csr, ra_cert, cipher) for cipher in messages.CIPHERS]
+    built.append(encrypt(csr, ra_cert, ContentCipher.AES256, KeyTransport.RSA_OAEP))
     return built + list(_envelopes_of(vectors()))
 
 

@@ -28,7 +28,15 @@ from scep_server.challenge import challenge_password
 from scep_server.errors import RequestError, ScepError
 from scep_server.scep import message
 from scep_server.scep.cms import SignedMessage
-from scep_server.scep.message import DecodeOptions, PkiRequest, ReplyContext
+from scep_server.scep.message import (
+    CertificateRequest,
+    CertPoll,
+    DecodeOptions,
+    GetCert,
+    GetCrl,
+    PkiRequest,
+    ReplyContext,
+)
 from scep_server.scep.types import MessageType
 from scep_server.web.ocsp import decode_get_request
 
@@ -99,16 +107,11 @@ def _open(signed: SignedMessage, context: ReplyContext, options: DecodeOptions) 
 
 def _check_parsed(request: PkiRequest) -> None:
     """An accepted request carries the parsed content its messageType calls for, readable downstream."""
-    kind = request.message_type
-    if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
-        csr = request.csr
-        _require(csr is not None and request.csr_der is not None, f"{kind.name} without its CSR")
-        if csr is not None:
-            challenge_password(csr)
-    elif kind in (MessageType.GET_CERT, MessageType.GET_CRL):
-        _require(request.issuer_serial is not None, f"{kind.name} without IssuerAndSerialNumber")
-    else:
-        _require(request.poll_subject is not None, f"{kind.name} without IssuerAndSubject")
+    kinds = {CertificateRequest: (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ), CertPoll: (MessageType.CERT_POLL,),
+             GetCert: (MessageType.GET_CERT,), GetCrl: (MessageType.GET_CRL,)}
+    _require(request.context.message_type in kinds[type(request)], f"{type(request).__name__} for another type")
+    if isinstance(request, CertificateRequest):
+        challenge_password(request.csr)
 
 
 # --- the OCSP responder --------------------------------------------------------------------------

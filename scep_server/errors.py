@@ -5,24 +5,38 @@
     ScepServerError
      ├─ ConfigError              invalid or missing configuration (CLI exits non-zero)
      ├─ CAError                  CA material missing, unreadable or inconsistent
-     ├─ StoreError               the database failed
-     │   └─ StoreUnavailable     transient: retry later (→ PENDING or 503 by policy)
+     ├─ StoreError               the database failed (a bug, a constraint, the schema): 503, logged
      ├─ IntuneError              a call to Entra ID / Graph / Intune failed (.activity_id, .status)
      │   ├─ IntuneAuthError      Entra ID refused the app's credentials (secret, certificate, consent)
-     │   ├─ IntuneUnavailable    transport error, timeout, 429 or 5xx after the retries (transient)
      │   └─ IntuneProtocolError  an answer we cannot use: unexpected status, malformed JSON
+     ├─ Unavailable              the one transient branch (.retry_after): PENDING or 503 + Retry-After
+     │   ├─ StoreUnavailable     lock timeout, lost connection (also a StoreError)
+     │   ├─ IntuneUnavailable    transport error, timeout, 429 or 5xx after the retries (also an IntuneError)
+     │   └─ ValidatorUnavailable a challenge validator could not decide now
+     ├─ NotFound                 what was asked for does not exist: 404 in the API, never an outage
+     │   └─ CertificateNotFound
+     ├─ Conflict                 the state does not allow it (any more): 409 in the API, never an outage
+     │   ├─ AlreadyRevoked  DuplicateCertificate  TransactionNotPending  OutboxEntryNotPending
+     ├─ InvalidInput             an operator's argument is not acceptable: 400 in the API, exit 2 in the CLI
+     │   └─ UnknownRevocationReason
+     ├─ ScepClientError          the client side: a SCEP server's answer we cannot use (scep/client/)
+     │   └─ ScepHttpError        the HTTP exchange failed (simulator/http.py)
+     ├─ MalformedOcspRequest     an OCSP request we cannot read: answered malformedRequest (ca/ocsp.py)
      └─ ScepError
          ├─ RequestError         → HTTP 400, no CertRep possible (unknown operation, undecodable message)
          │   └─ PayloadTooLarge  → HTTP 413
-         ├─ PKIFailure           → HTTP 200 + signed CertRep FAILURE carrying .fail_info
-         │   ├─ BadAlg            failInfo 0
-         │   ├─ BadMessageCheck   failInfo 1
-         │   ├─ BadRequest        failInfo 2
-         │   │   ├─ ChallengeRejected  carries the validator's reason (an Intune code, say)
-         │   │   └─ RetryLater         could not be decided or delivered now; a retry may succeed
-         │   ├─ BadTime           failInfo 3
-         │   └─ BadCertId         failInfo 4
-         └─ UpstreamError        transient: a dependency (the challenge validator) failed
+         └─ PKIFailure           → HTTP 200 + signed CertRep FAILURE carrying .fail_info
+             ├─ BadAlg            failInfo 0
+             ├─ BadMessageCheck   failInfo 1
+             │   └─ EnvelopeRejected  any failure after the RSA step: one answer, no oracle
+             ├─ BadRequest        failInfo 2
+             │   ├─ ChallengeRejected  carries the validator's reason (an Intune code, say)
+             │   └─ RetryLater         could not be decided or delivered now; a retry may succeed
+             ├─ BadTime           failInfo 3
+             └─ BadCertId         failInfo 4
+
+The classes of a branch may live next to the code that raises them (the store's records, the OCSP
+parser); the branches live here, and every exception class of the server is drawn above (a test checks).
 
 A ``PKIFailure`` can only be answered with a CertRep when the request's envelope was readable enough
 to know the transactionID, the sender nonce and the signer; the web layer falls back to HTTP 400 when
@@ -64,8 +78,36 @@ class StoreError(ScepServerError):
     """The certificate store failed."""
 
 
-class StoreUnavailable(StoreError):
+class Unavailable(ScepServerError):
+    """A dependency failed in a way that may go away on retry; ``retry_after`` in seconds when known."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(StoreError, Unavailable):
     """The store failed in a way that may go away on retry (lock timeout, lost connection)."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        Unavailable.__init__(self, detail, retry_after)
+
+
+class ValidatorUnavailable(Unavailable):
+    """A challenge validator could not decide now; the request may succeed later."""
+
+
+class NotFound(ScepServerError):
+    """What was asked for does not exist (404 in the API); never an outage."""
+
+
+class Conflict(ScepServerError):
+    """The current state does not allow the change (409 in the API); never an outage."""
+
+
+class InvalidInput(ScepServerError):
+    """An operator's argument (admin API, CLI) is not acceptable (400 in the API)."""
 
 
 class IntuneError(ScepServerError):
@@ -82,14 +124,14 @@ class IntuneAuthError(IntuneError):
     """Entra ID refused the app's credentials; not transient, an admin must act."""
 
 
-class IntuneUnavailable(IntuneError):
+class IntuneUnavailable(IntuneError, Unavailable):
     """Intune could not be reached or answered 429/5xx even after the retries."""
 
     def __init__(
         self, detail: str, *, activity_id: str | None = None, status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(detail, activity_id=activity_id, status=status)
+        IntuneError.__init__(self, detail, activity_id=activity_id, status=status)
         self.retry_after = retry_after
 
 
@@ -184,11 +226,3 @@ class BadCertId(PKIFailure):
     fail_info = FailInfo.BAD_CERT_ID
     public_text = "no matching certificate or transaction"
 
-
-class UpstreamError(ScepError):
-    """A dependency failed transiently; the request may succeed later."""
-
-    def __init__(self, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.retry_after = retry_after

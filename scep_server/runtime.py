@@ -4,23 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from scep_server.ca.authority import CertificateAuthority, load_ca
-from scep_server.ca.issue import IssuancePolicy
+from scep_server.ca.policy import IssuancePolicy
 from scep_server.ca.responder import DelegatedResponder, responder_policy
-from scep_server.challenge import ChallengeValidator
-from scep_server.challenge.intune import IntuneChallenge
-from scep_server.challenge.registry import build_validator
+from scep_server.challenge import Resources, build_validator, defers_when_unavailable, needs_intune
+from scep_server.challenge.intune import IntuneLink
 from scep_server.config import ProfileConfig, ServerConfig
 from scep_server.intune.client import IntuneClient
-from scep_server.jobs.worker import BackgroundWorker, DeferredValidations, Every, Task
+from scep_server.jobs import tasks as jobs
+from scep_server.jobs.locks import INTUNE_REVOCATION_ROUND, LockFactory
+from scep_server.jobs.tasks import DeferredValidations, RevocationRounds
+from scep_server.jobs.worker import BackgroundWorker, Task
 from scep_server.scep.message import CONTENT_KEY_LEDGER, DecodeOptions
+from scep_server.service.certificates import CertificateQueries
 from scep_server.service.enrollment import EnrollmentService
 from scep_server.service.intune_outbox import NotificationOutbox
 from scep_server.service.intune_sync import RevocationSync
-from scep_server.service.issuance import GetCertScope, Profile
+from scep_server.service.issuance import IssuanceService
+from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlCache, OcspResponder
 from scep_server.service.revocation import RevocationService
 from scep_server.store import Store
@@ -37,6 +40,7 @@ class Runtime:
     background: BackgroundWorker
     ocsp: OcspResponder
     revocations: RevocationService
+    certificates: CertificateQueries
 
     def close(self) -> None:
         self.background.stop()
@@ -66,7 +70,7 @@ def ca_configuration(config: ServerConfig) -> str:
     return f"{host or 'scep-server'}\\{config.ca.name}"
 
 
-def build_profile(config: ServerConfig, profile: ProfileConfig, intune: ChallengeValidator | None) -> Profile:
+def build_profile(config: ServerConfig, profile: ProfileConfig, resources: Resources) -> Profile:
     policy = IssuancePolicy.from_profile(
         profile, crl_url=crl_url(config), ca_issuers_url=ca_issuers_url(config), ocsp_url=ocsp_url(config)
     )
@@ -76,12 +80,11 @@ def build_profile(config: ServerConfig, profile: ProfileConfig, intune: Challeng
     )
     return Profile(
         profile.name,
-        build_validator(profile, intune=intune),
+        build_validator(profile, resources),
         policy,
         decode,
         profile.allow_renewal,
-        defer_when_unavailable=profile.challenge.type == "intune"
-        and profile.challenge.on_intune_unavailable == "pending",
+        defer_when_unavailable=defers_when_unavailable(profile.challenge),
         pending_timeout=timedelta(minutes=profile.challenge.pending_timeout_minutes),
         get_cert=GetCertScope(profile.get_cert),
         require_signer_subject=profile.require_signer_subject,
@@ -101,57 +104,62 @@ def build_runtime(config: ServerConfig) -> Runtime:
 
 
 def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> Runtime:
-    worker_tasks: list[tuple[str, Task]] = []
-    background = BackgroundWorker(worker_tasks)
+    worker_tasks: list[Task] = []
+    background = BackgroundWorker(worker_tasks, locks=LockFactory(store))
     validity = timedelta(hours=config.ca.crl_validity_hours)
     crls = CrlCache(
         ca, store, validity=validity, refresh=min(validity / 4, timedelta(hours=1)), wake=background.wake.set
     )
-    worker_tasks.append(("crl-publisher", crls.publish_due))
-    ocsp = _ocsp_responder(config, ca, store, crls)
+    worker_tasks.append(jobs.crl_publishing(crls.publish_due))
+    ocsp = _ocsp_responder(config, ca, store, crls, worker_tasks)
     revocations = RevocationService(store, issuer=ca.issuer_name, caches=(crls, ocsp))
-    intune = _intune_services(config, store, background, worker_tasks, revocations)
-    profiles = {p.name: build_profile(config, p, intune) for p in config.profiles}
+    resources = _intune_services(config, store, background, worker_tasks, revocations)
+    profiles = {p.name: build_profile(config, p, resources) for p in config.profiles}
     lease = timedelta(seconds=config.transaction_lease_seconds)
-    service = EnrollmentService(ca, store, profiles, crls, claim_lease=lease)
-    worker_tasks.append(("undelivered-certificates", Every(300, service.withdraw_abandoned)))
+    service = EnrollmentService(ca, store, profiles, crls, IssuanceService(ca, store, revocations), claim_lease=lease)
+    worker_tasks.append(jobs.undelivered_certificates(service.withdraw_abandoned))
     if any(p.defer_when_unavailable for p in profiles.values()):
-        deferred = DeferredValidations(store, service.issuance, profiles)
-        worker_tasks.append(("deferred-validations", deferred.run_once))
-    return Runtime(config, ca, store, profiles, crls, service, background, ocsp, revocations)
+        worker_tasks.append(jobs.deferred_validations(DeferredValidations(store, service.issuance, profiles)))
+    certificates = CertificateQueries(store, revocations, issuer=ca.issuer_name)
+    return Runtime(config, ca, store, profiles, crls, service, background, ocsp, revocations, certificates)
 
 
-def _ocsp_responder(config: ServerConfig, ca: CertificateAuthority, store: Store, crls: CrlCache) -> OcspResponder:
+def _ocsp_responder(
+    config: ServerConfig, ca: CertificateAuthority, store: Store, crls: CrlCache, tasks: list[Task]
+) -> OcspResponder:
     policy = responder_policy(config.ca.ocsp_subject, config.ca.ocsp_validity_days)
     responder = DelegatedResponder(config.ca_dir, ca, ca_passphrase(config), policy)
     responder.current()  # create/renew at startup; fails early if the CA dir is read-only
+    tasks.append(jobs.ocsp_responder_renewal(responder.current))
     return OcspResponder(ca, store, responder, crls.watch,
                          validity=timedelta(minutes=config.ca.ocsp_response_validity_minutes))
 
 
 def _intune_services(
-    config: ServerConfig, store: Store, background: BackgroundWorker, tasks: list[tuple[str, Task]],
+    config: ServerConfig, store: Store, background: BackgroundWorker, tasks: list[Task],
     revocations: RevocationService,
-) -> ChallengeValidator | None:
-    """The Intune validator, its notification outbox and the revocation sync, when Intune is configured."""
-    uses_intune = any(p.challenge.type == "intune" for p in config.profiles)
+) -> Resources:
+    """The Intune client, its notification outbox and the revocation sync, when Intune is configured;
+    what the validators that call Intune share."""
+    uses_intune = any(needs_intune(p.challenge) for p in config.profiles)
     if not uses_intune and not config.intune.configured:
-        return None
+        return Resources()
     from scep_server.intune.client import IntuneClient
 
     client = IntuneClient(config.intune)
     outbox = NotificationOutbox(store, client, wake=background.wake)
-    tasks.append(("intune-outbox", outbox.deliver_due))
-    sync = revocation_sync(config, store, client, revocations)
-    tasks.append(("intune-revocations", Every(config.intune.revocation_poll_seconds, sync.run_safely)))
-    return IntuneChallenge(client, outbox, ca_configuration=ca_configuration(config)) if uses_intune else None
+    tasks.append(jobs.intune_outbox(outbox.deliver_due))
+    rounds = revocation_sync(config, store, client, revocations)
+    tasks.append(jobs.intune_revocation_sync(rounds, every=config.intune.revocation_poll_seconds))
+    return Resources((IntuneLink(client, outbox, ca_configuration(config)),)) if uses_intune else Resources()
 
 
 def revocation_sync(
     config: ServerConfig, store: Store, client: IntuneClient, revocations: RevocationService
-) -> RevocationSync:
-    return RevocationSync(
+) -> RevocationRounds:
+    """Intune revocation rounds that take turns with every other process's (the worker's, the CLI's)."""
+    sync = RevocationSync(
         store, client, revocations, batch_size=config.intune.revocation_batch_size,
         issuer_filter=config.intune.revocation_issuer_filter,
-        lock_path=Path(config.data_dir) / "intune-revocations.lock",
     )
+    return RevocationRounds(sync, LockFactory(store)(INTUNE_REVOCATION_ROUND))

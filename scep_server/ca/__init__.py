@@ -1,4 +1,7 @@
-"""Issuing: CA/RA keys and certificates, the certificate builder policy, serials, CRLs."""
+"""Issuing: the CA and its RA, issuance policy and CSR checks, certificates, CRLs and OCSP.
+
+The keys themselves stay in :mod:`scep_server.ca.keys`; everything else holds them as signers.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +19,10 @@ from scep_server.ca.authority import (
     rotate_ra,
 )
 from scep_server.ca.crl import build_crl
-from scep_server.ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
-from scep_server.ca.keys.file import (
-    PrivateKey,
-    generate_private_key,
-    load_certificates,
-    load_private_key,
-    save_certificate,
-    save_private_key,
-)
+from scep_server.ca.csr import check_csr, describe_sans
+from scep_server.ca.issue import build_certificate, thumbprints
+from scep_server.ca.keys import Decrypter, RaKey, Signer
+from scep_server.ca.policy import IssuancePolicy
 
 __all__ = [
     "CA_CERT",
@@ -33,21 +31,18 @@ __all__ = [
     "RA_CERT",
     "RA_KEY",
     "CertificateAuthority",
+    "Decrypter",
     "IssuancePolicy",
-    "PrivateKey",
+    "RaKey",
+    "Signer",
     "build_certificate",
     "build_crl",
     "ca_exists",
     "check_csr",
     "describe_sans",
-    "generate_private_key",
     "import_ca",
     "init_ca",
     "load_ca",
-    "load_certificates",
-    "load_private_key",
     "rotate_ra",
-    "save_certificate",
-    "save_private_key",
     "thumbprints",
 ]

@@ -1,8 +1,9 @@
 """The certificate authority: its certificate, key and chain, plus the RA, and their life on disk.
 
-A CA directory (mode 0700) holds ``ca.key`` and ``ra.key`` (PKCS#8 PEM, encrypted with the CA
-passphrase when one is set), ``ca.pem``, ``ra.pem`` and, for a subordinate CA, ``chain.pem`` (the
-certificates above ``ca.pem``, its issuer first), every file mode 0600.
+A CA directory (mode 0700) holds ``ca.pem``, ``ra.pem`` and, for a subordinate CA, ``chain.pem`` (the
+certificates above ``ca.pem``, its issuer first), every file mode 0600. The keys ``ca.key`` and
+``ra.key`` are kept by a key backend (:mod:`scep_server.ca.keys`; the ``file`` backend keeps them in
+the same directory, encrypted with the CA passphrase when one is set), and reach the CA only as signers.
 
 Keys at rest: ``serve`` and ``import-ca`` need a CA passphrase unless the configuration allows
 unencrypted keys (``ca.allow_unencrypted_keys: true``, or ``dev: true`` as config/dev.yaml says), see
@@ -18,54 +19,48 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_server.ca.keys.file import (
-    CERT_FILE_MODE,
-    KEY_FILE_MODE,
-    PrivateKey,
-    certificates_pem,
-    commit,
-    discard,
-    generate_private_key,
-    key_matches,
+from scep_server.ca.certfiles import (
     load_certificates,
-    load_private_key,
-    make_private_dir,
+    load_single_certificate,
     parse_certificates,
-    parse_private_key,
-    private_key_pem,
+    replace_pair,
     save_certificate,
     save_certificates,
-    save_private_key,
-    stage,
 )
+from scep_server.ca.keys import (
+    KeyBackend,
+    KeyContext,
+    KeySpec,
+    NewKey,
+    RaKey,
+    Signer,
+    as_ra_key,
+    key_matches,
+    open_backend,
+)
+from scep_server.ca.keys.atomic import make_private_dir
 from scep_server.ca.material import RA_KEY_BITS, issue_ra, self_signed_ca
-from scep_server.ca.signing import is_issued_by, is_self_signed
 from scep_server.config import CAConfig, ServerConfig
 from scep_server.errors import CAError, ConfigError
+from scep_server.pki.chain import is_issued_by, is_self_signed
 from scep_server.pki.names import parse_name
 
 CA_KEY, CA_CERT, RA_KEY, RA_CERT, CHAIN = "ca.key", "ca.pem", "ra.key", "ra.pem", "chain.pem"
 CA_DIR_MODE = 0o700
-UNENCRYPTED_KEYS_REFUSED = (
-    "{action} keeps the CA and RA keys encrypted at rest, and no CA passphrase is set: set SCEP_CA_PASSPHRASE "
-    "(or ca.key_passphrase; keys found unencrypted are then encrypted with it when loaded), or set "
-    "ca.allow_unencrypted_keys: true to accept unencrypted keys (development configs say dev: true)"
-)
 
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
 
 @dataclass(frozen=True, slots=True)
 class CertificateAuthority:
-    """The issuing CA, the RA that speaks SCEP for it, and the chain above the CA."""
+    """The issuing CA, the RA that speaks SCEP for it, and the chain above the CA; their keys as signers."""
 
     name: str
     ca_cert: x509.Certificate
-    ca_key: PrivateKey = field(repr=False)
+    ca_key: Signer = field(repr=False)
     ra_cert: x509.Certificate
-    ra_key: rsa.RSAPrivateKey = field(repr=False)
+    ra_key: RaKey = field(repr=False)
     chain: tuple[x509.Certificate, ...] = ()
 
     @property
@@ -104,6 +99,11 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
 
+def key_backend(ca_dir: Path, passphrase: bytes | None) -> KeyBackend:
+    """The backend holding the keys of the CA directory ``ca_dir``."""
+    return open_backend(KeyContext(ca_dir, passphrase))
+
+
 def unencrypted_keys_allowed(config: ServerConfig) -> bool:
     """Whether this configuration accepts CA/RA keys without a passphrase: a dev config, or said explicitly."""
     return config.dev or config.ca.allow_unencrypted_keys
@@ -114,13 +114,13 @@ def check_keys_at_rest(config: ServerConfig, passphrase: bytes | None, action: s
 
     With a passphrase the keys are encrypted: written so, and encrypted in place when found otherwise.
     """
-    if passphrase is None and not unencrypted_keys_allowed(config):
-        raise ConfigError(UNENCRYPTED_KEYS_REFUSED.format(action=action))
+    keys = key_backend(config.ca_dir, passphrase)
+    keys.check_at_rest(action, allow_unprotected=unencrypted_keys_allowed(config))
 
 
 def ca_exists(ca_dir: Path) -> bool:
     """Whether ``ca_dir`` already holds a CA key or certificate (which init/import must not overwrite)."""
-    return (ca_dir / CA_KEY).exists() or (ca_dir / CA_CERT).exists()
+    return key_backend(ca_dir, None).exists(CA_KEY) or (ca_dir / CA_CERT).exists()
 
 
 def init_ca(
@@ -131,10 +131,12 @@ def init_ca(
     _refuse_existing(ca_dir)
     subject = _config_name(config.subject, "ca.subject")
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
-    ca_key = generate_private_key(config.key_type, key_size=config.key_size, curve=config.curve)
+    keys = key_backend(ca_dir, passphrase)
+    ca_key = keys.generate(KeySpec(config.key_type, rsa_bits=config.key_size, curve=config.curve))
     ca_cert = self_signed_ca(ca_key, subject, config.validity_days, now)
-    ca = _with_new_ra(config.name, ca_cert, ca_key, (), ra_subject, config.ra_validity_days, now)
-    _store(ca_dir, ca, passphrase)
+    ra_key = keys.generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
+    ca = _with_ra(config.name, ca_cert, ca_key, (), ra_key, ra_subject, config.ra_validity_days, now)
+    _store(ca_dir, ca, ca_key, ra_key)
     return ca
 
 
@@ -159,27 +161,34 @@ def import_ca(
     _refuse_existing(ca_dir)
     ca_cert, *extra = parse_certificates(cert_pem, source="the CA certificate")
     pool = extra + (parse_certificates(chain_pem, source="the chain") if chain_pem else [])
-    ca_key = parse_private_key(key_pem, key_password, source="the CA key", hint="give the key's password")
+    keys = key_backend(ca_dir, passphrase)
+    ca_key = keys.adopt(key_pem, key_password, source="the CA key", hint="give the key's password")
     if not key_matches(ca_key, ca_cert):
         raise CAError("the private key does not belong to the CA certificate (their public keys differ)")
     check_ca_certificate(ca_cert, now, "the CA certificate")
     chain = order_chain(ca_cert, pool, now)
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
-    ca = _with_new_ra(config.name, ca_cert, ca_key, chain, ra_subject, config.ra_validity_days, now)
-    _store(ca_dir, ca, passphrase)
+    ra_key = keys.generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
+    ca = _with_ra(config.name, ca_cert, ca_key, chain, ra_key, ra_subject, config.ra_validity_days, now)
+    _store(ca_dir, ca, ca_key, ra_key)
     return ca
 
 
 def load_ca(ca_dir: Path, config: CAConfig, passphrase: bytes | None) -> CertificateAuthority:
     """Load the CA of ``ca_dir`` and check that its parts belong together."""
-    missing = [name for name in (CA_KEY, CA_CERT, RA_KEY, RA_CERT) if not (ca_dir / name).exists()]
+    keys = key_backend(ca_dir, passphrase)
+    found = {
+        CA_KEY: keys.exists(CA_KEY), CA_CERT: (ca_dir / CA_CERT).exists(),
+        RA_KEY: keys.exists(RA_KEY), RA_CERT: (ca_dir / RA_CERT).exists(),
+    }
+    missing = [name for name, there in found.items() if not there]
     if missing:
         raise CAError(f"no complete CA in {ca_dir}: missing {', '.join(missing)} (initialise or import a CA)")
-    ca_cert = _single_certificate(ca_dir / CA_CERT)
-    ca_key = load_private_key(ca_dir / CA_KEY, passphrase)
+    ca_cert = load_single_certificate(ca_dir / CA_CERT)
+    ca_key = keys.load(CA_KEY)
     if not key_matches(ca_key, ca_cert):
-        raise CAError(f"{ca_dir / CA_KEY} does not belong to the certificate in {ca_dir / CA_CERT}")
-    ra_cert, ra_key = _load_ra(ca_dir, passphrase)
+        raise CAError(f"{keys.describe(CA_KEY)} does not belong to the certificate in {ca_dir / CA_CERT}")
+    ra_cert, ra_key = _load_ra(ca_dir, keys)
     if not is_issued_by(ra_cert, ca_cert):
         raise CAError(f"the RA certificate in {ca_dir / RA_CERT} was not issued by the CA (rotate the RA)")
     chain = _load_chain(ca_dir, ca_cert)
@@ -194,22 +203,12 @@ def rotate_ra(
     *,
     now: datetime | None = None,
 ) -> CertificateAuthority:
-    """Give the CA a new RA key and certificate, replacing ``ra.key`` and ``ra.pem``.
-
-    Both files are written in full under temporary names first and then renamed into place one
-    right after the other, so the pair on disk is only ever mismatched for the instant between two
-    renames (and :func:`load_ca` detects a mismatch).
-    """
+    """Give the CA a new RA key and certificate, replacing ``ra.key`` and ``ra.pem`` together
+    (:func:`~scep_server.ca.certfiles.replace_pair`; :func:`load_ca` detects a mismatched pair)."""
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
-    new = _with_new_ra(ca.name, ca.ca_cert, ca.ca_key, ca.chain, ra_subject, config.ra_validity_days, _now(now))
-    staged_key = stage(ca_dir / RA_KEY, private_key_pem(new.ra_key, passphrase, path=ca_dir / RA_KEY), KEY_FILE_MODE)
-    try:
-        staged_cert = stage(ca_dir / RA_CERT, certificates_pem([new.ra_cert]), CERT_FILE_MODE)
-    except CAError:
-        discard(staged_key)
-        raise
-    commit(staged_key, ca_dir / RA_KEY)
-    commit(staged_cert, ca_dir / RA_CERT)
+    ra_key = key_backend(ca_dir, passphrase).generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
+    new = _with_ra(ca.name, ca.ca_cert, ca.ca_key, ca.chain, ra_key, ra_subject, config.ra_validity_days, _now(now))
+    replace_pair(ra_key, RA_KEY, ca_dir / RA_CERT, new.ra_cert)
     return new
 
 
@@ -291,18 +290,19 @@ def _extension(extensions: x509.Extensions, kind: type[_Ext]) -> _Ext | None:
         return None
 
 
-def _with_new_ra(
+def _with_ra(
     name: str,
     ca_cert: x509.Certificate,
-    ca_key: PrivateKey,
+    ca_key: Signer,
     chain: tuple[x509.Certificate, ...],
+    ra_key: Signer,
     ra_subject: x509.Name,
     ra_validity_days: int,
     now: datetime,
 ) -> CertificateAuthority:
-    ra_key = rsa.generate_private_key(public_exponent=65537, key_size=RA_KEY_BITS)
-    ra_cert = issue_ra(ca_cert, ca_key, ra_key, ra_subject, ra_validity_days, now)
-    return CertificateAuthority(name, ca_cert, ca_key, ra_cert, ra_key, chain)
+    ra = as_ra_key(ra_key, "the new RA key")
+    ra_cert = issue_ra(ca_cert, ca_key, ra.public_key(), ra_subject, ra_validity_days, now)
+    return CertificateAuthority(name, ca_cert, ca_key, ra_cert, ra, chain)
 
 
 def _config_name(text: str, setting: str) -> x509.Name:
@@ -320,22 +320,15 @@ def _refuse_existing(ca_dir: Path) -> None:
         raise CAError(f"{ca_dir} already holds a CA; remove {CA_KEY} and {CA_CERT} first to replace it")
 
 
-def _store(ca_dir: Path, ca: CertificateAuthority, passphrase: bytes | None) -> None:
+def _store(ca_dir: Path, ca: CertificateAuthority, ca_key: NewKey, ra_key: NewKey) -> None:
     # ca.pem goes last: until it exists, load_ca reports the CA as incomplete.
     make_private_dir(ca_dir)
-    save_private_key(ca_dir / RA_KEY, ca.ra_key, passphrase)
+    ra_key.stage(RA_KEY).commit()
     save_certificate(ca_dir / RA_CERT, ca.ra_cert)
     if ca.chain:
         save_certificates(ca_dir / CHAIN, ca.chain)
-    save_private_key(ca_dir / CA_KEY, ca.ca_key, passphrase)
+    ca_key.stage(CA_KEY).commit()
     save_certificate(ca_dir / CA_CERT, ca.ca_cert)
-
-
-def _single_certificate(path: Path) -> x509.Certificate:
-    certs = load_certificates(path)
-    if len(certs) != 1:
-        raise CAError(f"{path} must hold exactly one certificate, not {len(certs)}")
-    return certs[0]
 
 
 def _load_chain(ca_dir: Path, ca_cert: x509.Certificate) -> tuple[x509.Certificate, ...]:
@@ -349,11 +342,9 @@ def _load_chain(ca_dir: Path, ca_cert: x509.Certificate) -> tuple[x509.Certifica
     return chain
 
 
-def _load_ra(ca_dir: Path, passphrase: bytes | None) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    ra_cert = _single_certificate(ca_dir / RA_CERT)
-    ra_key = load_private_key(ca_dir / RA_KEY, passphrase)
-    if not isinstance(ra_key, rsa.RSAPrivateKey):
-        raise CAError(f"{ca_dir / RA_KEY} is not an RSA key: SCEP clients only encrypt to RSA")
+def _load_ra(ca_dir: Path, keys: KeyBackend) -> tuple[x509.Certificate, RaKey]:
+    ra_cert = load_single_certificate(ca_dir / RA_CERT)
+    ra_key = as_ra_key(keys.load(RA_KEY), keys.describe(RA_KEY))
     if not key_matches(ra_key, ra_cert):
-        raise CAError(f"{ca_dir / RA_KEY} does not belong to the certificate in {ca_dir / RA_CERT}")
+        raise CAError(f"{keys.describe(RA_KEY)} does not belong to the certificate in {ca_dir / RA_CERT}")
     return ra_cert, ra_key

@@ -9,21 +9,7 @@ from cryptography import x509
 
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.material import authority_key_identifier
-from scep_server.ca.signing import ca_hash
-
-# RFC 5280 §5.3.1 CRLReason codes; 7 is not used.
-REASONS: dict[int, x509.ReasonFlags] = {
-    0: x509.ReasonFlags.unspecified,
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
+from scep_server.pki.reasons import CRLReason
 
 
 def build_crl(
@@ -56,7 +42,7 @@ def build_crl(
         # Handed over as one list: adding entries one by one copies the list each time (quadratic).
         revoked_certificates=[_entry(serial, when, reason) for serial, when, reason in revoked],
     )
-    return builder.sign(ca.ca_key, ca_hash(ca.ca_key))
+    return ca.ca_key.sign_crl(builder)
 
 
 def _aki_extension(ca_cert: x509.Certificate) -> x509.Extension[x509.ExtensionType]:
@@ -74,6 +60,6 @@ def _entry(serial: int, when: datetime, reason: int | None) -> x509.RevokedCerti
 
 def _reason(code: int) -> x509.ReasonFlags:
     try:
-        return REASONS[code]
-    except KeyError:
+        return CRLReason(code).flag
+    except ValueError:
         raise ValueError(f"{code} is not an RFC 5280 CRLReason code") from None

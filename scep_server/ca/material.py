@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scep_server.ca.keys.file import PrivateKey
-from scep_server.ca.signing import ca_hash
+from scep_server.ca.keys import Signer
 from scep_server.errors import CAError
 
 RA_KEY_BITS = 2048
@@ -35,7 +34,7 @@ def authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIden
     return x509.AuthorityKeyIdentifier.from_issuer_public_key(public)
 
 
-def self_signed_ca(key: PrivateKey, subject: x509.Name, validity_days: int, now: datetime) -> x509.Certificate:
+def self_signed_ca(key: Signer, subject: x509.Name, validity_days: int, now: datetime) -> x509.Certificate:
     """A root CA certificate for ``key``.
 
     RFC 5280 §4.2.1.9: basicConstraints cA TRUE, critical, no pathLenConstraint; §4.2.1.3: keyUsage
@@ -56,18 +55,18 @@ def self_signed_ca(key: PrivateKey, subject: x509.Name, validity_days: int, now:
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
     )
-    return builder.sign(key, ca_hash(key))
+    return key.sign_certificate(builder)
 
 
 def issue_ra(
     ca_cert: x509.Certificate,
-    ca_key: PrivateKey,
-    ra_key: rsa.RSAPrivateKey,
+    ca_key: Signer,
+    ra_key: rsa.RSAPublicKey,
     subject: x509.Name,
     validity_days: int,
     now: datetime,
 ) -> x509.Certificate:
-    """The RA certificate for ``ra_key``, issued by the CA and never outliving it.
+    """The RA certificate for the public key ``ra_key``, issued by the CA and never outliving it.
 
     keyUsage digitalSignature (CertRep signatures) and keyEncipherment (request decryption), critical;
     basicConstraints cA FALSE, critical (RFC 5280 §4.2.1.3, §4.2.1.9).
@@ -78,16 +77,16 @@ def issue_ra(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(ra_key.public_key())
+        .public_key(ra_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ra_key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ra_key), critical=False)
         .add_extension(authority_key_identifier(ca_cert), critical=False)
     )
-    return builder.sign(ca_key, ca_hash(ca_key))
+    return ca_key.sign_certificate(builder)
 
 
 def _key_usage(

@@ -18,11 +18,11 @@ from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 
+from scep_server.ca.keys import Signer
 from scep_server.ca.responder import ResponderIdentity
-from scep_server.ca.signing import ca_hash
 from scep_server.errors import ScepServerError
 
 # Hashes a CertID may use (RFC 6960 §4.1.1 names SHA-1; RFC 5019 §2.1.1 adds SHA-256), by asn1crypto name.
@@ -225,7 +225,7 @@ def _single_response(
     )  # fmt: skip
     if nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-    return builder.sign(signer.key, ca_hash(signer.key)).public_bytes(serialization.Encoding.DER)
+    return signer.key.sign_ocsp_response(builder).public_bytes(serialization.Encoding.DER)
 
 
 def _multiple_response(
@@ -248,7 +248,7 @@ def _multiple_response(
         {
             "tbs_response_data": data,
             "signature_algorithm": _signature_algorithm(signer.key),
-            "signature": _sign(signer.key, tbs),
+            "signature": signer.key.sign(tbs),
             "certs": [asn1_x509.Certificate.load(signer.cert.public_bytes(serialization.Encoding.DER))],
         }
     )
@@ -306,15 +306,10 @@ _ASN1_REASONS = {
 }
 
 
-def _signature_algorithm(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> algos.SignedDigestAlgorithm:
-    digest = ca_hash(key).name  # sha256 | sha384 | sha512
-    if isinstance(key, rsa.RSAPrivateKey):
+def _signature_algorithm(key: Signer) -> algos.SignedDigestAlgorithm:
+    """The algorithm :meth:`Signer.sign` uses with the key's own hash."""
+    digest = key.signature_hash.name  # sha256 | sha384 | sha512
+    if isinstance(key.public_key(), rsa.RSAPublicKey):
         # RFC 4055 §5: the parameters of sha*WithRSAEncryption are NULL; ECDSA's are absent (RFC 5758 §3.2).
         return algos.SignedDigestAlgorithm({"algorithm": f"{digest}_rsa", "parameters": core.Null()})
     return algos.SignedDigestAlgorithm({"algorithm": f"{digest}_ecdsa"})
-
-
-def _sign(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), ca_hash(key))
-    return key.sign(data, ec.ECDSA(ca_hash(key)))

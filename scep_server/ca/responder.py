@@ -3,8 +3,9 @@
 OCSP responses are signed by a short-lived responder certificate rather than by the CA key, so the CA
 key signs once a renewal instead of once a response. The certificate carries extendedKeyUsage
 id-kp-OCSPSigning (the CA's delegation, §4.2.2.2) and id-pkix-ocsp-nocheck (§4.2.2.2.1: clients need
-not check the responder's own status). It lives next to the CA as ``ocsp.key`` (PKCS#8 PEM, mode
-0600, encrypted with the CA passphrase when one is set) and ``ocsp.pem``.
+not check the responder's own status). Its key is ``ocsp.key`` of the CA's key backend (with the
+``file`` backend a PKCS#8 PEM file, mode 0600, encrypted with the CA passphrase when one is set) and
+its certificate ``ocsp.pem``, next to the CA's.
 
 Several server processes share the files: creation and renewal happen under an exclusive lock on
 ``.ocsp.lock`` and each process re-reads the files under that lock first, so a renewal is done once
@@ -25,27 +26,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from scep_server.ca.authority import CertificateAuthority
-from scep_server.ca.keys.file import (
-    CERT_FILE_MODE,
-    KEY_FILE_MODE,
-    PrivateKey,
-    certificates_pem,
-    commit,
-    discard,
-    generate_private_key,
-    key_matches,
-    load_certificates,
-    load_private_key,
-    private_key_pem,
-    stage,
-)
+from scep_server.ca.authority import CertificateAuthority, key_backend
+from scep_server.ca.certfiles import load_single_certificate, replace_pair
+from scep_server.ca.keys import KeyBackend, KeySpec, NewKey, Signer, key_matches
+from scep_server.ca.keys.atomic import KEY_FILE_MODE
 from scep_server.ca.material import MATERIAL_BACKDATE, authority_key_identifier
-from scep_server.ca.signing import ca_hash, is_issued_by
 from scep_server.errors import CAError, ConfigError
+from scep_server.pki.chain import is_issued_by
 from scep_server.pki.names import parse_name
 
 log = logging.getLogger(__name__)
@@ -93,10 +82,10 @@ def responder_policy(subject: str, validity_days: int) -> ResponderPolicy:
 
 @dataclass(frozen=True, slots=True)
 class ResponderIdentity:
-    """A responder certificate and its key."""
+    """A responder certificate and its key, which signs the responses."""
 
     cert: x509.Certificate
-    key: PrivateKey = field(repr=False)
+    key: Signer = field(repr=False)
 
     def renewal_due(self, ca_cert: x509.Certificate, now: datetime) -> bool:
         """Whether less than a third of the certificate's life is left (or it is not valid at ``now``).
@@ -112,7 +101,7 @@ class ResponderIdentity:
 
 
 def issue_responder_certificate(
-    ca: CertificateAuthority, key: PrivateKey, policy: ResponderPolicy, now: datetime
+    ca: CertificateAuthority, key: Signer, policy: ResponderPolicy, now: datetime
 ) -> x509.Certificate:
     """The delegated responder certificate for ``key``, issued by the CA and never outliving it.
 
@@ -138,7 +127,7 @@ def issue_responder_certificate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(authority_key_identifier(ca.ca_cert), critical=False)
     )
-    return builder.sign(ca.ca_key, ca_hash(ca.ca_key))
+    return ca.ca_key.sign_certificate(builder)
 
 
 def _digital_signature_only() -> x509.KeyUsage:
@@ -155,11 +144,9 @@ def _digital_signature_only() -> x509.KeyUsage:
     )
 
 
-def new_responder_key(ca: CertificateAuthority) -> PrivateKey:
+def new_responder_key(keys: KeyBackend, ca: CertificateAuthority) -> NewKey:
     """A key of the CA's family: clients that check an RSA CA may not do ECDSA, and the reverse."""
-    if isinstance(ca.ca_key, ec.EllipticCurvePrivateKey):
-        return ec.generate_private_key(ca.ca_key.curve)
-    return generate_private_key("rsa", key_size=RESPONDER_RSA_BITS)
+    return keys.generate(KeySpec.like(ca.ca_key.public_key(), rsa_bits=RESPONDER_RSA_BITS))
 
 
 class DelegatedResponder:
@@ -180,15 +167,11 @@ class DelegatedResponder:
     ) -> None:
         self._dir = ca_dir
         self._ca = ca
-        self._passphrase = passphrase
+        self._keys = key_backend(ca_dir, passphrase)
         self._policy = policy
         self._now = now
         self._lock = threading.Lock()
         self._identity: ResponderIdentity | None = None
-
-    @property
-    def key_path(self) -> Path:
-        return self._dir / OCSP_KEY
 
     @property
     def cert_path(self) -> Path:
@@ -207,7 +190,7 @@ class DelegatedResponder:
             return identity
 
     def _load_usable(self) -> ResponderIdentity | None:
-        if not (self.key_path.exists() and self.cert_path.exists()):
+        if not (self._keys.exists(OCSP_KEY) and self.cert_path.exists()):
             return None
         try:
             identity = self._load()
@@ -221,14 +204,11 @@ class DelegatedResponder:
         return identity
 
     def _load(self) -> ResponderIdentity:
-        certs = load_certificates(self.cert_path)
-        if len(certs) != 1:
-            raise CAError(f"{self.cert_path} must hold exactly one certificate, not {len(certs)}")
-        return ResponderIdentity(certs[0], load_private_key(self.key_path, self._passphrase))
+        return ResponderIdentity(load_single_certificate(self.cert_path), self._keys.load(OCSP_KEY))
 
     def _problem(self, identity: ResponderIdentity) -> str | None:
         if not key_matches(identity.key, identity.cert):
-            return f"{self.key_path} does not belong to {self.cert_path}"
+            return f"{self._keys.describe(OCSP_KEY)} does not belong to {self.cert_path}"
         if not is_issued_by(identity.cert, self._ca.ca_cert):
             return "it was not issued by the current CA"
         if identity.renewal_due(self._ca.ca_cert, self._now()):
@@ -236,16 +216,9 @@ class DelegatedResponder:
         return None
 
     def _create(self) -> ResponderIdentity:
-        key = new_responder_key(self._ca)
+        key = new_responder_key(self._keys, self._ca)
         cert = issue_responder_certificate(self._ca, key, self._policy, self._now())
-        staged_key = stage(self.key_path, private_key_pem(key, self._passphrase), KEY_FILE_MODE)
-        try:
-            staged_cert = stage(self.cert_path, certificates_pem([cert]), CERT_FILE_MODE)
-        except CAError:
-            discard(staged_key)
-            raise
-        commit(staged_key, self.key_path)
-        commit(staged_cert, self.cert_path)
+        replace_pair(key, OCSP_KEY, self.cert_path, cert)
         log.info(
             "new OCSP responder certificate serial=%x valid until %s",
             cert.serial_number,

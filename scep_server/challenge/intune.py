@@ -2,40 +2,110 @@
 
 Fail closed: only ``Success`` from validateRequest lets a certificate be issued. Every other code, an
 Entra ID authentication failure or an unusable answer refuses the request (SCEP FAILURE badRequest,
-with the Intune code in the log). Only "Intune could not be reached" is an UpstreamError, which a
-profile with ``on_intune_unavailable: pending`` turns into PENDING and background retries.
+with the Intune code in the log). Only "Intune could not be reached" is an ValidatorUnavailable, which a
+profile with ``on_validator_unavailable: pending`` turns into PENDING and background retries.
+
+The validator talks to Intune through the two operations it needs and reports failures to a notifier
+that must not lose them; the composition root hands both over (:class:`IntuneLink`): the Intune client
+and the durable notification outbox.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Protocol
 
-from scep_server.challenge import IssuedCertificate, ValidationRequest
-from scep_server.errors import ChallengeRejected, IntuneAuthError, IntuneError, IntuneUnavailable, UpstreamError
-from scep_server.intune.client import IntuneClient
-from scep_server.service.intune_outbox import NotificationOutbox
+from cryptography import x509
+
+from scep_server.challenge import (
+    ChallengeValidator,
+    IssuedCertificate,
+    Resources,
+    ValidationRequest,
+    register,
+)
+from scep_server.config.model import ChallengeConfig
+from scep_server.errors import (
+    ChallengeRejected,
+    ConfigError,
+    IntuneAuthError,
+    IntuneError,
+    IntuneUnavailable,
+    ValidatorUnavailable,
+)
+from scep_server.intune.messages import NotificationResult, ValidationResult
+
+__all__ = ["FailureNotifier", "IntuneChallenge", "IntuneChallengeConfig", "IntuneLink", "IntuneValidationClient"]
 
 log = logging.getLogger("scep_server.challenge.intune")
 
 
+class IntuneValidationClient(Protocol):
+    """The Intune operations the validator calls (:class:`scep_server.intune.client.IntuneClient`)."""
+
+    def validate_request(self, transaction_id: str, csr_der: bytes) -> ValidationResult: ...
+
+    def send_success_notification(
+        self, *, transaction_id: str, csr_der: bytes, certificate: x509.Certificate,
+        issuing_ca: str, ca_configuration: str, certificate_authority: str,
+    ) -> NotificationResult: ...
+
+
+class FailureNotifier(Protocol):
+    """Where failure notifications go: it must deliver each eventually, across outages and restarts."""
+
+    def enqueue_failure(self, *, transaction_id: str, csr_der: bytes, hresult: int, description: str) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IntuneLink:
+    """What every ``intune`` profile shares: the client, the failure notifier, and the NDES-style
+    ``host\\CA name`` reported to Intune as caConfiguration."""
+
+    client: IntuneValidationClient
+    notifier: FailureNotifier
+    ca_configuration: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntuneChallengeConfig(ChallengeConfig):
+    """``challenge: {type: intune}``: the settings are the common ones; Intune's are the ``intune`` section."""
+
+    needs_intune = True
+
+    type: str = "intune"
+
+
+@register
 class IntuneChallenge:
     """Asks Intune's ScepRequestValidationFEService about each request and reports the outcome."""
 
     name = "intune"
     # Intune decides every certificate: a RenewalReq is asked about too (fail closed without a challenge).
     validates_renewals = True
+    settings_class = IntuneChallengeConfig
+    may_be_unavailable = True
 
-    def __init__(self, client: IntuneClient, outbox: NotificationOutbox, *, ca_configuration: str) -> None:
+    def __init__(self, client: IntuneValidationClient, notifier: FailureNotifier, *, ca_configuration: str) -> None:
         self._client = client
-        self._outbox = outbox
+        self._notifier = notifier
         self._ca_configuration = ca_configuration
+
+    @classmethod
+    def from_settings(cls, profile: str, settings: ChallengeConfig, resources: Resources) -> ChallengeValidator:
+        """The validator over the process's :class:`IntuneLink`; ConfigError when there is none."""
+        link = resources.find(IntuneLink)
+        if link is None:
+            raise ConfigError(f"profile {profile!r}: the intune challenge needs the intune settings")
+        return cls(link.client, link.notifier, ca_configuration=link.ca_configuration)
 
     def validate(self, request: ValidationRequest) -> None:
         try:
             result = self._client.validate_request(request.transaction_id, request.csr_der)
         except IntuneUnavailable as exc:
             log.warning("Intune unavailable (transaction=%s): %s", request.transaction_id, exc.detail)
-            raise UpstreamError("Intune is unavailable", retry_after=exc.retry_after) from exc
+            raise ValidatorUnavailable("Intune is unavailable", retry_after=exc.retry_after) from exc
         except IntuneAuthError as exc:
             log.error(
                 "Entra ID authentication failed; no certificate is issued until the app credentials are fixed: %s",
@@ -71,12 +141,12 @@ class IntuneChallenge:
                 certificate_authority=issued.ca_name,
             )
         except IntuneError as exc:
-            raise UpstreamError(f"the success notification failed: {exc.detail}") from exc
+            raise ValidatorUnavailable(f"the success notification failed: {exc.detail}") from exc
         if not result.succeeded:
-            raise UpstreamError(f"Intune answered {result.code} to the success notification")
+            raise ValidatorUnavailable(f"Intune answered {result.code} to the success notification")
 
     def notify_failed(self, request: ValidationRequest, hresult: int, description: str) -> None:
-        """failureNotification, through the durable outbox: it is never dropped."""
-        self._outbox.enqueue_failure(
+        """failureNotification, through the durable notifier: it is never dropped."""
+        self._notifier.enqueue_failure(
             transaction_id=request.transaction_id, csr_der=request.csr_der, hresult=hresult, description=description
         )

@@ -1,8 +1,9 @@
 """An Intune emulator: Entra ID (tokens), Microsoft Graph (service discovery) and Intune's SCEP validation
 and CA revocation APIs, faithful to intune-api.md, for testing a CA's integration without a tenant.
 
-Nothing in the server imports this package except the ``intune-emulator`` command; it talks to a
-server only over HTTP.
+A tool of its own (``scep-intune-emulator``, ``python -m scep_server.emulator``): nothing in the server
+imports this package, and it shares only ``pki/``, ``scep/`` and the Intune contract
+(``scep_server.intune.contract``) with it; it talks to a server only over HTTP.
 
 ::
 
@@ -15,9 +16,8 @@ server only over HTTP.
 from __future__ import annotations
 
 from scep_server.emulator.app import create_app
-from scep_server.emulator.challenges import ChallengeSpec
 from scep_server.emulator.codes import Code
 from scep_server.emulator.server import EmulatorServer
 from scep_server.emulator.state import IntuneEmulator
 
-__all__ = ["ChallengeSpec", "Code", "EmulatorServer", "IntuneEmulator", "create_app"]
+__all__ = ["Code", "EmulatorServer", "IntuneEmulator", "create_app"]

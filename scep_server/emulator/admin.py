@@ -30,9 +30,9 @@ from typing import Any
 from cryptography import x509
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from scep_server.emulator.challenges import ChallengeSpec
 from scep_server.emulator.tokens import INTUNE_ROLE
 from scep_server.emulator.wire import Surface, emulator, error, json_body
+from scep_server.intune.contract import ChallengeSpec
 
 ADMIN_TOKEN_KEY = "EMULATOR_ADMIN_TOKEN"
 admin = Blueprint("admin", __name__, url_prefix="/admin")

@@ -1,29 +1,41 @@
-"""``scep-server intune-emulator``: run the emulator in the foreground until SIGTERM or SIGINT.
+"""``scep-intune-emulator``: run the emulator in the foreground until SIGTERM or SIGINT.
 
 Prints the ``intune:`` configuration a server needs to use it (never the client secret: the operator
 gave it, from ``--client-secret`` or, better, the ``AAD_APP_KEY`` environment variable, the same name
 the server reads). Without ``--client-id`` no app is registered; register one with ``POST /admin/apps``.
 The admin API always needs a bearer token: ``--admin-token`` (or ``INTUNE_EMULATOR_ADMIN_TOKEN``), else
-one generated at start and printed.
+one generated at start and printed. ``--stop-with-stdin`` also stops it when standard input closes: a
+process that starts the emulator beside itself holds the other end, so the emulator cannot outlive it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from scep_server.emulator.server import EmulatorServer
 from scep_server.emulator.state import IntuneEmulator
+from scep_server.pki.names import printable
 
+PROG = "scep-intune-emulator"
 SECRET_ENV = "AAD_APP_KEY"
 ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"
+LOG_LEVEL_ENV = "SCEP_SERVER_LOG_LEVEL"
+LISTENING = "Intune emulator listening on "  # the banner's first line: the emulator is ready
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: stderr logging at ``SCEP_SERVER_LOG_LEVEL`` (INFO), then ``run``."""
+    configure_logging(os.environ.get(LOG_LEVEL_ENV, "INFO"))
+    return run(None if argv is None else list(argv))
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -31,7 +43,7 @@ def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     secret = args.client_secret or os.environ.get(SECRET_ENV)
     if args.client_id and not secret:
-        print(f"intune-emulator: --client-id needs --client-secret or {SECRET_ENV}", file=sys.stderr)
+        print(f"{PROG}: --client-id needs --client-secret or {SECRET_ENV}", file=sys.stderr)
         return 2
     given_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
     server = EmulatorServer(IntuneEmulator(tenant=args.tenant), port=args.port, state_dir=args.state_dir,
@@ -41,18 +53,30 @@ def run(argv: list[str] | None = None) -> int:
     try:
         server.start()
     except OSError as exc:
-        print(f"intune-emulator: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
+        print(f"{PROG}: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    _serve_until_signalled(server, show_token=given_token is None)
-    print("intune-emulator: stopped", flush=True)
+    _serve_until_stopped(server, show_token=given_token is None, stop_with_stdin=args.stop_with_stdin)
+    _say(f"{PROG}: stopped")
     return 0
 
 
-def _serve_until_signalled(server: EmulatorServer, *, show_token: bool) -> None:
+def _say(text: str) -> None:
+    """Print for whoever started the emulator; once nobody reads the pipe (the server it ran beside was
+    killed, say), print nothing more, and let the flush at exit not fail again (the recipe of the signal
+    module's note on SIGPIPE)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _serve_until_stopped(server: EmulatorServer, *, show_token: bool, stop_with_stdin: bool) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, _setter(stop)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if stop_with_stdin:
+        threading.Thread(target=_set_at_eof, args=(sys.stdin.fileno(), stop), name="stdin-watch", daemon=True).start()
     try:
-        print(describe(server, show_token=show_token), flush=True)
+        _say(describe(server, show_token=show_token))
         stop.wait()
     finally:
         server.stop()
@@ -68,13 +92,21 @@ def describe(server: EmulatorServer, *, show_token: bool) -> str:
     """
     settings = {k: v for k, v in server.settings().items() if k != "client_secret"}
     token = f"generated token {server.admin_token}" if show_token else f"the token given ({ADMIN_TOKEN_ENV})"
-    lines = [f"Intune emulator listening on {server.url} (tenant {server.emulator.tenant})",
+    lines = [f"{LISTENING}{server.url} (tenant {server.emulator.tenant})",
              f"admin API: {server.url}/admin/ (Authorization: Bearer <token>; {token})",
              "# scep-server configuration:", "intune:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in settings.items()]
     if "client_id" in settings:
         lines.append(f"  client_secret: {{env: {SECRET_ENV}}}")
     return "\n".join(lines)
+
+
+def _set_at_eof(fd: int, stop: threading.Event) -> None:
+    # The descriptor, not sys.stdin: a thread blocked in a buffered read holds its lock, and the
+    # interpreter aborts at exit when it cannot take that lock.
+    while os.read(fd, 4096):
+        pass
+    stop.set()
 
 
 def _setter(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
@@ -85,7 +117,7 @@ def _setter(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scep-server intune-emulator",
+    parser = argparse.ArgumentParser(prog=PROG,
                                      description="Emulate Entra ID, Graph and Intune's third-party CA APIs over HTTPS")
     parser.add_argument("--port", type=int, default=8443, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--state-dir", type=Path, default=Path("var/intune-emulator"),
@@ -95,4 +127,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-secret", help=f"its secret (prefer the {SECRET_ENV} environment variable)")
     parser.add_argument("--admin-token",
                         help=f"bearer token of /admin/ (or {ADMIN_TOKEN_ENV}; default: generated and printed)")
+    parser.add_argument("--stop-with-stdin", action="store_true",
+                        help="also stop when standard input closes (for a process that runs the emulator beside it)")
     return parser
+
+
+class _PrintableFormatter(logging.Formatter):
+    """One record, one line: a request path cannot end the line or drive the terminal of whoever reads it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])

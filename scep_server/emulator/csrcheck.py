@@ -21,11 +21,11 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import AttributeOID
 
-from scep_server.emulator.challenges import ChallengeSpec
 from scep_server.emulator.codes import Code, Rejection
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.pki.names import parse_name
+from scep_server.pki.sans import UPN_OID
 
-UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 _KEY_USAGE_ATTRIBUTES = (
     "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
     "key_agreement", "key_cert_sign", "crl_sign",

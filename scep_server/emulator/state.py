@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography import x509
 
-from scep_server.emulator.challenges import ChallengeCodec, ChallengeSpec, check_lifetime
+from scep_server.emulator.challenges import ChallengeCodec, check_lifetime
 from scep_server.emulator.codes import Code, Rejection
 from scep_server.emulator.csrcheck import challenge_password, check_proof_of_possession, compare, load_csr
 from scep_server.emulator.faults import ENDPOINTS, Fault, FaultTable
@@ -42,6 +42,7 @@ from scep_server.emulator.tokens import (
     authenticate_client,
     scope_resource,
 )
+from scep_server.intune.contract import ChallengeSpec
 
 INTUNE_APP_ID = "0000000a-0000-0000-c000-000000000000"
 SCEP_SERVICE = "ScepRequestValidationFEService"

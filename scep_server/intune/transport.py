@@ -1,9 +1,10 @@
 """HTTP to Entra ID, Microsoft Graph and Intune: tokens, service discovery, retries (intune-api.md §2-§4).
 
 The only module of the Intune client that does I/O and the only one that turns HTTP statuses and
-transport failures into :mod:`scep_server.errors` exceptions. One ``requests.Session`` carries every
-request (MSAL's token requests included), so connections are pooled and the CA bundle and proxy apply
-everywhere. The API operations and their bodies are in :mod:`.client` and :mod:`.messages`.
+transport failures, those of token requests included, into :mod:`scep_server.errors` exceptions. One
+``requests.Session`` carries every request (MSAL's token requests included), so connections are pooled
+and the CA bundle and proxy apply everywhere. The API operations and their bodies are in :mod:`.client`
+and :mod:`.messages`.
 
 Status handling of one call:
 
@@ -16,56 +17,39 @@ other (3xx included)   IntuneProtocolError; never retried (redirects are not fol
 transport failure      retried; a failed connection to a discovered URL also forgets the discovery
 =====================  ==========================================================================
 
-A discovered service URL is only called when it is a plain ``https`` URL on a host of
-``intune.allowed_service_hosts`` (an entry matches itself and its subdomains; an IP address only
-itself): Graph's answer decides where the Intune token and the device CSRs go, and the service at that
-URL decides issuance, so a URL elsewhere is refused (IntuneProtocolError naming the host and the
-setting) before any token is attached.
+Tokens come from :class:`~.auth.AppTokens`; the service URLs from Graph discovery, kept by a
+:class:`~.discovery.ServiceDirectory` that refuses a URL off ``intune.allowed_service_hosts`` before any
+token is attached.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import random as _random
 import ssl
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import msal
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from msal.exceptions import MsalServiceError
 
 from scep_server import metrics
-from scep_server.config import IntuneConfig
-from scep_server.errors import ConfigError, IntuneAuthError, IntuneProtocolError, IntuneUnavailable
+from scep_server.config.model import IntuneConfig
+from scep_server.errors import IntuneAuthError, IntuneProtocolError, IntuneUnavailable
+from scep_server.intune.auth import AppTokens, normalise_scope
+from scep_server.intune.discovery import ServiceDirectory, discovery_url, service_map, service_url_problem
 
-__all__ = [
-    "IntuneTransport", "Reply", "build_session", "host_allowed", "normalise_scope", "proxy_url", "service_url_problem",
-]
+__all__ = ["IntuneTransport", "Reply", "build_session", "proxy_url", "system_ca_bundle"]
 
 logger = logging.getLogger("scep_server.intune")
 
-MICROSOFT_LOGIN_HOSTS = frozenset(
-    {
-        "login.microsoftonline.com",
-        "login.microsoftonline.us",
-        "login.chinacloudapi.cn",
-        "login.partner.microsoftonline.cn",
-        "login.microsoftonline.de",
-    }
-)
 # OAuth 2.0 error codes that mean "try again later" rather than "your credentials are wrong" (RFC 6749 §5.2
 # does not define them for the token endpoint, but Entra ID sends them with HTTP 5xx/429).
 TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
@@ -104,11 +88,6 @@ class _Unauthorized(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-
-
-def normalise_scope(resource_url: str) -> str:
-    """``{resource}/.default`` with exactly one slash: MSAL caches the two spellings apart (§2)."""
-    return resource_url.rstrip("/") + "/.default"
 
 
 def proxy_url(config: IntuneConfig) -> str | None:
@@ -182,52 +161,10 @@ def _body_excerpt(response: requests.Response) -> str:
     return response.text[:BODY_LOG_LIMIT].replace("\n", " ")
 
 
-def _is_microsoft_login_host(authority: str) -> bool:
-    return (urlsplit(authority).hostname or "").lower() in MICROSOFT_LOGIN_HOSTS
-
-
-def host_allowed(host: str, allowed: Iterable[str]) -> bool:
-    """Whether ``host`` is an entry of ``allowed`` or a subdomain of one (IP address entries match exactly)."""
-    host = host.lower().rstrip(".")
-    for entry in allowed:
-        suffix = entry.lower().removeprefix("*.").strip(".")
-        if host == suffix or (not _is_ip_address(suffix) and host.endswith(f".{suffix}")):
-            return True
-    return False
-
-
-def _is_ip_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def service_url_problem(uri: str, allowed: Iterable[str]) -> str | None:
-    """Why a Graph-discovered service URL must not be called, or None when it may (module doc)."""
-    allowed = tuple(allowed)
-    try:
-        parts = urlsplit(uri)
-        host, _ = parts.hostname, parts.port  # .port raises on a malformed port
-    except ValueError:
-        return f"{uri!r} is not a valid URL"
-    if parts.scheme != "https":
-        return f"{uri!r} does not use https"
-    # Userinfo, backslashes and non-ASCII are where URL parsers disagree about the host.
-    if not host or "@" in parts.netloc or not uri.isascii() or any(c in uri for c in "\\ \t\r\n"):
-        return f"{uri!r} is not a plain https URL"
-    if not host_allowed(host, allowed):
-        return f"host {host} is not in intune.allowed_service_hosts ({', '.join(allowed)})"
-    return None
-
-
 class IntuneTransport:
-    """MSAL, service discovery and retried JSON POSTs to Intune, over one pooled session.
+    """Tokens, service discovery and retried JSON POSTs to Intune, over one pooled session.
 
     ``sleep`` and ``random`` (a float in [0, 1)) are injectable so tests see the backoff exactly.
-    One MSAL ``ConfidentialClientApplication`` is built on first use and kept: its token cache is
-    the only one (MSAL renews a token with under 300 s left).
     """
 
     def __init__(
@@ -238,19 +175,13 @@ class IntuneTransport:
         random: Callable[[], float] = _random.random,
     ) -> None:
         self.config = config
-        self._credential = _credential(config)
-        self._secrets = _secret_strings(config, self._credential)
         self.session = build_session(config)
         self._sleep = sleep
         self._random = random
         self._graph_scope = normalise_scope(config.graph_resource_url)
         self._intune_scope = normalise_scope(config.intune_resource_url)
-        self._app: msal.ConfidentialClientApplication | None = None
-        self._app_lock = threading.Lock()
-        # MSAL does not coalesce concurrent cache misses: without this, N threads fetch N tokens.
-        self._token_locks = {self._graph_scope: threading.Lock(), self._intune_scope: threading.Lock()}
-        self._services: dict[str, str] | None = None
-        self._services_lock = threading.Lock()
+        self._tokens = AppTokens(config, self.session, (self._graph_scope, self._intune_scope))
+        self._directory = ServiceDirectory(config.allowed_service_hosts)
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -287,8 +218,7 @@ class IntuneTransport:
             raise self._unavailable(call, exc, 1) from None
         except _Unauthorized as exc:
             raise IntuneAuthError(f"Graph refused the token: {exc.detail}", activity_id=call.activity_id) from None
-        with self._services_lock:
-            self._services = services
+        self._directory.replace(services)
         return dict(services)
 
     def service_problem(self, uri: str) -> str | None:
@@ -297,8 +227,7 @@ class IntuneTransport:
 
     def forget_services(self) -> None:
         """Drop the discovered service URLs; the next call asks Graph again (§3)."""
-        with self._services_lock:
-            self._services = None
+        self._directory.forget()
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -393,38 +322,21 @@ class IntuneTransport:
     # --- service discovery (§3) ---------------------------------------------------------------------
 
     def _service_url(self, service: str, call: _Call, attempt: int) -> str:
-        with self._services_lock:
-            if self._services is None:
-                self._services = self._discover(call, attempt)
-            services = self._services
-        uri = services.get(service.lower())
-        if uri is None:
-            raise IntuneProtocolError(f"Graph service discovery lists no {service} for this tenant",
-                                      activity_id=call.activity_id)
-        problem = self.service_problem(uri)
-        if problem is not None:
-            logger.error("refusing the %s URL from Graph discovery activity=%s: %s", service, call.activity_id, problem)
-            raise IntuneProtocolError(f"refusing the {service} URL Graph discovery returned: {problem}; the Intune "
-                                      "token and device requests go only to hosts listed there",
-                                      activity_id=call.activity_id)
-        return uri.rstrip("/")
+        return self._directory.url(service, call.activity_id, lambda: self._discover(call, attempt))
 
     def _discover(self, call: _Call, attempt: int) -> dict[str, str]:
-        config = self.config
-        url = (f"{config.graph_resource_url.rstrip('/')}/v{config.graph_api_version}"
-               f"/servicePrincipals/appId={config.intune_app_id}/endpoints")
         lookup = _Call("discovery", str(uuid.uuid4()))
         logger.info("discovering Intune services activity=%s for=%s", lookup.activity_id, call.activity_id)
         headers = {"Authorization": f"Bearer {self._token(self._graph_scope, call)}",
                    "client-request-id": lookup.activity_id, "Accept": "application/json"}
-        return _service_map(self._checked(lookup, self._send(lookup, "GET", url, headers, attempt), "Graph"))
+        response = self._send(lookup, "GET", discovery_url(self.config), headers, attempt)
+        return service_map(self._checked(lookup, response, "Graph"))
 
     # --- tokens (§2) --------------------------------------------------------------------------------
 
     def _token(self, scope: str, call: _Call) -> str:
         try:
-            with self._token_locks[scope]:
-                result = self._msal(call).acquire_token_for_client(scopes=[scope])
+            result = self._tokens.acquire(scope, call.activity_id)
         except (requests.RequestException, MsalServiceError) as exc:
             raise self._token_transport_failure(call, exc) from None
         except ValueError as exc:
@@ -455,41 +367,13 @@ class IntuneTransport:
         """Forget cached tokens after a 401 (a token may have been revoked); MSAL drops all app tokens."""
         logger.warning("%s activity=%s: token refused, fetching a new one", call.operation, call.activity_id)
         try:
-            self._msal(call).remove_tokens_for_client()
+            self._tokens.drop(call.activity_id)
         except requests.RequestException as exc:  # Microsoft hosts: MSAL looks up authority aliases
             raise IntuneUnavailable(f"cannot reach Entra ID: {type(exc).__name__}",
                                     activity_id=call.activity_id) from None
 
-    def _msal(self, call: _Call) -> msal.ConfidentialClientApplication:
-        with self._app_lock:
-            if self._app is None:
-                self._app = self._build_msal(call)
-            return self._app
-
-    def _build_msal(self, call: _Call) -> msal.ConfidentialClientApplication:
-        """MSAL fetches the authority's OpenID configuration here (§2), hence built on first use."""
-        config = self.config
-        authority = f"{config.authority.rstrip('/')}/{config.tenant}"
-        options: dict[str, Any] = {}
-        if not _is_microsoft_login_host(authority):
-            options["instance_discovery"] = False  # else MSAL asks login.microsoftonline.com first (§2)
-        try:
-            return msal.ConfidentialClientApplication(
-                config.client_id, client_credential=self._credential, authority=authority,
-                http_client=self.session, **options,
-            )
-        except (requests.RequestException, MsalServiceError) as exc:
-            raise self._token_transport_failure(call, exc) from None
-        except ValueError as exc:
-            raise IntuneAuthError(f"Entra ID authority {authority} is unusable (check intune.authority and "
-                                  f"intune.tenant): {_first_line(self._redact(exc))}",
-                                  activity_id=call.activity_id) from None
-
     def _redact(self, value: object) -> str:
-        text = str(value)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._tokens.redact(value)
 
     def _log(self, call: _Call, status: int | None, started: float, attempt: int) -> None:
         elapsed = time.monotonic() - started
@@ -500,70 +384,8 @@ class IntuneTransport:
         metrics.INTUNE_CALL_SECONDS.labels(call.operation).observe(elapsed)
 
 
-# --- configuration checks (no I/O but reading the credential files) -----------------------------------
-
-
-def _credential(config: IntuneConfig) -> str | dict[str, str]:
-    """The MSAL ``client_credential``: the secret, or key + certificate for a PS256 assertion (§2)."""
-    if not config.tenant or not config.client_id:
-        raise ConfigError("Intune needs intune.tenant and intune.client_id (TENANT and AAD_APP_ID)")
-    if config.client_certificate and config.client_key:
-        return _certificate_credential(config.client_certificate, config.client_key,
-                                       config.client_key_password.resolve())
-    secret = config.client_secret.resolve()
-    if not secret:
-        raise ConfigError("Intune needs intune.client_secret (AAD_APP_KEY) or intune.client_certificate + client_key")
-    return secret
-
-
-def _certificate_credential(cert_path: str, key_path: str, password: str | None) -> dict[str, str]:
-    certificate, key = _read(cert_path), _read(key_path)
-    try:
-        x509.load_pem_x509_certificate(certificate.encode("ascii"))
-    except ValueError:
-        raise ConfigError(f"intune.client_certificate {cert_path} is not a PEM certificate") from None
-    try:
-        load_pem_private_key(key.encode("ascii"), password.encode("utf-8") if password else None)
-    except (ValueError, TypeError):
-        raise ConfigError(f"intune.client_key {key_path} is not a PEM private key, or the password "
-                          "(intune.client_key_password) does not open it") from None
-    credential = {"private_key": key, "public_certificate": certificate}
-    if password:
-        credential["passphrase"] = password
-    return credential
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
-def _secret_strings(config: IntuneConfig, credential: str | dict[str, str]) -> tuple[str, ...]:
-    """Values that must never appear in a message: the secret, key password, proxy password."""
-    values = [credential] if isinstance(credential, str) else [credential.get("passphrase", "")]
-    proxy_password = config.proxy_password.resolve() or ""
-    values += [proxy_password, quote(proxy_password, safe="")]  # the proxy URL carries it percent-encoded
-    return tuple(v for v in dict.fromkeys(values) if v)
-
-
 def _permission(party: str) -> str:
     return "Graph Application.Read.All" if party == "Graph" else "Intune scep_challenge_provider"
-
-
-def _service_map(body: Any) -> dict[str, str]:
-    """``{"value": [{"providerName", "uri"}, ...]}`` → lower-cased providerName → uri (§3)."""
-    if not isinstance(body, dict) or not isinstance(body.get("value"), list):
-        raise IntuneProtocolError("Graph service discovery answered without a 'value' list")
-    services: dict[str, str] = {}
-    for entry in body["value"]:
-        if not isinstance(entry, dict):
-            raise IntuneProtocolError("Graph service discovery listed a non-object endpoint")
-        name, uri = entry.get("providerName"), entry.get("uri")
-        if isinstance(name, str) and isinstance(uri, str):  # checked when called (service_url_problem)
-            services[name.lower()] = uri
-    return services
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,6 +1,7 @@
-"""CMS (RFC 5652) building blocks of SCEP: SignedData and EnvelopedData, both directions.
+"""CMS (RFC 5652) SignedData for SCEP, both directions; EnvelopedData is :mod:`.envelope`'s.
 
-asn1crypto holds the structures; cryptography does every cryptographic operation. The signer of a
+asn1crypto holds the structures; cryptography does every cryptographic operation, the signature by a
+:class:`CmsSigner` (the RA's key behind the CA's key backend, or a device's key). The signer of a
 request is read leniently with asn1crypto (Windows' throw-away signer certificates carry extensions
 that strict parsers reject): only its public key and issuer/serial are used.
 """
@@ -8,27 +9,37 @@ that strict parsers reject): only its public key and issuer/serial are used.
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
-from asn1crypto import algos, cms, core, parser
+from asn1crypto import algos, cms, core
+from asn1crypto import crl as asn1_crl_module
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
 from scep_server.errors import BadAlg, BadMessageCheck, RequestError
-from scep_server.scep.types import OAEP_NAME, PKCS1V15_NAME, Attr, ContentCipher, DigestAlgorithm, KeyTransport
+from scep_server.scep.types import Attr, DigestAlgorithm
 
-SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+class CmsSigner(Protocol):
+    """What signs a SignerInfo (RFC 5652 §5.5): RSA with PKCS#1 v1.5, or ECDSA.
+
+    The CA's key backends provide the RA's; :class:`~scep_server.scep.device_key.DeviceKey` wraps a
+    device's own key on the client side.
+    """
+
+    def public_key(self) -> PublicKeyTypes: ...
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        """The raw signature over ``data`` hashed with ``algorithm``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +97,7 @@ class SignedMessage:
         if self.signer.public_key is None:
             raise BadAlg("the signer's public key uses an unsupported algorithm")
         declared = self.attribute(Attr.MESSAGE_DIGEST, core.OctetString)
-        actual = _digest(self.digest, self.content or b"")
+        actual = digest_of(self.digest, self.content or b"")
         if not isinstance(declared, bytes) or not hmac.compare_digest(declared, actual):
             raise BadMessageCheck("messageDigest does not match the signed content")
         declared_type = self.attribute(Attr.CONTENT_TYPE, cms.ContentType)
@@ -115,7 +126,7 @@ def parse_signed(der: bytes) -> SignedMessage:
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         # AttributeError: asn1crypto reads or re-encodes REAL, EXTERNAL and ObjectDescriptor through a
         # .native they lack; an input holding one is as undecodable as any other.
-        raise RequestError(f"pkiMessage is not decodable CMS: {_short(exc)}") from exc
+        raise RequestError(f"pkiMessage is not decodable CMS: {short_reason(exc)}") from exc
 
 
 def _signed_message(signed: cms.SignedData, signer_info: cms.SignerInfo) -> SignedMessage:
@@ -133,7 +144,7 @@ def _signed_message(signed: cms.SignedData, signer_info: cms.SignerInfo) -> Sign
         attributes=_attribute_map(attrs),
         signed_attrs_der=attrs.dump(),
         signature=bytes(signer_info["signature"].native),
-        digest=_digest_algorithm(signer_info["digest_algorithm"]["algorithm"].native),
+        digest=digest_algorithm(signer_info["digest_algorithm"]["algorithm"].native),
         signature_algorithm=signer_info["signature_algorithm"],
         signer=_find_signer(signer_info["sid"], certificates),
         certificates=certificates,
@@ -185,14 +196,16 @@ def _lenient_signer(der: bytes, cert: asn1_x509.Certificate) -> SignerCertificat
     )
 
 
-def _digest_algorithm(name: str) -> DigestAlgorithm | None:
+def digest_algorithm(name: str) -> DigestAlgorithm | None:
+    """The digest of asn1crypto name ``name``, or None when it is not one we support."""
     try:
         return DigestAlgorithm(name)
     except ValueError:
         return None
 
 
-def _digest(algorithm: DigestAlgorithm, data: bytes) -> bytes:
+def digest_of(algorithm: DigestAlgorithm, data: bytes) -> bytes:
+    """``data`` hashed with ``algorithm``."""
     h = hashes.Hash(algorithm.hash())
     h.update(data)
     return h.finalize()
@@ -217,7 +230,7 @@ def _verify_signature(
     except InvalidSignature:
         raise BadMessageCheck("the pkiMessage signature does not verify") from None
     except ValueError as exc:
-        raise BadAlg(f"signature algorithm parameters are not supported: {_short(exc)}") from exc
+        raise BadAlg(f"signature algorithm parameters are not supported: {short_reason(exc)}") from exc
 
 
 def _pss_padding(algorithm: algos.SignedDigestAlgorithm) -> asym_padding.PSS:
@@ -232,7 +245,7 @@ def sign(
     content: bytes | None,
     *,
     signer_cert: x509.Certificate,
-    signer_key: SigningKey,
+    signer_key: CmsSigner,
     digest: DigestAlgorithm,
     attributes: Sequence[cms.CMSAttribute],
     extra_certificates: Sequence[x509.Certificate] = (),
@@ -242,7 +255,7 @@ def sign(
     all_attrs = cms.CMSAttributes(
         [
             make_attribute(Attr.CONTENT_TYPE, cms.ContentType("data")),
-            make_attribute(Attr.MESSAGE_DIGEST, core.OctetString(_digest(digest, content or b""))),
+            make_attribute(Attr.MESSAGE_DIGEST, core.OctetString(digest_of(digest, content or b""))),
             make_attribute(Attr.SIGNING_TIME, cms.Time({"utc_time": signing_time or datetime.now(UTC)})),
             *attributes,
         ]
@@ -275,10 +288,9 @@ def sign(
     return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
 
 
-def _sign_bytes(key: SigningKey, digest: DigestAlgorithm, data: bytes) -> tuple[str, bytes]:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "rsassa_pkcs1v15", key.sign(data, asym_padding.PKCS1v15(), digest.hash())
-    return f"{digest.value}_ecdsa", key.sign(data, ec.ECDSA(digest.hash()))
+def _sign_bytes(key: CmsSigner, digest: DigestAlgorithm, data: bytes) -> tuple[str, bytes]:
+    algorithm = "rsassa_pkcs1v15" if isinstance(key.public_key(), rsa.RSAPublicKey) else f"{digest.value}_ecdsa"
+    return algorithm, key.sign(data, digest.hash())
 
 
 def make_attribute(oid: Attr, value: core.Asn1Value) -> cms.CMSAttribute:
@@ -313,8 +325,6 @@ def certs_only(certificates: Sequence[x509.Certificate], crls: Sequence[bytes] =
 
 
 def asn1_crl(der: bytes) -> core.Asn1Value:
-    from asn1crypto import crl as asn1_crl_module
-
     return asn1_crl_module.CertificateList.load(der)
 
 
@@ -327,290 +337,10 @@ def read_certs_only(der: bytes) -> tuple[list[bytes], list[bytes]]:
         crls = [c.chosen.dump() for c in signed["crls"] if c.name == "crl"]
         return certs, crls
     except (ValueError, TypeError, KeyError) as exc:
-        raise RequestError(f"not a certificates-only SignedData: {_short(exc)}") from exc
+        raise RequestError(f"not a certificates-only SignedData: {short_reason(exc)}") from exc
 
 
-ENVELOPE_FAILURE_TEXT = "the request could not be decrypted or parsed"
-
-
-class EnvelopeRejected(BadMessageCheck):
-    """The one answer to an envelope that cannot be opened or whose content cannot be read.
-
-    The envelope is CBC without a MAC and anyone can re-wrap a captured one in a SignedData of their
-    own (RFC 8894 §3.2 lets any self-signed key sign a PKCSReq), so every failure from the RSA step to
-    the parsed content must look the same, or the answers are a padding oracle (RFC 5652 §14,
-    RFC 3218 §2.3). Devices get failInfo badMessageCheck and :data:`ENVELOPE_FAILURE_TEXT`; ``reason``
-    is for the server log only.
-    """
-
-    public_text = ENVELOPE_FAILURE_TEXT
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(ENVELOPE_FAILURE_TEXT)
-        self.reason = reason
-
-
-def encrypt(
-    content: bytes,
-    recipient: x509.Certificate | SignerCertificate,
-    cipher: ContentCipher,
-    key_transport: KeyTransport = KeyTransport.RSA_PKCS1V15,
-) -> bytes:
-    """ContentInfo(EnvelopedData) of ``content`` for an RSA ``recipient`` (RFC 5652 §6)."""
-    if isinstance(recipient, SignerCertificate):
-        public_key, rid = recipient.public_key, recipient.issuer_and_serial()
-    else:
-        public_key, rid = recipient.public_key(), issuer_and_serial(recipient)
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise BadAlg("the recipient certificate has no RSA key: SCEP key transport needs RSA")
-    key, iv = os.urandom(cipher.key_size), os.urandom(cipher.block_size)
-    encrypted_key = public_key.encrypt(key, _key_transport_padding(key_transport))
-    recipient_info = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": rid}),
-            "key_encryption_algorithm": _key_encryption_algorithm(key_transport),
-            "encrypted_key": encrypted_key,
-        }
-    )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [cms.RecipientInfo({"ktri": recipient_info})],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": cipher.asn1_name, "parameters": iv},
-                "encrypted_content": _encrypt_content(cipher, key, iv, content),
-            },
-        }
-    )
-    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump())
-
-
-def _key_encryption_algorithm(transport: KeyTransport) -> cms.KeyEncryptionAlgorithm:
-    """rsaEncryption for PKCS#1 v1.5; RSAES-OAEP with its parameters, defaults omitted (RFC 4055 §4.1)."""
-    if not transport.is_oaep:
-        return cms.KeyEncryptionAlgorithm({"algorithm": transport.name})
-    oaep_hash = transport.oaep_hash or DigestAlgorithm.SHA1
-    mgf_hash = transport.mgf_hash or oaep_hash
-    params = algos.RSAESOAEPParams({  # asn1crypto leaves out the fields that equal their DEFAULT
-        "hash_algorithm": {"algorithm": oaep_hash.value},
-        "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": mgf_hash.value}},
-    })
-    return cms.KeyEncryptionAlgorithm({"algorithm": transport.name, "parameters": params})
-
-
-@dataclass(frozen=True, slots=True)
-class Decrypted:
-    """What an envelope decrypted to. ``problem`` set: the key transport or the padding failed and
-    ``content`` is garbage of about the right length, to be parsed all the same (see :class:`Envelope`)."""
-
-    content: bytes
-    cipher: ContentCipher
-    key_transport: KeyTransport
-    problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """An EnvelopedData addressed to us, read and checked up to the RSA step: nothing is decrypted yet,
-    so algorithms can be refused before any secret is touched."""
-
-    cipher: ContentCipher
-    key_transport: KeyTransport
-    encrypted_key: bytes
-    iv: bytes
-    ciphertext: bytes
-
-    def open(self, recipient_key: rsa.RSAPrivateKey) -> Decrypted:
-        """Decrypt along one path whatever goes wrong, and say what did in ``problem`` (never raises).
-
-        A key transport failure, or a content key of the wrong length, continues with a random key
-        (RFC 3218 §2.3.2), so that a PKCS#1 v1.5 failure is not a Bleichenbacher oracle whatever the
-        OpenSSL version; it then fails where a bad padding or bad content fails, at the content stage.
-        """
-        key, key_problem = _unwrap_key(recipient_key, self.encrypted_key, self.key_transport, self.cipher.key_size)
-        padded = _decrypt_blocks(self.cipher, key, self.iv, self.ciphertext)
-        content, padding_ok = _strip_padding(padded, self.cipher.block_size)
-        problem = key_problem or (None if padding_ok else "the content's CBC padding is invalid")
-        return Decrypted(content, self.cipher, self.key_transport, problem)
-
-    def binding(self) -> tuple[bytes, bytes]:
-        """(fingerprint of the wrapped key, fingerprint of what it is used with): a genuine sender draws a
-        fresh content key for every envelope (RFC 5652 §6.3), so one wrapped key has one ciphertext."""
-        used_with = b"\x00".join(
-            [self.key_transport.name.encode(), self.cipher.asn1_name.encode(), self.iv, self.ciphertext]
-        )
-        return _fingerprint(self.encrypted_key), _fingerprint(used_with)
-
-
-def _fingerprint(data: bytes) -> bytes:
-    return _digest(DigestAlgorithm.SHA256, data)[:16]
-
-
-def parse_enveloped(der: bytes, recipient: x509.Certificate) -> Envelope:
-    """Read a ContentInfo(EnvelopedData) addressed to ``recipient`` (RFC 5652 §6.1) without decrypting.
-
-    BadAlg for an algorithm we do not implement; EnvelopeRejected for a malformed envelope.
-    """
-    enveloped = _load_enveloped(der)
-    ktri = _recipient_info(enveloped, recipient)
-    transport = _key_transport(ktri["key_encryption_algorithm"])
-    eci = enveloped["encrypted_content_info"]
-    algorithm = eci["content_encryption_algorithm"]
-    cipher = ContentCipher.from_asn1_name(algorithm["algorithm"].native)
-    if cipher is None:
-        raise BadAlg(f"content encryption {algorithm['algorithm'].native} is not supported")
-    iv = algorithm["parameters"].native
-    ciphertext = _encrypted_content(eci)
-    if not isinstance(iv, bytes) or len(iv) != cipher.block_size or not isinstance(ciphertext, bytes):
-        raise EnvelopeRejected("the envelope's IV or encrypted content is malformed")
-    if len(ciphertext) == 0 or len(ciphertext) % cipher.block_size:
-        raise EnvelopeRejected("the encrypted content is not a whole number of cipher blocks")
-    return Envelope(cipher, transport, bytes(ktri["encrypted_key"].native), iv, ciphertext)
-
-
-def decrypt(der: bytes, recipient_key: rsa.RSAPrivateKey, recipient: x509.Certificate) -> Decrypted:
-    """Open a ContentInfo(EnvelopedData) addressed to ``recipient``; BadAlg or EnvelopeRejected on failure."""
-    decrypted = parse_enveloped(der, recipient).open(recipient_key)
-    if decrypted.problem is not None:
-        raise EnvelopeRejected(decrypted.problem)
-    return decrypted
-
-
-class _OctetStringChunks(core.SequenceOf):  # type: ignore[misc]
-    _child_spec = core.OctetString
-
-
-def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes | None:
-    """The encryptedContent, also when sent as a definite-length constructed [0] (BER, as some clients
-    and servers do), which asn1crypto's implicit-tag parsing refuses."""
-    try:
-        value = eci["encrypted_content"].native
-        return bytes(value) if value is not None else None
-    except ValueError:
-        pass
-    try:
-        _, _, _, _, body, _ = parser.parse(eci.dump())
-        offset = parser.peek(body)  # contentType
-        offset += parser.peek(body[offset:])  # contentEncryptionAlgorithm
-        class_, method, tag, _, contents, _ = parser.parse(body[offset:])
-        if (class_, method, tag) != (2, 1, 0):  # context-specific, constructed, [0]
-            return None
-        return b"".join(bytes(chunk.native) for chunk in _OctetStringChunks(contents=contents))
-    except (ValueError, TypeError):
-        return None
-
-
-def _load_enveloped(der: bytes) -> cms.EnvelopedData:
-    try:
-        info = cms.ContentInfo.load(der)
-        if info["content_type"].native != "enveloped_data":
-            raise EnvelopeRejected("pkcsPKIEnvelope is not an EnvelopedData")
-        enveloped = info["content"]
-        enveloped["recipient_infos"].native  # noqa: B018 - forces a full parse here
-        enveloped["encrypted_content_info"]["content_encryption_algorithm"].native  # noqa: B018
-        return enveloped
-    except EnvelopeRejected:
-        raise
-    except (ValueError, TypeError, KeyError) as exc:
-        raise EnvelopeRejected(f"pkcsPKIEnvelope is not decodable: {_short(exc)}") from exc
-
-
-def _recipient_info(enveloped: cms.EnvelopedData, recipient: x509.Certificate) -> cms.KeyTransRecipientInfo:
-    wanted = issuer_and_serial(recipient).dump()
-    ski = _subject_key_identifier(recipient)
-    for info in enveloped["recipient_infos"]:
-        if info.name != "ktri":
-            continue
-        rid = info.chosen["rid"]
-        if rid.name == "issuer_and_serial_number" and rid.chosen.dump() == wanted:
-            return info.chosen
-        if rid.name == "subject_key_identifier" and ski is not None and rid.chosen.native == ski:
-            return info.chosen
-    raise EnvelopeRejected("the envelope is not addressed to the expected recipient certificate")
-
-
-def _subject_key_identifier(cert: x509.Certificate) -> bytes | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _key_transport(algorithm: cms.KeyEncryptionAlgorithm) -> KeyTransport:
-    """The key transport and, for RSAES-OAEP, its parameters (RFC 8017 §A.2.1); BadAlg when unsupported."""
-    name = algorithm["algorithm"].native
-    if name in ("rsa", PKCS1V15_NAME):  # rsaEncryption as the key-transport OID means PKCS#1 v1.5
-        return KeyTransport.RSA_PKCS1V15
-    if name != OAEP_NAME:
-        raise BadAlg(f"key transport {name} is not supported")
-    params = algorithm["parameters"]
-    if isinstance(params, core.Void):  # absent: the defaults
-        return KeyTransport.RSA_OAEP
-    mgf = params["mask_gen_algorithm"]
-    if mgf["algorithm"].native != "mgf1":
-        raise BadAlg(f"RSAES-OAEP mask generation {mgf['algorithm'].native} is not supported (MGF1 is)")
-    if params["p_source_algorithm"]["parameters"].native:
-        raise BadAlg("RSAES-OAEP with a non-empty label is not supported")
-    oaep_hash = _digest_algorithm(params["hash_algorithm"]["algorithm"].native)
-    mgf_hash = _digest_algorithm(mgf["parameters"]["algorithm"].native)
-    if oaep_hash is None or mgf_hash is None:
-        raise BadAlg("RSAES-OAEP hashes must be SHA-1, SHA-256, SHA-384 or SHA-512")
-    return KeyTransport.oaep(oaep_hash, mgf_hash)
-
-
-def _key_transport_padding(transport: KeyTransport) -> asym_padding.AsymmetricPadding:
-    if transport.is_oaep:
-        oaep_hash = (transport.oaep_hash or DigestAlgorithm.SHA1).hash()
-        mgf_hash = (transport.mgf_hash or transport.oaep_hash or DigestAlgorithm.SHA1).hash()
-        return asym_padding.OAEP(mgf=asym_padding.MGF1(mgf_hash), algorithm=oaep_hash, label=None)
-    return asym_padding.PKCS1v15()
-
-
-def _unwrap_key(
-    private_key: rsa.RSAPrivateKey, encrypted_key: bytes, transport: KeyTransport, size: int
-) -> tuple[bytes, str | None]:
-    """The content key, or a random one and the reason when the RSA step fails (implicit rejection)."""
-    substitute = os.urandom(size)
-    try:
-        key = private_key.decrypt(encrypted_key, _key_transport_padding(transport))
-    except ValueError:
-        return substitute, "the content-encryption key cannot be decrypted"
-    if len(key) != size:
-        return substitute, f"the content-encryption key has {len(key)} bytes, not {size}"
-    return key, None
-
-
-def _cipher_engine(cipher: ContentCipher, key: bytes, iv: bytes) -> Cipher[modes.CBC]:
-    if cipher is ContentCipher.DES:
-        key = key * 3  # single DES is 3DES with K1 = K2 = K3
-    algorithm = TripleDES(key) if cipher in (ContentCipher.DES, ContentCipher.DES3) else AES(key)
-    return Cipher(algorithm, modes.CBC(iv))
-
-
-def _encrypt_content(cipher: ContentCipher, key: bytes, iv: bytes, data: bytes) -> bytes:
-    padder = padding.PKCS7(cipher.block_size * 8).padder()
-    encryptor = _cipher_engine(cipher, key, iv).encryptor()
-    return encryptor.update(padder.update(data) + padder.finalize()) + encryptor.finalize()
-
-
-def _decrypt_blocks(cipher: ContentCipher, key: bytes, iv: bytes, data: bytes) -> bytes:
-    decryptor = _cipher_engine(cipher, key, iv).decryptor()
-    return decryptor.update(data) + decryptor.finalize()
-
-
-def _strip_padding(padded: bytes, block_size: int) -> tuple[bytes, bool]:
-    """Remove the PKCS#7 padding (RFC 5652 §6.3), checked in constant time by cryptography. When it is
-    invalid, strip as many bytes as the last one says (at least 1, at most a block) so that the content
-    parsed next has the length a valid padding would have given."""
-    unpadder = padding.PKCS7(block_size * 8).unpadder()
-    try:
-        return unpadder.update(padded) + unpadder.finalize(), True
-    except ValueError:
-        return padded[: len(padded) - min(max(padded[-1], 1), block_size)], False
-
-
-def _short(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 160 characters, for failure reasons."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:160]

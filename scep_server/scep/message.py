@@ -6,7 +6,7 @@ nonce, signer) or raises :class:`RequestError`; :func:`open_request` verifies, d
 content or raises a :class:`PKIFailure` carrying the failInfo.
 
 From the RSA step to the parsed content (PKCS#10, IssuerAndSerialNumber, IssuerAndSubject) there is
-one code path and one failure, :class:`~.cms.EnvelopeRejected`: the envelope is unauthenticated CBC,
+one code path and one failure, :class:`~.envelope.EnvelopeRejected`: the envelope is unauthenticated CBC,
 and any difference in the answers would be a padding oracle on it.
 """
 
@@ -17,8 +17,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core
@@ -28,9 +29,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_server.ca.signing import csr_signature_valid
 from scep_server.errors import BadAlg, BadRequest, BadTime, FailInfo, RequestError
+from scep_server.pki.csr import csr_signature_valid
 from scep_server.scep import cms
+from scep_server.scep.envelope import CmsDecrypter, Envelope, EnvelopeRejected, encrypt, parse_enveloped
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageType, PKIStatus
 
 log = logging.getLogger("scep_server.scep")
@@ -62,7 +64,7 @@ class ContentKeyLedger:
         self._seen: OrderedDict[bytes, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def admit(self, envelope: cms.Envelope) -> bool:
+    def admit(self, envelope: Envelope) -> bool:
         """Whether ``envelope`` uses its wrapped key with the same ciphertext as before (or for the first time)."""
         key, used_with = envelope.binding()
         with self._lock:
@@ -102,23 +104,65 @@ class ReplyContext:
 
 
 @dataclass(frozen=True, slots=True)
-class IssuerSerial:
-    issuer: x509.Name
-    serial: int
-
-
-@dataclass(frozen=True, slots=True)
-class PkiRequest:
-    """A verified, decrypted request and its parsed content."""
+class _Opened:
+    """A verified, decrypted envelope whose content is not read yet."""
 
     context: ReplyContext
     message_type: MessageType
     cipher: ContentCipher
     key_transport: KeyTransport
-    csr: x509.CertificateSigningRequest | None = None
-    csr_der: bytes | None = None
-    issuer_serial: IssuerSerial | None = None
-    poll_subject: tuple[x509.Name, x509.Name] | None = None  # (issuer, subject)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What every request carries: the reply context, and the algorithms its CertRep is enveloped with."""
+
+    context: ReplyContext
+    cipher: ContentCipher
+    key_transport: KeyTransport
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest(_Request):
+    """PKCSReq or RenewalReq (RFC 8894 §3.3.1): a PKCS#10 request, read completely and self-signed."""
+
+    csr: x509.CertificateSigningRequest
+    csr_der: bytes
+    renewal: bool
+
+    @property
+    def message_type(self) -> MessageType:
+        return MessageType.RENEWAL_REQ if self.renewal else MessageType.PKCS_REQ
+
+
+@dataclass(frozen=True, slots=True)
+class CertPoll(_Request):
+    """CertPoll, GetCertInitial in older drafts (RFC 8894 §3.3.3): the issuer and subject of a pending request."""
+
+    issuer: x509.Name
+    subject: x509.Name
+    message_type: ClassVar[MessageType] = MessageType.CERT_POLL
+
+
+@dataclass(frozen=True, slots=True)
+class GetCert(_Request):
+    """GetCert (RFC 8894 §3.3.4): the certificate ``serial`` of ``issuer``."""
+
+    issuer: x509.Name
+    serial: int
+    message_type: ClassVar[MessageType] = MessageType.GET_CERT
+
+
+@dataclass(frozen=True, slots=True)
+class GetCrl(_Request):
+    """GetCRL (RFC 8894 §3.3.4): the CRL covering the certificate ``serial`` of ``issuer``."""
+
+    issuer: x509.Name
+    serial: int
+    message_type: ClassVar[MessageType] = MessageType.GET_CRL
+
+
+PkiRequest = CertificateRequest | CertPoll | GetCert | GetCrl  # a verified, decrypted and parsed request
 
 
 def read_envelope(der: bytes) -> tuple[cms.SignedMessage, ReplyContext]:
@@ -143,7 +187,7 @@ def open_request(
     signed: cms.SignedMessage,
     context: ReplyContext,
     *,
-    ra_key: rsa.RSAPrivateKey,
+    ra_key: CmsDecrypter,
     ra_cert: x509.Certificate,
     options: DecodeOptions,
     now: datetime | None = None,
@@ -160,7 +204,7 @@ def open_request(
         raise BadRequest("pkiMessage carries no pkcsPKIEnvelope")
     try:
         request = _open_envelope(signed.content, context, message_type, ra_key, ra_cert, options)
-    except cms.EnvelopeRejected as rejected:
+    except EnvelopeRejected as rejected:
         log.warning(
             "PKIOperation envelope rejected transaction=%s type=%s reason=%r",
             context.transaction_id, message_type.name, rejected.reason,
@@ -174,22 +218,22 @@ def _open_envelope(
     der: bytes,
     context: ReplyContext,
     message_type: MessageType,
-    ra_key: rsa.RSAPrivateKey,
+    ra_key: CmsDecrypter,
     ra_cert: x509.Certificate,
     options: DecodeOptions,
 ) -> PkiRequest:
     """Algorithms are refused before decrypting; from the RSA step on, every failure is one EnvelopeRejected
     raised at one place after the whole path (unwrap, decrypt, unpad, parse) has run."""
-    envelope = cms.parse_enveloped(der, ra_cert)
+    envelope = parse_enveloped(der, ra_cert)
     _check_cipher(envelope.cipher, options)
     if options.key_ledger is not None and not options.key_ledger.admit(envelope):
-        raise cms.EnvelopeRejected("the wrapped content key was already used with another ciphertext")
+        raise EnvelopeRejected("the wrapped content key was already used with another ciphertext")
     decrypted = envelope.open(ra_key)
-    request = PkiRequest(context, message_type, decrypted.cipher, decrypted.key_transport)
-    request, parse_problem = _read_content(request, decrypted.content)
+    opened = _Opened(context, message_type, decrypted.cipher, decrypted.key_transport)
+    request, parse_problem = _read_content(opened, decrypted.content)
     problem = decrypted.problem or parse_problem
-    if problem is not None:
-        raise cms.EnvelopeRejected(problem)
+    if problem is not None or request is None:
+        raise EnvelopeRejected(problem or "the content was not read")
     return request
 
 
@@ -202,7 +246,7 @@ def _check_cipher(cipher: ContentCipher, options: DecodeOptions) -> None:
 
 def _check_csr_digest(request: PkiRequest, options: DecodeOptions) -> None:
     """A SHA-1-signed CSR only where the profile allows SHA-1 (its CSR signature was verified already)."""
-    if request.csr is None or options.allow_sha1:
+    if not isinstance(request, CertificateRequest) or options.allow_sha1:
         return
     try:
         algorithm = request.csr.signature_hash_algorithm
@@ -236,24 +280,29 @@ def _check_signing_time(signed: cms.SignedMessage, skew: timedelta, now: datetim
         raise BadTime(f"signingTime {signing_time.isoformat()} is more than {skew} away from server time")
 
 
-def _read_content(request: PkiRequest, content: bytes) -> tuple[PkiRequest, str | None]:
-    """Parse the content for the message type; never raises: (request, None) or (request, what failed).
+def _read_content(opened: _Opened, content: bytes) -> tuple[PkiRequest | None, str | None]:
+    """Parse the content for the message type; never raises: (request, None) or (None, what failed).
 
     Also run on content whose padding was bad, so that bad padding and bad content take the same path.
     """
     try:
-        return _with_content(request, content), None
+        return _with_content(opened, content), None
     except Exception as exc:  # every way the content can be unreadable gets the same answer
-        return request, f"{request.message_type.name} content: {type(exc).__name__}: {_short(exc)}"
+        return None, f"{opened.message_type.name} content: {type(exc).__name__}: {_short(exc)}"
 
 
-def _with_content(request: PkiRequest, content: bytes) -> PkiRequest:
-    kind = request.message_type
-    if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
-        return replace(request, csr=_load_csr(content), csr_der=content)
-    if kind in (MessageType.GET_CERT, MessageType.GET_CRL):
-        return replace(request, issuer_serial=_load_issuer_serial(content))
-    return replace(request, poll_subject=_load_issuer_subject(content))
+def _with_content(opened: _Opened, content: bytes) -> PkiRequest:
+    head = (opened.context, opened.cipher, opened.key_transport)
+    match opened.message_type:
+        case MessageType.PKCS_REQ | MessageType.RENEWAL_REQ:
+            renewal = opened.message_type is MessageType.RENEWAL_REQ
+            return CertificateRequest(*head, csr=_load_csr(content), csr_der=content, renewal=renewal)
+        case MessageType.GET_CERT:
+            return GetCert(*head, *_load_issuer_serial(content))
+        case MessageType.GET_CRL:
+            return GetCrl(*head, *_load_issuer_serial(content))
+        case _:
+            return CertPoll(*head, *_load_issuer_subject(content))
 
 
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
@@ -284,9 +333,9 @@ def _check_csr_structure(csr: x509.CertificateSigningRequest) -> None:
         raise ValueError("the certification request repeats an attribute")
 
 
-def _load_issuer_serial(der: bytes) -> IssuerSerial:
+def _load_issuer_serial(der: bytes) -> tuple[x509.Name, int]:
     parsed = asn1_cms.IssuerAndSerialNumber.load(der, strict=True)
-    return IssuerSerial(_name(parsed["issuer"]), int(parsed["serial_number"].native))
+    return _name(parsed["issuer"]), int(parsed["serial_number"].native)
 
 
 def _load_issuer_subject(der: bytes) -> tuple[x509.Name, x509.Name]:
@@ -311,16 +360,16 @@ def _name(name: asn1_x509.Name) -> x509.Name:
 
 
 @dataclass(frozen=True, slots=True)
-class Responder:
-    """The RA identity that signs CertReps."""
+class CertRepSigner:
+    """The RA identity that signs CertReps (RFC 8894 §3.3.2)."""
 
     cert: x509.Certificate
-    key: rsa.RSAPrivateKey
+    key: cms.CmsSigner
 
 
 def cert_rep_success(
     context: ReplyContext,
-    responder: Responder,
+    responder: CertRepSigner,
     *,
     cipher: ContentCipher,
     key_transport: KeyTransport,
@@ -329,16 +378,16 @@ def cert_rep_success(
 ) -> bytes:
     """CertRep SUCCESS: the certificates (or CRLs) in a degenerate PKCS#7, enveloped to the requester."""
     inner = cms.certs_only(certificates or [], crls or [])
-    envelope = cms.encrypt(inner, context.signer, cipher, key_transport)
+    envelope = encrypt(inner, context.signer, cipher, key_transport)
     return _cert_rep(context, responder, PKIStatus.SUCCESS, envelope, [])
 
 
-def cert_rep_pending(context: ReplyContext, responder: Responder) -> bytes:
+def cert_rep_pending(context: ReplyContext, responder: CertRepSigner) -> bytes:
     """CertRep PENDING (RFC 8894 §3.3.2.2): the client should poll with CertPoll."""
     return _cert_rep(context, responder, PKIStatus.PENDING, b"", [])
 
 
-def cert_rep_failure(context: ReplyContext, responder: Responder, fail_info: FailInfo, text: str | None) -> bytes:
+def cert_rep_failure(context: ReplyContext, responder: CertRepSigner, fail_info: FailInfo, text: str | None) -> bytes:
     """CertRep FAILURE with failInfo (and failInfoText, RFC 8894 §3.2.1.4.5)."""
     extra = [cms.make_attribute(Attr.FAIL_INFO, core.PrintableString(str(int(fail_info))))]
     if text:
@@ -348,7 +397,7 @@ def cert_rep_failure(context: ReplyContext, responder: Responder, fail_info: Fai
 
 def _cert_rep(
     context: ReplyContext,
-    responder: Responder,
+    responder: CertRepSigner,
     status: PKIStatus,
     envelope: bytes | None,
     extra: list[asn1_cms.CMSAttribute],

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from scep_server.ca.authority import CertificateAuthority
-from scep_server.ca.issue import check_renewal_identity
+from scep_server.ca.csr import check_renewal_identity
 from scep_server.challenge import ValidationRequest
 from scep_server.errors import (
     BadCertId,
@@ -43,10 +43,20 @@ from scep_server.errors import (
     failure_for,
 )
 from scep_server.scep import message
-from scep_server.scep.cms import EnvelopeRejected
-from scep_server.scep.message import PkiRequest, ReplyContext, Responder
+from scep_server.scep.envelope import EnvelopeRejected
+from scep_server.scep.message import (
+    CertificateRequest,
+    CertPoll,
+    CertRepSigner,
+    GetCert,
+    GetCrl,
+    PkiRequest,
+    ReplyContext,
+)
 from scep_server.scep.types import MessageType
-from scep_server.service.issuance import Deferred, GetCertScope, IssuanceService, Profile
+from scep_server.service.issuance import Deferred, IssuanceService
+from scep_server.service.outcome import OperationStatus, Outcome
+from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlCache
 from scep_server.store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState, serial_storable
 
@@ -56,23 +66,12 @@ MAX_IP_CHARS = 64  # the store's column; X-Forwarded-For chains can be longer
 DEFAULT_CLAIM_LEASE = timedelta(minutes=5)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one PKIOperation (for the audit log and metrics)."""
-
-    reply: bytes
-    status: str
-    detail: str | None = None
-    message_type: str = "unknown"
-    issued: bool = False
-
-
 class EnrollmentService:
     """Answers PKIOperation messages for every profile of one CA."""
 
     def __init__(
-        self, ca: CertificateAuthority, store: Store, profiles: Mapping[str, Profile], crls: CrlCache, *,
-        claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+        self, ca: CertificateAuthority, store: Store, profiles: Mapping[str, Profile], crls: CrlCache,
+        issuance: IssuanceService, *, claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
     ) -> None:
         """``claim_lease``: how long a PENDING transaction's handler is presumed alive; after that a retry
         of the request takes the transaction over (and delivers what that handler stored)."""
@@ -81,8 +80,8 @@ class EnrollmentService:
         self.profiles = profiles
         self.crls = crls
         self.claim_lease = claim_lease
-        self.issuance = IssuanceService(ca, store, crls)
-        self.responder = Responder(ca.ra_cert, ca.ra_key)
+        self.issuance = issuance
+        self.signer = CertRepSigner(ca.ra_cert, ca.ra_key)
 
     def withdraw_abandoned(self) -> int:
         """Background task: revoke stored certificates no device came back for (``IssuanceService``)."""
@@ -101,20 +100,21 @@ class EnrollmentService:
         except PKIFailure as failure:
             outcome = self._failure(profile, context, failure, ip)
         except Exception as exc:  # 503s and the unexpected: still one audit record
-            self._audit(profile, context, Outcome(b"", f"ERROR:{type(exc).__name__}", str(exc)[:200]), ip)
+            self._audit(profile, context, _error_status(exc), str(exc)[:200], ip)
             raise
-        self._audit(profile, context, outcome, ip)
+        self._audit(profile, context, outcome.status, outcome.detail, ip)
         return replace(outcome, message_type=_type_name(context.message_type))
 
     def _dispatch(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
-        kind = request.message_type
-        if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
-            return self._enroll(profile, request, ip)
-        if kind is MessageType.CERT_POLL:
-            return self._poll(profile, request)
-        if kind is MessageType.GET_CERT:
-            return self._get_cert(profile, request)
-        return self._get_crl(request)
+        match request:
+            case CertificateRequest():
+                return self._enroll(profile, request, ip)
+            case CertPoll():
+                return self._poll(profile, request)
+            case GetCert():
+                return self._get_cert(profile, request)
+            case GetCrl():
+                return self._get_crl(request)
 
     def _failure(self, profile: Profile, context: ReplyContext, failure: PKIFailure, ip: str | None) -> Outcome:
         log.warning(
@@ -122,16 +122,14 @@ class EnrollmentService:
             profile.name, context.transaction_id, _type_name(context.message_type),
             failure.fail_info.name, ip, failure.detail,
         )
-        reply = message.cert_rep_failure(context, self.responder, failure.fail_info, failure.public_text)
-        return Outcome(reply, f"FAILURE:{failure.fail_info.name}", failure.detail)
+        reply = message.cert_rep_failure(context, self.signer, failure.fail_info, failure.public_text)
+        return Outcome(reply, OperationStatus.failure(failure.fail_info), failure.detail)
 
     # PKCSReq / RenewalReq ------------------------------------------------------------------------
 
-    def _enroll(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
-        assert request.csr is not None and request.csr_der is not None
+    def _enroll(self, profile: Profile, request: CertificateRequest, ip: str | None) -> Outcome:
         context = request.context
-        renewal = request.message_type is MessageType.RENEWAL_REQ
-        if renewal:
+        if request.renewal:
             self._check_renewal_signer(profile, request)
         else:
             self._check_pkcsreq_signer(profile, request)
@@ -144,9 +142,9 @@ class EnrollmentService:
         if not claimed:
             return self._replay(request, record)
         validation = ValidationRequest(profile.name, context.transaction_id, request.csr, request.csr_der, ip)
-        result = self.issuance.decide(profile, validation, record, renewal=renewal)
+        result = self.issuance.decide(profile, validation, record, renewal=request.renewal)
         if isinstance(result, Deferred):
-            return Outcome(message.cert_rep_pending(context, self.responder), "PENDING", result.reason)
+            return Outcome(message.cert_rep_pending(context, self.signer), OperationStatus.PENDING, result.reason)
         log.info(
             "PKIOperation SUCCESS profile=%s transaction=%s type=%s serial=%x ip=%s",
             profile.name, context.transaction_id, request.message_type.name, result.serial_number, ip,
@@ -155,9 +153,8 @@ class EnrollmentService:
             return self._success(request, [result], f"re-delivered {result.serial_number:x}")
         return replace(self._success(request, [result], f"issued {result.serial_number:x}"), issued=True)
 
-    def _replay(self, request: PkiRequest, record: TransactionRecord) -> Outcome:
+    def _replay(self, request: CertificateRequest, record: TransactionRecord) -> Outcome:
         """A transactionID we have seen: same request → same answer; a different request → refused."""
-        assert request.csr_der is not None
         if record.csr_sha256 != hashlib.sha256(request.csr_der).hexdigest():
             raise BadRequest("this transactionID was already used for a different certification request")
         return self._transaction_state(request, record)
@@ -167,7 +164,7 @@ class EnrollmentService:
             stored = self._stored_certificate(record.serial)
             return self._success(request, [stored], f"re-sent {record.serial:x}")
         if record.state is TransactionState.PENDING:
-            return Outcome(message.cert_rep_pending(request.context, self.responder), "PENDING")
+            return Outcome(message.cert_rep_pending(request.context, self.signer), OperationStatus.PENDING)
         raise failure_for(FailInfo(record.fail_info or FailInfo.BAD_REQUEST), record.fail_reason or "request failed")
 
     def _stored_certificate(self, serial: int) -> x509.Certificate:
@@ -182,11 +179,10 @@ class EnrollmentService:
         if context.message_type == MessageType.RENEWAL_REQ:
             self._renewal_signer(profile, context)
 
-    def _check_renewal_signer(self, profile: Profile, request: PkiRequest) -> None:
+    def _check_renewal_signer(self, profile: Profile, request: CertificateRequest) -> None:
         """RenewalReq must be signed by an unexpired, unrevoked certificate this CA issued for this profile
         (RFC 8894 §3.3.1.2), and may only renew that identity (``check_renewal_identity``)."""
         record = self._renewal_signer(profile, request.context)
-        assert request.csr is not None
         check_renewal_identity(request.csr, x509.load_der_x509_certificate(record.der), profile.policy)
 
     def _renewal_signer(self, profile: Profile, context: ReplyContext) -> CertificateRecord:
@@ -205,14 +201,13 @@ class EnrollmentService:
             raise BadRequest(f"the renewal signer certificate was issued for profile {record.profile}")
         return record
 
-    def _check_pkcsreq_signer(self, profile: Profile, request: PkiRequest) -> None:
+    def _check_pkcsreq_signer(self, profile: Profile, request: CertificateRequest) -> None:
         """RFC 8894 §2.3: a PKCSReq is signed with the key of the CSR it carries (the self-signed certificate
         "matching the PKCS #10 request"), or with a valid certificate this CA issued (a device renewing with
         a PKCSReq signed by its current certificate, as macOS does). Either way the signature proves
         possession of a key we can vouch for, and a stranger cannot re-sign a captured envelope. A
         self-signed signer's subject is compared only where the profile asks: Apple devices and micromdm's
         scepclient sign as ``CN=SCEP SIGNER``, certmonger with the CSR's subject."""
-        assert request.csr is not None
         if _signer_key_digest(request) == key_digest(request.csr.public_key()):
             if profile.require_signer_subject and not _signer_has_subject(request.context.signer.der,
                                                                           request.csr.subject):
@@ -231,7 +226,7 @@ class EnrollmentService:
 
     # CertPoll / GetCert / GetCRL ------------------------------------------------------------------
 
-    def _poll(self, profile: Profile, request: PkiRequest) -> Outcome:
+    def _poll(self, profile: Profile, request: CertPoll) -> Outcome:
         """CertPoll (RFC 8894 §3.3.3): only the requester learns the state of its transaction."""
         transaction_id = request.context.transaction_id
         record = self.store.get_transaction(profile.name, transaction_id)
@@ -242,26 +237,23 @@ class EnrollmentService:
             raise BadCertId(f"CertPoll of transaction {transaction_id!r} refused: {mismatch}")
         return self._transaction_state(request, record)
 
-    def _poll_mismatch(self, request: PkiRequest, record: TransactionRecord) -> str | None:
+    def _poll_mismatch(self, request: CertPoll, record: TransactionRecord) -> str | None:
         """Why this CertPoll is not the requester's, or None. Rows stored before the signer was recorded
         answer no poll (the device sends its request again)."""
-        assert request.poll_subject is not None
-        issuer, subject = request.poll_subject
         if record.signer_key_sha256 is None or record.subject_sha256 is None:
             return "the transaction predates recorded requesters"
         if _signer_key_digest(request) != record.signer_key_sha256:
             return "it is signed with another key than the request"
-        if name_digest(subject) != record.subject_sha256:
+        if name_digest(request.subject) != record.subject_sha256:
             return "it names another subject than the request"
-        if name_digest(issuer) != name_digest(self.ca.ca_cert.subject):
-            return f"issuer {issuer.rfc4514_string()[:200]!r} is not this CA"
+        if name_digest(request.issuer) != name_digest(self.ca.ca_cert.subject):
+            return f"issuer {request.issuer.rfc4514_string()[:200]!r} is not this CA"
         return None
 
-    def _get_cert(self, profile: Profile, request: PkiRequest) -> Outcome:
+    def _get_cert(self, profile: Profile, request: GetCert) -> Outcome:
         """GetCert (RFC 8894 §3.3.4): a certificate of this profile, for its holder (or anyone: ``any``)."""
-        assert request.issuer_serial is not None
-        self._require_our_issuer(request.issuer_serial.issuer)
-        serial = request.issuer_serial.serial
+        self._require_our_issuer(request.issuer)
+        serial = request.serial
         if not serial_storable(serial):
             raise BadCertId(f"serial {serial} is not a serial number this CA issues")
         stored = self.store.get_certificate(serial, self.ca.issuer_name)
@@ -274,7 +266,7 @@ class EnrollmentService:
             raise BadCertId(f"certificate {serial:x} is not the GetCert signer's own")
         return self._success(request, [certificate], f"sent {stored.serial:x}")
 
-    def _holds(self, request: PkiRequest, certificate: x509.Certificate, stored: CertificateRecord) -> bool:
+    def _holds(self, request: GetCert, certificate: x509.Certificate, stored: CertificateRecord) -> bool:
         """Whether the GetCert signer holds ``certificate``: signs with its key, or with a valid certificate
         of ours for the same subject (a renewed device fetching an earlier certificate). A self-signed
         signer's subject proves nothing, so it only counts in a certificate we issued."""
@@ -284,14 +276,13 @@ class EnrollmentService:
         own = self._issued_by_us(signer.issuer_der, signer.serial, signer.der)
         return own is not None and _usable(own) and own.subject == stored.subject
 
-    def _get_crl(self, request: PkiRequest) -> Outcome:
-        assert request.issuer_serial is not None
-        self._require_our_issuer(request.issuer_serial.issuer)
+    def _get_crl(self, request: GetCrl) -> Outcome:
+        self._require_our_issuer(request.issuer)
         reply = message.cert_rep_success(
-            request.context, self.responder, cipher=request.cipher, key_transport=request.key_transport,
+            request.context, self.signer, cipher=request.cipher, key_transport=request.key_transport,
             crls=[self.crls.current_der()],
         )
-        return Outcome(reply, "SUCCESS", "CRL")
+        return Outcome(reply, OperationStatus.SUCCESS, "CRL")
 
     def _require_our_issuer(self, issuer: x509.Name) -> None:
         if issuer.rfc4514_string() != self.ca.issuer_name:
@@ -299,20 +290,24 @@ class EnrollmentService:
 
     def _success(self, request: PkiRequest, certificates: list[x509.Certificate], detail: str) -> Outcome:
         reply = message.cert_rep_success(
-            request.context, self.responder, cipher=request.cipher, key_transport=request.key_transport,
+            request.context, self.signer, cipher=request.cipher, key_transport=request.key_transport,
             certificates=certificates,
         )
-        return Outcome(reply, "SUCCESS", detail)
+        return Outcome(reply, OperationStatus.SUCCESS, detail)
 
-    def _audit(self, profile: Profile, context: ReplyContext, outcome: Outcome, ip: str | None) -> None:
+    def _audit(self, profile: Profile, context: ReplyContext, status: str, detail: str | None, ip: str | None) -> None:
         try:
             self.store.record_operation(
                 profile=profile.name, operation="PKIOperation", message_type=context.message_type,
-                transaction_id=context.transaction_id, outcome=outcome.status, detail=outcome.detail,
-                requester_ip=ip,
+                transaction_id=context.transaction_id, outcome=str(status), detail=detail, requester_ip=ip,
             )
         except StoreError as exc:
             log.error("audit record lost: %s (transaction=%s)", exc, context.transaction_id)
+
+
+def _error_status(exc: Exception) -> str:
+    """The audit outcome of an operation that ended in an exception (no CertRep): its type is open-ended."""
+    return f"ERROR:{type(exc).__name__}"
 
 
 def _usable(record: CertificateRecord | None) -> bool:

@@ -14,7 +14,7 @@ import random
 import threading
 from datetime import UTC, datetime, timedelta
 
-from scep_server.errors import IntuneError, StoreError
+from scep_server.errors import Conflict, IntuneError, StoreError
 from scep_server.intune.client import IntuneClient
 from scep_server.store import OutboxRecord, Store
 
@@ -67,7 +67,7 @@ class NotificationOutbox:
         if result.succeeded:
             try:
                 self._store.outbox_delivered(record.id, at=datetime.now(UTC))
-            except StoreError as exc:  # e.g. the lease ran out and another worker finished it first
+            except (StoreError, Conflict) as exc:  # e.g. the lease ran out and another worker finished it first
                 log.warning("outbox id=%d delivered but not marked: %s", record.id, exc)
                 return 0
             log.info("failure notification delivered id=%d transaction=%s", record.id, record.transaction_id)
@@ -95,5 +95,5 @@ class NotificationOutbox:
             self._store.outbox_retry(record.id, next_attempt_at=now + delay, error=error)
             log.warning("failure notification id=%d not delivered (attempt %d): %s",
                         record.id, record.attempts + 1, error)
-        except StoreError as exc:  # the lease expires and another attempt follows
+        except (StoreError, Conflict) as exc:  # the lease expires and another attempt follows
             log.error("outbox bookkeeping failed for id=%d: %s", record.id, exc)

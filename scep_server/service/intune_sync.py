@@ -9,25 +9,21 @@ revoked; 4101 our store failed (retryable: Intune sends the request again).
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from scep_server.errors import IntuneError, StoreError
+from scep_server.errors import Conflict, IntuneError, NotFound, StoreError
 from scep_server.intune.client import IntuneClient
 from scep_server.intune.messages import RevocationRequest, RevocationResult, RevocationResultCode
-from scep_server.service.revocation import RevocationReason, RevocationService
+from scep_server.pki.reasons import CRLReason
+from scep_server.service.revocation import RevocationService
 from scep_server.store import AlreadyRevoked, CertificateNotFound, IntuneRevocationRecord, Store, parse_serial_hex
 
 log = logging.getLogger("scep_server.service.intune_sync")
 
 # Intune revokes when a device is retired or wiped, or the profile no longer applies to it.
-INTUNE_REVOCATION_REASON = RevocationReason.CESSATION_OF_OPERATION
+INTUNE_REVOCATION_REASON = CRLReason.CESSATION_OF_OPERATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +39,13 @@ class RevocationSync:
 
     def __init__(
         self, store: Store, client: IntuneClient, revoker: RevocationService, *,
-        batch_size: int = 100, issuer_filter: str | None = None, lock_path: Path | None = None,
+        batch_size: int = 100, issuer_filter: str | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._revoker = revoker
         self._batch_size = batch_size
         self._issuer_filter = issuer_filter
-        self._lock_path = lock_path
 
     def run_once(self) -> SyncReport:
         """One download → revoke → upload round. IntuneError escapes when Intune cannot be asked."""
@@ -66,19 +61,17 @@ class RevocationSync:
         return report
 
     def run_safely(self) -> SyncReport | None:
-        """One round at a time per host (None when another is running or it failed: tried again later).
+        """One round, None when it failed (it is tried again later).
 
-        Every gunicorn worker runs a background thread; the lock file makes their rounds take turns, so a
-        request is never processed (or its result uploaded) by two processes at once.
+        Rounds must not overlap across processes: callers run this under the round lock
+        (``scep_server.jobs.tasks.RevocationRounds``), so a request is never processed, or its result
+        uploaded, by two processes at once.
         """
-        with _exclusive(self._lock_path) as acquired:
-            if not acquired:
-                return None
-            try:
-                return self.run_once()
-            except (IntuneError, StoreError) as exc:
-                log.warning("Intune revocation sync failed, will retry: %s", exc)
-                return None
+        try:
+            return self.run_once()
+        except (IntuneError, StoreError, Conflict, NotFound) as exc:
+            log.warning("Intune revocation sync failed, will retry: %s", exc)
+            return None
 
     def _handle(self, request: RevocationRequest) -> int:
         record = self._store.record_revocation_request(
@@ -121,25 +114,6 @@ class RevocationSync:
         else:
             log.warning("Intune did not acknowledge %d revocation results; they will be sent again", len(results))
         return len(results), acknowledged
-
-
-@contextmanager
-def _exclusive(path: Path | None) -> Iterator[bool]:
-    """A non-blocking exclusive lock on ``path`` (always granted when there is no path)."""
-    if path is None:
-        yield True
-        return
-    # Created 0600 like every file under data_dir.
-    with os.fdopen(os.open(path, os.O_CREAT | os.O_RDWR, 0o600), "r+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _result(record: IntuneRevocationRecord) -> RevocationResult:

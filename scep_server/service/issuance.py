@@ -1,6 +1,6 @@
 """Deciding and issuing one claimed transaction: validate → policy → sign → store → notify.
 
-Used for a PKCSReq/RenewalReq as it arrives and, for profiles with ``on_intune_unavailable: pending``,
+Used for a PKCSReq/RenewalReq as it arrives and, for profiles with ``on_validator_unavailable: pending``,
 again from the background when Intune could not be asked at first. The transaction row is claimed
 (PENDING) before anything here runs, and every path ends by moving it on: ISSUED, FAILED, or
 deferred for a later attempt.
@@ -32,18 +32,28 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scep_server.ca.authority import CertificateAuthority
-from scep_server.ca.issue import IssuancePolicy, build_certificate, check_csr, describe_sans, thumbprints
-from scep_server.challenge import ChallengeValidator, IssuedCertificate, ValidationRequest
-from scep_server.errors import BadRequest, FailInfo, PKIFailure, RetryLater, StoreError, UpstreamError
-from scep_server.scep.message import DecodeOptions
-from scep_server.service.publishing import CrlCache
+from scep_server.ca.csr import check_csr, describe_sans
+from scep_server.ca.issue import build_certificate, thumbprints
+from scep_server.challenge import IssuedCertificate, ValidationRequest
+from scep_server.errors import (
+    BadRequest,
+    Conflict,
+    FailInfo,
+    PKIFailure,
+    RetryLater,
+    StoreError,
+    Unavailable,
+    ValidatorUnavailable,
+)
+from scep_server.pki.reasons import CRLReason
+from scep_server.service.profile import Profile
+from scep_server.service.revocation import RevocationService
 from scep_server.store import AlreadyRevoked, NewCertificate, Store, TransactionNotPending, TransactionRecord
 
 log = logging.getLogger("scep_server.service.issuance")
@@ -51,39 +61,10 @@ log = logging.getLogger("scep_server.service.issuance")
 # HRESULTs for Intune failure notifications.
 E_FAIL = 0x80004005  # unspecified failure (CA or store)
 E_INVALIDARG = 0x80070057  # the request breaks this profile's issuance policy
-CESSATION_OF_OPERATION = 5  # RFC 5280 §5.3.1 CRLReason
-SUPERSEDED = 4
 RETRY_FIRST = timedelta(seconds=5)
 RETRY_MAX = timedelta(minutes=5)
 # A certificate stored for a transaction whose handler died, and not collected by the device since.
 ABANDONED_AFTER = timedelta(hours=24)
-
-
-class GetCertScope(StrEnum):
-    """Which certificates a profile's GetCert hands out (always only certificates of that profile)."""
-
-    OWN = "own"  # the requester's own: same public key as the signer, or same subject as the signer's certificate
-    ANY = "any"  # any certificate of the profile, to anyone who asks (a directory of peers' certificates)
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A configured SCEP profile, ready to serve.
-
-    ``require_signer_subject``: a PKCSReq signed with its CSR's key must carry the CSR's subject in that
-    self-signed certificate too; off by default because Apple devices and micromdm's scepclient sign with a
-    fixed ``CN=SCEP SIGNER`` name.
-    """
-
-    name: str
-    validator: ChallengeValidator
-    policy: IssuancePolicy
-    decode: DecodeOptions
-    allow_renewal: bool
-    defer_when_unavailable: bool = False
-    pending_timeout: timedelta = timedelta(hours=1)
-    get_cert: GetCertScope = GetCertScope.OWN
-    require_signer_subject: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +77,11 @@ class Deferred:
 class IssuanceService:
     """Validates, issues and records certificates for claimed transactions."""
 
-    def __init__(self, ca: CertificateAuthority, store: Store, crls: CrlCache) -> None:
+    def __init__(self, ca: CertificateAuthority, store: Store, revocations: RevocationService) -> None:
+        """``revocations`` withdraws what must not be delivered, so the CRL and OCSP answers follow at once."""
         self.ca = ca
         self.store = store
-        self.crls = crls
+        self.revocations = revocations
 
     def decide(
         self, profile: Profile, validation: ValidationRequest, record: TransactionRecord, *, renewal: bool
@@ -117,7 +99,7 @@ class IssuanceService:
         try:
             if not renewal or profile.validator.validates_renewals:
                 profile.validator.validate(validation)
-        except UpstreamError as exc:
+        except ValidatorUnavailable as exc:
             if profile.defer_when_unavailable:
                 return self._defer(profile, validation, exc, attempts=0)
             self._fail(profile, validation, RetryLater(f"the challenge could not be validated now: {exc.detail}"))
@@ -136,7 +118,7 @@ class IssuanceService:
             return
         try:
             profile.validator.validate(validation)
-        except UpstreamError as exc:
+        except ValidatorUnavailable as exc:
             if now - record.created_at > profile.pending_timeout:
                 self._fail(profile, validation, RetryLater(f"Intune stayed unavailable for too long: {exc.detail}"))
             self._defer(profile, validation, exc, attempts=record.attempts, reschedule=True)
@@ -153,14 +135,13 @@ class IssuanceService:
         withdrawn = 0
         for record in self.store.undelivered_before(before=before):
             reason = "the certificate was stored but never collected; it was revoked"
-            serial = self.store.abandon_transaction(
+            serial = self.revocations.abandon(
                 profile=record.profile, transaction_id=record.transaction_id, before=before,
                 fail_info=int(FailInfo.BAD_REQUEST), reason=reason, revoked_at=now,
             )
             if serial is None:
                 continue
             withdrawn += 1
-            self.crls.invalidate()
             log.warning("profile=%s transaction=%s: certificate %x was never collected; revoked",
                         record.profile, record.transaction_id, serial)
             self._notify_abandoned(profiles.get(record.profile), record, reason)
@@ -225,16 +206,16 @@ class IssuanceService:
                 certificate=self._new_certificate(certificate, profile, validation),
             )
         except TransactionNotPending as exc:  # a reclaim took the transaction over; nothing was stored
-            raise UpstreamError(f"transaction {validation.transaction_id!r} was taken over concurrently") from exc
-        except StoreError as exc:
+            raise Unavailable(f"transaction {validation.transaction_id!r} was taken over concurrently") from exc
+        except (StoreError, Conflict) as exc:  # Conflict: a serial collision (DuplicateCertificate)
             profile.validator.notify_failed(validation, E_FAIL, "the certificate could not be stored")
-            raise UpstreamError(f"the certificate store failed: {exc}") from exc
+            raise Unavailable(f"the certificate store failed: {exc}") from exc
 
     def _confirm(self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate) -> None:
         """Tell the validator; when it does not acknowledge, withdraw the certificate for good."""
         try:
             profile.validator.notify_issued(validation, IssuedCertificate(certificate, self.ca.ca_cert, self.ca.name))
-        except UpstreamError as exc:
+        except ValidatorUnavailable as exc:
             if not self._withdraw(validation, certificate):
                 log.warning("profile=%s transaction=%s: certificate %x was acknowledged and delivered by "
                             "another handler", profile.name, validation.transaction_id, certificate.serial_number)
@@ -255,29 +236,26 @@ class IssuanceService:
         except (TransactionNotPending, AlreadyRevoked) as exc:
             # Another handler finished this transaction otherwise (a lease ran out), or withdrew this
             # certificate: ours is never handed out.
-            self._withdraw(validation, certificate, reason=SUPERSEDED)
-            raise UpstreamError(f"transaction {validation.transaction_id!r} was completed concurrently") from exc
+            self._withdraw(validation, certificate, reason=CRLReason.SUPERSEDED)
+            raise ValidatorUnavailable(f"transaction {validation.transaction_id!r} was completed concurrently") from exc
 
     def _withdraw(
-        self, validation: ValidationRequest, certificate: x509.Certificate, *, reason: int = CESSATION_OF_OPERATION
+        self, validation: ValidationRequest, certificate: x509.Certificate, *,
+        reason: CRLReason = CRLReason.CESSATION_OF_OPERATION,
     ) -> bool:
         """Revoke a stored certificate that must not be delivered; False when another handler delivered it
         (its transaction is ISSUED with it), which leaves it valid."""
         try:
-            withdrawn = self.store.withdraw_undelivered(
+            return self.revocations.withdraw_undelivered(
                 profile=validation.profile, transaction_id=validation.transaction_id,
-                serial=certificate.serial_number, issuer=self.ca.issuer_name, reason=reason,
-                revoked_at=datetime.now(UTC),
+                serial=certificate.serial_number, reason=reason,
             )
-        except StoreError as exc:  # never handed out: the next claim of the transaction revokes it
+        except (StoreError, Conflict) as exc:  # never handed out: the next claim of the transaction revokes it
             log.error("could not revoke withdrawn certificate %x: %s", certificate.serial_number, exc)
             return True
-        if withdrawn:
-            self.crls.invalidate()
-        return withdrawn
 
     def _defer(
-        self, profile: Profile, validation: ValidationRequest, exc: UpstreamError, *, attempts: int,
+        self, profile: Profile, validation: ValidationRequest, exc: ValidatorUnavailable, *, attempts: int,
         reschedule: bool = False,
     ) -> Deferred:
         delay = min(RETRY_FIRST * (2 ** min(attempts, 10)), RETRY_MAX)

@@ -1,11 +1,13 @@
 """Publishing revocation status: the CA's CRL and its OCSP answers, never stale after a revocation.
 
-Each process keeps its own CRL and OCSP responses. What makes them stale is a revocation, made in this
-process or in another one (a CLI command, another gunicorn worker, another replica), so both caches
-depend on a :class:`RevocationWatch`: its generation changes when this process reports a revocation
-(:meth:`RevocationWatch.notify`, called by ``invalidate``) and when the number of revoked certificates
-in the store has changed since it last looked (at most once per ``interval``, one cheap count). Anything
-built under an older generation is rebuilt before it is served. Revocations are never undone
+The CRL is shared: one process builds it on schedule and every process serves the newest one stored
+(:class:`CrlCache`). OCSP responses are signed and cached per process. What makes either stale is a
+revocation, made in this process or in another one (a CLI command, another gunicorn worker, another
+replica), so both depend on a :class:`RevocationWatch`: its generation changes when this process
+reports a revocation (:meth:`RevocationWatch.notify`, called by ``invalidate``) and when the number of
+revoked certificates in the store has changed since it last looked (at most once per ``interval``, one
+cheap count). An OCSP response built under an older generation, or a CRL covering fewer revoked
+certificates than counted, is replaced before it is served. Revocations are never undone
 (removeFromCRL is refused), so the count only grows.
 """
 
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp as x509_ocsp
 
 from scep_server.ca.authority import CertificateAuthority
-from scep_server.ca.crl import REASONS, build_crl
+from scep_server.ca.crl import build_crl
 from scep_server.ca.ocsp import (
     CertId,
     IssuerHashes,
@@ -39,8 +42,10 @@ from scep_server.ca.ocsp import (
 )
 from scep_server.ca.responder import DelegatedResponder
 from scep_server.errors import CAError, StoreError
+from scep_server.pki.reasons import CRLReason
 from scep_server.store import CertificateRecord, CertStatus, Store
-from scep_server.store.repository import MAX_SERIAL_BITS
+from scep_server.store.crls import PublishedCrlRecord
+from scep_server.store.serials import MAX_SERIAL_BITS
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,11 @@ class RevocationWatch:
                 self._revoked = revoked
             return self._generation
 
+    @property
+    def revoked(self) -> int:
+        """How many revoked certificates the store held at the last count (0 before the first)."""
+        return self._revoked or 0
+
     def notify(self) -> None:
         """This process revoked something: outdate every cache now."""
         with self._lock:
@@ -104,19 +114,27 @@ class RevocationWatch:
 
 
 @dataclass(frozen=True, slots=True)
-class _PublishedCrl:
+class _ServedCrl:
     der: bytes
-    generation: int
-    built_at: float
+    number: int
+    covers: int  # revoked certificates the watch had counted before it was built: it lists at least those
+    built_at: float  # on this process's monotonic clock; estimated from thisUpdate for one built elsewhere
 
 
 class CrlCache:
-    """The CA's full CRL (RFC 5280 §5), rebuilt when a revocation outdates it and every ``refresh``.
+    """The CA's full CRL (RFC 5280 §5), one for every process: built by one, kept in the store.
 
-    :meth:`current_der` always includes every revocation reported before the call (and those of other
-    processes within the watch interval). :meth:`publish_due` is the scheduled side: run it from a
-    background loop and it renews the CRL every ``refresh`` and after revocations, once they have been
-    quiet for ``debounce`` seconds, so a burst of revocations yields one new CRL.
+    :meth:`publish_due` is the scheduled side, run by the one process holding the CRL publishing lock:
+    it builds and stores a CRL every ``refresh`` and after revocations, once they have been quiet for
+    ``debounce`` seconds, so a burst of revocations yields one new CRL.
+
+    :meth:`current_der` is the serving side, in every process: the newest stored CRL, looked for at most
+    once per ``interval`` (one indexed query; the DER is read only when a newer CRL is there). It always
+    includes every revocation reported before the call (and those of other processes within the watch
+    interval): when the watch has counted more revoked certificates than the stored CRL covers, or
+    nothing was published for well over ``refresh`` (no publisher runs), it builds and stores one itself
+    rather than wait for the publisher. CRLNumbers come from the store's counter, so they only grow,
+    whichever process builds.
     """
 
     def __init__(
@@ -128,6 +146,7 @@ class CrlCache:
         refresh: timedelta,
         watch: RevocationWatch | None = None,
         debounce: float = DEFAULT_DEBOUNCE,
+        interval: float = DEFAULT_CHECK_INTERVAL,
         clock: Monotonic = time.monotonic,
         now: WallClock = utcnow,
         wake: Callable[[], object] | None = None,
@@ -138,22 +157,28 @@ class CrlCache:
         self._store = store
         self._validity = validity
         self._refresh = refresh.total_seconds()
+        # How old a stored CRL may be served: past the publisher's refresh, never near its nextUpdate.
+        self._serve_for = (refresh + min(refresh / 4, (validity - refresh) / 2)).total_seconds()
         self.watch = watch if watch is not None else RevocationWatch(store, clock=clock)
         self._debounce = debounce
+        self._interval = interval
         self._clock = clock
         self._now = now
         self._wake = wake
         self._lock = threading.Lock()
-        self._published: _PublishedCrl | None = None
+        self._served: _ServedCrl | None = None
+        self._looked_at = -math.inf
 
     def current_der(self) -> bytes:
-        """The DER CRL: the cached one unless a revocation or the refresh interval outdated it."""
-        generation = self.watch.current()
+        """The DER CRL: the newest stored one, unless it misses a known revocation or is overdue."""
+        self.watch.current()
         with self._lock:
-            published = self._published
-            if published is None or published.generation != generation or self._aged(published):
-                published = self._publish(generation)
-            return published.der
+            served = self._served
+            if served is None or not self._servable(served) or self._clock() - self._looked_at >= self._interval:
+                served = self._look()
+            if served is None or not self._servable(served):
+                served = self._publish()
+            return served.der
 
     def invalidate(self) -> None:
         """Report a revocation made by this process: the next CRL served includes it."""
@@ -162,29 +187,65 @@ class CrlCache:
             self._wake()
 
     def publish_due(self) -> bool:
-        """Build a new CRL if the schedule or a settled burst of revocations calls for one; True if built."""
-        generation = self.watch.current()
+        """Build and store a new CRL if the schedule or a settled burst of revocations calls for one."""
+        self.watch.current()
         with self._lock:
-            published = self._published
-            if published is not None and not self._aged(published):
-                if published.generation == generation or self._clock() - self.watch.changed_at < self._debounce:
+            served = self._look()
+            if served is not None and not self._aged(served):
+                if served.covers >= self.watch.revoked or self._clock() - self.watch.changed_at < self._debounce:
                     return False
-            self._publish(generation)
+            self._publish()
             return True
 
-    def _aged(self, published: _PublishedCrl) -> bool:
-        return self._clock() - published.built_at >= self._refresh
+    def _servable(self, served: _ServedCrl) -> bool:
+        return served.covers >= self.watch.revoked and self._clock() - served.built_at < self._serve_for
 
-    def _publish(self, generation: int) -> _PublishedCrl:
-        # The generation was read before the store: a revocation racing with this build outdates it.
+    def _aged(self, served: _ServedCrl) -> bool:
+        return self._clock() - served.built_at >= self._refresh
+
+    def _look(self) -> _ServedCrl | None:
+        """Take the newest stored CRL if it is newer than the one served; the one served either way."""
+        self._looked_at = self._clock()
+        newer_than = 0 if self._served is None else self._served.number
+        record = self._store.latest_crl(self._ca.issuer_name, newer_than=newer_than)
+        if record is not None and self._signed_by_the_ca(record):
+            age = max((self._now() - record.this_update).total_seconds(), 0.0)
+            self._served = _ServedCrl(record.der, record.crl_number, record.revoked_count, self._clock() - age)
+        return self._served
+
+    def _signed_by_the_ca(self, record: PublishedCrlRecord) -> bool:
+        """A stored CRL is served only if this CA signed it (not one left by a CA replaced since)."""
+        key = self._ca.ca_cert.public_key()
+        try:
+            crl = x509.load_der_x509_crl(record.der)
+        except ValueError:
+            crl = None
+        valid = (
+            crl is not None and crl.issuer == self._ca.ca_cert.subject
+            and isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) and crl.is_signature_valid(key)
+        )
+        if not valid:
+            log.warning("stored CRL number %d of %s is not signed by this CA; not served", record.crl_number,
+                        record.issuer)
+        return valid
+
+    def _publish(self) -> _ServedCrl:
+        # Counted before the revocations are read: a revocation racing with this build is covered next time.
+        covers = self.watch.revoked
         issuer = self._ca.issuer_name
         number = self._store.next_crl_number(issuer)
+        this_update = self._now()
         crl = build_crl(
-            self._ca, self._store.iter_revoked(issuer), crl_number=number, now=self._now(), validity=self._validity
+            self._ca, self._store.iter_revoked(issuer), crl_number=number, now=this_update, validity=self._validity
         )
-        self._published = _PublishedCrl(crl.public_bytes(Encoding.DER), generation, self._clock())
+        der = crl.public_bytes(Encoding.DER)
+        self._store.store_crl(
+            issuer=issuer, crl_number=number, der=der, this_update=this_update,
+            next_update=this_update + self._validity, revoked_count=covers,
+        )
+        self._served = _ServedCrl(der, number, covers, self._clock())
         log.info("published CRL number %d of %s", number, issuer)
-        return self._published
+        return self._served
 
 
 # --- OCSP ------------------------------------------------------------------------------------------
@@ -288,7 +349,7 @@ class OcspResponder:
         if record.status is not CertStatus.REVOKED or record.revoked_at is None:
             return SingleAnswer(cert_id, x509_ocsp.OCSPCertStatus.GOOD)
         # As in the CRL, an 'unspecified' reason is left out (RFC 5280 §5.3.1).
-        reason = REASONS.get(record.revocation_reason or 0)
+        reason: x509.ReasonFlags | None = CRLReason(record.revocation_reason or 0).flag
         reason = None if reason is x509.ReasonFlags.unspecified else reason
         return SingleAnswer(cert_id, x509_ocsp.OCSPCertStatus.REVOKED, record.revoked_at, reason)
 

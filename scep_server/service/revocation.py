@@ -1,4 +1,5 @@
-"""Revoking certificates: the one entry point for the CLI, the admin API and the Intune revocation worker.
+"""Revoking certificates: the one entry point for the CLI, the admin API, the Intune revocation worker
+and issuance (which withdraws certificates it stored but must not deliver).
 
 A revocation is recorded in the store (once: a second attempt raises ``AlreadyRevoked`` and adds
 nothing), then every revocation cache of this process is told, so the next CRL and OCSP answer it
@@ -10,13 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from enum import IntEnum
 from typing import Protocol
 
 from cryptography import x509
 
-from scep_server.errors import ScepServerError
+from scep_server.errors import InvalidInput
 from scep_server.pki.names import parse_name
+from scep_server.pki.reasons import FINAL_REASONS, CRLReason
 from scep_server.store import CertificateRecord, Store
 
 log = logging.getLogger(__name__)
@@ -25,61 +26,33 @@ log = logging.getLogger(__name__)
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
-class RevocationReason(IntEnum):
-    """The CRLReason codes a certificate can be revoked with (RFC 5280 §5.3.1).
-
-    removeFromCRL (8) is absent: it only lifts a certificateHold in a delta CRL, and revocations here
-    are final, a hold included.
-    """
-
-    UNSPECIFIED = 0
-    KEY_COMPROMISE = 1
-    CA_COMPROMISE = 2
-    AFFILIATION_CHANGED = 3
-    SUPERSEDED = 4
-    CESSATION_OF_OPERATION = 5
-    CERTIFICATE_HOLD = 6
-    PRIVILEGE_WITHDRAWN = 9
-    AA_COMPROMISE = 10
-
-    @property
-    def rfc_name(self) -> str:
-        """The ASN.1 name, as RFC 5280 writes it: ``keyCompromise``, ``cACompromise``, ..."""
-        return _RFC_NAMES[self]
-
-    @classmethod
-    def from_name(cls, name: str) -> RevocationReason:
-        """The reason named ``name``, ignoring case, ``_`` and ``-`` (``keyCompromise``, ``key_compromise``)."""
-        wanted = _fold(name)
-        for reason, rfc_name in _RFC_NAMES.items():
-            if _fold(rfc_name) == wanted:
-                return reason
-        raise UnknownRevocationReason(name)
+REASON_NAMES = tuple(reason.rfc_name for reason in FINAL_REASONS)
 
 
-_RFC_NAMES = {
-    RevocationReason.UNSPECIFIED: "unspecified",
-    RevocationReason.KEY_COMPROMISE: "keyCompromise",
-    RevocationReason.CA_COMPROMISE: "cACompromise",
-    RevocationReason.AFFILIATION_CHANGED: "affiliationChanged",
-    RevocationReason.SUPERSEDED: "superseded",
-    RevocationReason.CESSATION_OF_OPERATION: "cessationOfOperation",
-    RevocationReason.CERTIFICATE_HOLD: "certificateHold",
-    RevocationReason.PRIVILEGE_WITHDRAWN: "privilegeWithdrawn",
-    RevocationReason.AA_COMPROMISE: "aACompromise",
-}
-REASON_NAMES = tuple(_RFC_NAMES.values())
+def revocation_reason(reason: CRLReason | str) -> CRLReason:
+    """The reason to revoke with, given as such or by name (ignoring case, ``_`` and ``-``:
+    ``keyCompromise``, ``key_compromise``); ``UnknownRevocationReason`` for any other, removeFromCRL included."""
+    try:
+        code = reason if isinstance(reason, CRLReason) else CRLReason.from_name(reason)
+    except ValueError:
+        raise UnknownRevocationReason(str(reason)) from None
+    if code not in FINAL_REASONS:
+        raise UnknownRevocationReason(code.rfc_name)
+    return code
 
 
-def _fold(name: str) -> str:
-    return name.strip().replace("_", "").replace("-", "").lower()
+def _names_remove_from_crl(name: str) -> bool:
+    try:
+        return CRLReason.from_name(name) is CRLReason.REMOVE_FROM_CRL
+    except ValueError:
+        return False
 
 
-class UnknownRevocationReason(ScepServerError):
+class UnknownRevocationReason(InvalidInput):
     """``name`` is not a reason a certificate can be revoked with; ``REASON_NAMES`` lists those."""
 
     def __init__(self, name: str) -> None:
-        hint = " (it only un-holds in delta CRLs)" if _fold(name) == "removefromcrl" else ""
+        hint = " (it only un-holds in delta CRLs)" if _names_remove_from_crl(name) else ""
         super().__init__(f"{name!r} is not a revocation reason{hint}; use one of {', '.join(REASON_NAMES)}")
         self.name = name
 
@@ -110,7 +83,7 @@ class RevocationService:
         self,
         serial: int,
         *,
-        reason: RevocationReason | str,
+        reason: CRLReason | str,
         issuer: str | x509.Name | None = None,
         revoked_at: datetime | None = None,
     ) -> CertificateRecord:
@@ -121,14 +94,47 @@ class RevocationService:
         cannot revoke. ``revoked_at`` (timezone-aware, default now) may lie in the past: the time the
         revocation was decided elsewhere, say.
         """
-        code = reason if isinstance(reason, RevocationReason) else RevocationReason.from_name(reason)
+        code = revocation_reason(reason)
         when = self._revocation_time(revoked_at)
         issuer_name = self._issuer_name(issuer)
         record = self._store.revoke(serial, issuer_name, reason=int(code), revoked_at=when)
-        for cache in self._caches:
-            cache.invalidate()
+        self._invalidate()
         log.info("revoked serial=%x issuer=%r reason=%s", serial, issuer_name, code.rfc_name)
         return record
+
+    def withdraw_undelivered(
+        self, *, profile: str, transaction_id: str, serial: int,
+        reason: CRLReason = CRLReason.CESSATION_OF_OPERATION,
+    ) -> bool:
+        """Revoke a certificate stored for a transaction that must not be delivered, in the same store
+        transaction that checks it was not delivered: False, and nothing changes, when another handler
+        delivered it (the transaction is ISSUED with it). ``CertificateNotFound`` if it is not stored."""
+        withdrawn = self._store.withdraw_undelivered(
+            profile=profile, transaction_id=transaction_id, serial=serial, issuer=self._issuer,
+            reason=int(reason), revoked_at=self._now(),
+        )
+        if withdrawn:
+            self._invalidate()
+        return withdrawn
+
+    def abandon(
+        self, *, profile: str, transaction_id: str, before: datetime, fail_info: int, reason: str,
+        revoked_at: datetime | None = None,
+    ) -> int | None:
+        """Fail a transaction whose stored certificate was never collected (stored before ``before``) and
+        revoke that certificate (cessationOfOperation) at once; the serial revoked, or None when the
+        transaction moved on meanwhile."""
+        serial = self._store.abandon_transaction(
+            profile=profile, transaction_id=transaction_id, before=before, fail_info=fail_info, reason=reason,
+            revoked_at=revoked_at or self._now(),
+        )
+        if serial is not None:
+            self._invalidate()
+        return serial
+
+    def _invalidate(self) -> None:
+        for cache in self._caches:
+            cache.invalidate()
 
     def _revocation_time(self, revoked_at: datetime | None) -> datetime:
         now = self._now()

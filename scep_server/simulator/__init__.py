@@ -3,7 +3,9 @@
 Each TestMatrix row is an Intune SCEP profile (``matrix``). For each device the simulator mints the
 challenge through the Intune emulator's admin API (``admin``), builds the CSR Intune asks for and
 enrolls over SCEP like a device (``device``), then checks the certificate against the profile
-(``checks``), or that none was delivered for the failure rows. ``scep-server simulate`` runs it (``cli``)::
+(``checks``), or that none was delivered for the failure rows. ``scep-simulator`` runs it (``cli``).
+A tool of its own: it shares only ``pki/``, ``scep/`` and the Intune contract
+(``scep_server.intune.contract``) with the server, and talks to it and to the emulator over HTTP::
 
     with EmulatorAdmin(emulator.url, ca_bundle=emulator.ca_bundle) as admin:
         results = Simulator(admin, Settings(scep_url="http://127.0.0.1:8080/scep")).run(ROWS, devices=2)

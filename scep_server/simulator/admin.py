@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
 
 __all__ = ["EmulatorAdmin", "EmulatorAdminError", "Fault"]
 

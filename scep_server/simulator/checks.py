@@ -17,11 +17,11 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scep_server.ca.signing import is_issued_by
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
+from scep_server.pki.chain import is_issued_by
 from scep_server.pki.names import parse_name
+from scep_server.pki.sans import UPN_OID
 
-UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 VALIDITY_TOLERANCE = timedelta(days=1)
 KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
               "key_agreement", "key_cert_sign", "crl_sign")

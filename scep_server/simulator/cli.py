@@ -1,9 +1,9 @@
-"""``scep-server simulate``: enroll simulated Intune devices for TestMatrix rows and report per device.
+"""``scep-simulator``: enroll simulated Intune devices for TestMatrix rows and report per device.
 
 ::
 
-    scep-server simulate --profile all --devices 2
-    scep-server simulate --profile "SN Format: IMEI" --scep-url http://127.0.0.1:8080/scep
+    scep-simulator --profile all --devices 2
+    scep-simulator --profile "SN Format: IMEI" --scep-url http://127.0.0.1:8080/scep
 
 Exit status 0 when every device passed, 1 when one did not, 2 on a usage or setup error.
 """
@@ -11,25 +11,34 @@ Exit status 0 when every device passed, 1 when one did not, 2 on a usage or setu
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from scep_server.pki.names import printable
 from scep_server.simulator.admin import EmulatorAdmin, EmulatorAdminError
 from scep_server.simulator.matrix import ROWS, find_rows
 from scep_server.simulator.runner import DeviceResult, Settings, Simulator
 
+PROG = "scep-simulator"
 ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"
+LOG_LEVEL_ENV = "SCEP_SERVER_LOG_LEVEL"
 HEADERS = ("ROW", "DEVICE", "RESULT", "DETAIL")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: stderr logging at ``SCEP_SERVER_LOG_LEVEL`` (INFO), then ``run``."""
+    configure_logging(os.environ.get(LOG_LEVEL_ENV, "INFO"))
+    return run(None if argv is None else list(argv))
 
 
 def run(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the rows, print the table; the exit status.
 
-    A leading ``--`` is dropped: ``scep-server simulate -- --profile all`` passes options through
-    argparse's REMAINDER, which otherwise refuses arguments that start with ``--``.
+    A leading ``--`` is dropped: ``scep-server simulate -- --profile all`` passes one through.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv[1:] if argv[:1] == ["--"] else argv)
@@ -39,7 +48,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         rows = find_rows(args.profile)
     except KeyError:
-        print(f"simulate: no TestMatrix row {args.profile!r} (see --list)", file=sys.stderr)
+        print(f"{PROG}: no TestMatrix row {args.profile!r} (see --list)", file=sys.stderr)
         return 2
     settings = Settings(scep_url=args.scep_url, timeout=args.timeout, poll_interval=args.poll_interval)
     token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
@@ -48,7 +57,7 @@ def run(argv: list[str] | None = None) -> int:
         with EmulatorAdmin(args.emulator_url, ca_bundle=args.ca_bundle, token=token) as admin:
             results = Simulator(admin, settings).run(rows, args.devices, args.concurrency)
     except EmulatorAdminError as exc:
-        print(f"simulate: the Intune emulator's admin API failed: {exc}", file=sys.stderr)
+        print(f"{PROG}: the Intune emulator's admin API failed: {exc}", file=sys.stderr)
         return 2
     print_table(results, sys.stdout)
     passed = sum(r.passed for r in results)
@@ -79,7 +88,7 @@ def _positive_int(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scep-server simulate",
+        prog=PROG,
         description="Enroll simulated Intune devices through the SCEP server, one or all TestMatrix rows, "
                     "with challenges minted by the Intune emulator; check every certificate against its profile.")
     parser.add_argument("--profile", default="all", metavar="ROW|all",
@@ -95,3 +104,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between CertPolls (1)")
     parser.add_argument("--list", action="store_true", help="list the TestMatrix rows and exit")
     return parser
+
+
+class _PrintableFormatter(logging.Formatter):
+    """One record, one line: what a server answered cannot end the line or drive the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])

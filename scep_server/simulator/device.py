@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AttributeOID
 
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.pki.names import parse_name
+from scep_server.pki.sans import UPN_OID
 from scep_server.scep import client
 from scep_server.scep.client import BuiltRequest, CertRep, ScepClientError
 from scep_server.scep.types import ContentCipher, DigestAlgorithm, FailInfo, PKIStatus
@@ -33,7 +34,6 @@ from scep_server.simulator.http import ScepHttpClient
 __all__ = ["CaInfo", "CertificateRequest", "Device", "Enrollment", "Signer", "build_csr", "generate_key",
            "self_signed_signer"]
 
-UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
               "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
 _SIGNING_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {

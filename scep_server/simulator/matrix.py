@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.simulator.admin import Fault
 
 __all__ = ["PROFILES", "ROWS", "DeviceIdentity", "Expect", "Row", "ScepProfile", "find_rows", "slug"]

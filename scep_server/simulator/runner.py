@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.scep.client import ScepClientError
 from scep_server.scep.types import FailInfo, PKIStatus
 from scep_server.simulator import checks
@@ -207,7 +207,7 @@ def _refusal_problems(enrollment: Enrollment) -> list[str]:
         return ["a certificate was delivered; the profile expects none"]
     if enrollment.status is PKIStatus.PENDING:
         return [f"{enrollment.describe()}: no certificate so far, but the server keeps the request and will issue "
-                "one when Intune answers (a profile with on_intune_unavailable: pending); expected FAILURE"]
+                "one when Intune answers (a profile with on_validator_unavailable: pending); expected FAILURE"]
     if enrollment.fail_info is not FailInfo.BAD_REQUEST:
         return [f"{enrollment.describe()}: expected failInfo badRequest"]
     return []

@@ -1,4 +1,4 @@
-"""Persistence: SQLAlchemy Core tables, typed repository functions, Alembic migrations."""
+"""Persistence: SQLAlchemy Core tables, typed repositories composed into one ``Store``, Alembic migrations."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from scep_server.store.records import (
     TransactionRecord,
     TransactionState,
 )
-from scep_server.store.repository import Store, parse_serial_hex, serial_hex, serial_storable
+from scep_server.store.repository import Store
+from scep_server.store.serials import MAX_SERIAL_BITS, parse_serial_hex, serial_hex, serial_storable
 
 __all__ = [
+    "MAX_SERIAL_BITS",
     "AlreadyRevoked",
     "CertStatus",
     "CertificateNotFound",

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from scep_server.errors import StoreError
+from scep_server.errors import Conflict, NotFound
 
 
 class CertStatus(StrEnum):
@@ -130,7 +130,7 @@ class OperationRecord:
     requester_ip: str | None
 
 
-class CertificateNotFound(StoreError):
+class CertificateNotFound(NotFound):
     """No certificate with this serial number from this issuer."""
 
     def __init__(self, serial: int, issuer: str) -> None:
@@ -139,7 +139,7 @@ class CertificateNotFound(StoreError):
         self.issuer = issuer
 
 
-class AlreadyRevoked(StoreError):
+class AlreadyRevoked(Conflict):
     """The certificate was revoked before; ``certificate`` is its stored state."""
 
     def __init__(self, certificate: CertificateRecord) -> None:
@@ -147,7 +147,7 @@ class AlreadyRevoked(StoreError):
         self.certificate = certificate
 
 
-class DuplicateCertificate(StoreError):
+class DuplicateCertificate(Conflict):
     """The issuer already has a certificate with this serial number."""
 
     def __init__(self, serial: int, issuer: str) -> None:
@@ -156,7 +156,7 @@ class DuplicateCertificate(StoreError):
         self.issuer = issuer
 
 
-class TransactionNotPending(StoreError):
+class TransactionNotPending(Conflict):
     """The transaction is missing (``state`` None) or not in the state the change needs.
 
     Mostly that is PENDING (it was completed by another handler); ``fail_issued_transaction`` needs
@@ -172,7 +172,7 @@ class TransactionNotPending(StoreError):
         self.state = state
 
 
-class OutboxEntryNotPending(StoreError):
+class OutboxEntryNotPending(Conflict):
     """The outbox entry is missing (``state`` None) or was already delivered or given up on."""
 
     def __init__(self, outbox_id: int, state: OutboxState | None) -> None:

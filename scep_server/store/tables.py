@@ -205,3 +205,19 @@ intune_revocations = Table(
     UniqueConstraint("request_context"),
     Index(None, "uploaded_at", "result_code"),
 )
+
+# The CRL every process serves (store/crls.py): built by one of them, kept with the count of revoked
+# certificates it covers so a reader that has counted more knows it is missing a revocation.
+published_crls = Table(
+    "published_crls",
+    metadata,
+    _id_column(),
+    Column("issuer", Text, nullable=False),
+    Column("crl_number", BigInteger, nullable=False),
+    Column("this_update", UTCDateTime(), nullable=False),
+    Column("next_update", UTCDateTime(), nullable=False),
+    Column("revoked_count", BigInteger, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("published_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("issuer", "crl_number"),
+)

@@ -16,9 +16,16 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from scep_server.service.revocation import REASON_NAMES, UnknownRevocationReason
-from scep_server.store import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus, parse_serial_hex
-from scep_server.web import runtime
+from scep_server.service.certificates import (
+    STATUSES,
+    NoSuchCertificate,
+    Revoked,
+    WasRevoked,
+    describe,
+    parse_serial,
+)
+from scep_server.service.revocation import REASON_NAMES
+from scep_server.web.context import runtime
 
 log = logging.getLogger("scep_server.web.admin")
 
@@ -49,38 +56,35 @@ def bearer_token_matches(authorization: str, expected: str) -> bool:
 @bp.get("/certificates")
 def list_certificates() -> Response:
     status = request.args.get("status")
-    if status is not None and status not in {s.value for s in CertStatus}:
-        abort(400, description="status must be valid or revoked")
+    if status is not None and status not in STATUSES:
+        abort(400, description=f"status must be {' or '.join(STATUSES)}")
     limit = request.args.get("limit", "100")
     if not LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_LIMIT:
         abort(400, description=f"limit must be 1-{MAX_LIMIT}")
-    records = runtime().store.list_certificates(
-        limit=int(limit), status=CertStatus(status) if status else None, profile=request.args.get("profile")
-    )
-    return jsonify({"certificates": [_describe(r) for r in records]})
+    records = runtime().certificates.page(limit=int(limit), status=status, profile=request.args.get("profile"))
+    return jsonify({"certificates": [describe(r) for r in records]})
 
 
 @bp.get("/certificates/<serial>")
 def show_certificate(serial: str) -> Response:
-    record = runtime().store.get_certificate(_serial(serial), runtime().ca.issuer_name)
+    record = runtime().certificates.show(_serial(serial))
     if record is None:
         abort(404, description="no such certificate")
-    return jsonify(_describe(record))
+    return jsonify(describe(record))
 
 
 @bp.post("/certificates/<serial>/revoke")
 def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
+    """An unknown reason name is answered 400 by the app's error handler."""
     reason = _reason(request.get_json(silent=True))
-    try:
-        record = runtime().revocations.revoke(_serial(serial), reason=reason)
-    except UnknownRevocationReason:
-        abort(400, description=f"reason must be one of {', '.join(REASON_NAMES)}")
-    except CertificateNotFound:
-        abort(404, description="no such certificate")
-    except AlreadyRevoked as exc:
-        return jsonify({"error": "already revoked", "certificate": _describe(exc.certificate)}), 409
-    log.info("admin API: revoked %x (%s) for %s", record.serial, reason, request.remote_addr)
-    return jsonify(_describe(record))
+    match runtime().certificates.revoke(_serial(serial), reason=reason):
+        case Revoked(certificate=record):
+            log.info("admin API: revoked %x (%s) for %s", record.serial, reason, request.remote_addr)
+            return jsonify(describe(record))
+        case WasRevoked(certificate=record):
+            return jsonify({"error": "already revoked", "certificate": describe(record)}), 409
+        case NoSuchCertificate():
+            abort(404, description="no such certificate")
 
 
 def _reason(body: Any) -> str:
@@ -97,25 +101,7 @@ def _reason(body: Any) -> str:
 
 def _serial(text: str) -> int:
     try:
-        return parse_serial_hex(text)
+        return parse_serial(text)
     except ValueError:
         abort(400, description="the serial number must be hexadecimal, positive and at most 20 octets")
 
-
-def _describe(record: CertificateRecord) -> dict[str, Any]:
-    return {
-        "serial": f"{record.serial:x}",
-        "subject": record.subject,
-        "issuer": record.issuer,
-        "sans": list(record.sans),
-        "status": record.status.value,
-        "profile": record.profile,
-        "transaction_id": record.transaction_id,
-        "not_before": record.not_before.isoformat(),
-        "not_after": record.not_after.isoformat(),
-        "issued_at": record.issued_at.isoformat(),
-        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
-        "revocation_reason": record.revocation_reason,
-        "sha1_thumbprint": record.sha1_thumbprint,
-        "sha256_thumbprint": record.sha256_thumbprint,
-    }

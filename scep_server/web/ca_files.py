@@ -6,7 +6,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, abort
 
-from scep_server.web import runtime
+from scep_server.web.context import runtime
 
 bp = Blueprint("ca_files", __name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from scep_server.web import runtime
+from scep_server.web.context import runtime
 
 bp = Blueprint("health", __name__)
 

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, request
 from werkzeug.http import http_date
 
 from scep_server.service.publishing import OcspAnswer
-from scep_server.web import runtime
+from scep_server.web.context import runtime
 
 bp = Blueprint("ocsp", __name__)
 

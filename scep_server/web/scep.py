@@ -18,11 +18,12 @@ from collections.abc import Callable
 from flask import Blueprint, Response, abort, current_app, request
 
 from scep_server import metrics
-from scep_server.errors import FailInfo, PayloadTooLarge, RequestError
+from scep_server.errors import PayloadTooLarge, RequestError
 from scep_server.scep import cms
-from scep_server.service.issuance import Profile
-from scep_server.web import runtime
+from scep_server.service.outcome import OperationStatus
+from scep_server.service.profile import Profile
 from scep_server.web.budget import FailureBudget
+from scep_server.web.context import runtime
 
 log = logging.getLogger("scep_server.web.scep")
 
@@ -40,7 +41,7 @@ PKI_MESSAGE = "application/x-pki-message"
 _BASE64_JUNK = re.compile(r"[\r\n\t]")
 BUDGET_EXTENSION = "scep_server.failure_budget"  # app.extensions key of the per-process FailureBudget
 # Outcomes that spend the requester's failure budget: the one envelope failure, bad signatures.
-_BUDGET_FAILURE = f"FAILURE:{FailInfo.BAD_MESSAGE_CHECK.name}"
+_BUDGET_FAILURE = OperationStatus.FAILURE_BAD_MESSAGE_CHECK
 
 
 def _default_profile() -> Response:
@@ -115,7 +116,7 @@ def _pki_operation(profile: Profile) -> Response:
     outcome = current.service.pki_operation(profile, der, client)
     metrics.PKI_OPERATION_SECONDS.labels(profile.name).observe(time.perf_counter() - started)
     metrics.PKI_OPERATIONS.labels(profile.name, outcome.message_type, outcome.status).inc()
-    if outcome.status == _BUDGET_FAILURE:
+    if outcome.status is _BUDGET_FAILURE:
         budget.record_failure(client)
     if outcome.issued:
         metrics.CERTIFICATES_ISSUED.labels(profile.name).inc()

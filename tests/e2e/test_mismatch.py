@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.pki.names import parse_name
 from scep_server.scep.types import FailInfo, PKIStatus
 from scep_server.simulator.device import (

@@ -16,7 +16,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scep_server.ca.authority import init_ca
 from scep_server.config import ServerConfig, load_config
-from scep_server.emulator import ChallengeSpec, EmulatorServer, IntuneEmulator
+from scep_server.emulator import EmulatorServer, IntuneEmulator
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.runtime import build_runtime
 from scep_server.scep import client
 from scep_server.web import create_app

@@ -29,9 +29,9 @@ from scep_server.ca.authority import check_keys_at_rest, load_ca
 from scep_server.ca.keys import file as keys
 from scep_server.ca.keys.file import load_private_key
 from scep_server.cli import main
+from scep_server.cli.beside import EmulatorProcess, start_beside
 from scep_server.config import IntuneConfig, SecretSource, load_config
 from scep_server.emulator import EmulatorServer
-from scep_server.emulator.beside import start_beside
 from scep_server.emulator.cli import describe
 from scep_server.errors import CAError, ConfigError
 from scep_server.runtime import build_runtime
@@ -290,16 +290,16 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _token_status(emulator: EmulatorServer, client_id: str, secret: str) -> int:
+def _token_status(emulator: EmulatorProcess, client_id: str, secret: str) -> int:
     form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
             "scope": f"{emulator.url}/intune-api/.default"}
     with requests.Session() as session:
         session.verify, session.trust_env = str(emulator.ca_bundle), False
-        return session.post(f"{emulator.url}/{emulator.emulator.tenant}/oauth2/v2.0/token", data=form,
+        return session.post(f"{emulator.url}/{emulator.tenant}/oauth2/v2.0/token", data=form,
                             timeout=5).status_code
 
 
-def _admin_status(emulator: EmulatorServer, headers: dict[str, str]) -> int:
+def _admin_status(emulator: EmulatorServer | EmulatorProcess, headers: dict[str, str]) -> int:
     with requests.Session() as session:
         session.verify, session.trust_env = str(emulator.ca_bundle), False
         return session.get(f"{emulator.url}/admin/counters", headers=headers, timeout=5).status_code

@@ -1,9 +1,13 @@
-"""The scep-server console script: init, import-ca, ca show/rotate-ra, certs list/show."""
+"""The scep-server console script: init, import-ca, ca show/rotate-ra, certs list/show/revoke, the dev tools'
+old subcommands, and the emulator ``serve --with-emulator`` starts beside the server."""
 
 from __future__ import annotations
 
 import datetime
+import os
+import socket
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scep_server.cli import main
-from scep_server.config import load_config
+from scep_server.cli.beside import EmulatorProcess, start_beside
+from scep_server.config import IntuneConfig, SecretSource, ServerConfig, load_config
+from scep_server.errors import ConfigError
 from scep_server.runtime import build_runtime
 from scep_server.web import create_app
 
@@ -150,3 +156,74 @@ def test_certs_revoke_once_then_conflict(
     record = server.runtime.store.get_certificate(cert.serial_number)
     assert record is not None and record.revocation_reason == 1
     assert main(["--config", config, "certs", "revoke", "abcdef01"]) == 1
+
+
+def test_the_dev_tools_old_subcommands_run_their_console_scripts(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", "ignored.yaml", "simulate", "--list"]) == 0
+    assert "sn-format-imei" in capfd.readouterr().out
+    assert main(["intune-emulator", "--client-id", "app-without-secret"]) == 2  # the emulator's own status
+    assert "scep-intune-emulator: --client-id needs" in capfd.readouterr().err
+
+
+# --- serve --with-emulator: the emulator as a child process ------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _beside_config(tmp_path: Path, port: int) -> ServerConfig:
+    intune = IntuneConfig(tenant="contoso.onmicrosoft.com", client_id="dev-app",
+                          client_secret=SecretSource(env="SERVER_ONLY_SECRET"), authority=f"https://127.0.0.1:{port}/",
+                          ca_bundle=str(tmp_path / "emulator" / "ca.pem"))
+    return replace(load_config(_config_file(tmp_path, "dev: true\n"), env={}), intune=intune)
+
+
+def test_with_emulator_the_child_gets_none_of_the_servers_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVER_ONLY_SECRET", "the-real-entra-secret")
+    monkeypatch.setenv("SCEP_CA_PASSPHRASE", "the-ca-passphrase")
+    emulator, served = _started(tmp_path)
+    try:
+        environ = Path(f"/proc/{emulator.process.pid}/environ").read_bytes()
+        assert b"the-real-entra-secret" not in environ and b"the-ca-passphrase" not in environ
+        assert f"AAD_APP_KEY={served.intune.client_secret.resolve()}".encode() in environ.split(b"\0")
+        assert served.intune.client_secret.resolve() != "the-real-entra-secret"
+    finally:
+        emulator.stop()
+    assert emulator.process.returncode == 0  # SIGTERM: it stopped in its own way
+
+
+def test_with_emulator_the_child_ends_when_the_server_goes_away(tmp_path: Path) -> None:
+    emulator, _ = _started(tmp_path)
+    try:
+        assert emulator.process.stdin is not None
+        emulator.process.stdin.close()  # what the server's end does, however it ends
+        assert emulator.process.wait(timeout=10) == 0
+    finally:
+        emulator.stop()
+
+
+def test_with_emulator_only_the_starting_process_stops_it(tmp_path: Path) -> None:
+    emulator, _ = _started(tmp_path)
+    try:
+        replace(emulator, owner=os.getpid() + 1).stop()  # a forked gunicorn worker on its way out
+        assert emulator.process.poll() is None
+    finally:
+        emulator.stop()
+    assert emulator.process.poll() is not None
+
+
+def test_with_emulator_a_taken_port_is_reported(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="the Intune emulator did not start"):
+            start_beside(_beside_config(tmp_path, taken.getsockname()[1]))
+
+
+def _started(tmp_path: Path) -> tuple[EmulatorProcess, ServerConfig]:
+    return start_beside(_beside_config(tmp_path, _free_port()))

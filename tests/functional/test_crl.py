@@ -9,10 +9,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scep_server.errors import ScepServerError
+from scep_server.pki.reasons import CRLReason
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.service.publishing import CrlCache, RevocationWatch
-from scep_server.service.revocation import REASON_NAMES, RevocationReason, RevocationService, UnknownRevocationReason
+from scep_server.service.revocation import REASON_NAMES, RevocationService, UnknownRevocationReason, revocation_reason
 from scep_server.store import AlreadyRevoked, CertificateNotFound, CertStatus
 
 from .conftest import Device, ScepTestServer
@@ -81,7 +82,7 @@ def test_revocation_is_in_the_next_crl(server: ScepTestServer) -> None:
 def test_get_crl_answers_with_the_published_crl(server: ScepTestServer) -> None:
     device = Device()
     cert = server.enroll(device)
-    server.runtime.revocations.revoke(cert.serial_number, reason=RevocationReason.SUPERSEDED)
+    server.runtime.revocations.revoke(cert.serial_number, reason=CRLReason.SUPERSEDED)
     published = server.http.get("/crl/test-ca.crl").data
     built = client.build_get_crl(
         server.ca.ca_cert.subject, cert.serial_number,
@@ -190,9 +191,9 @@ def test_unknown_serial_is_not_found(server: ScepTestServer) -> None:
 def test_every_reason_name_revokes(server: ScepTestServer, name: str) -> None:
     cert = server.enroll(Device())
     record = server.runtime.revocations.revoke(cert.serial_number, reason=name)
-    reason = RevocationReason.from_name(name)
+    reason = revocation_reason(name)
     assert record.revocation_reason == int(reason) and reason.rfc_name == name
-    expected = None if reason is RevocationReason.UNSPECIFIED else x509.ReasonFlags[_flag_name(name)]
+    expected = None if reason is CRLReason.UNSPECIFIED else x509.ReasonFlags[_flag_name(name)]
     assert reason_of(fetch(server), cert.serial_number) is expected
 
 
@@ -203,13 +204,13 @@ def _flag_name(rfc_name: str) -> str:
 
 
 def test_reason_names_are_read_leniently_and_remove_from_crl_is_refused() -> None:
-    assert RevocationReason.from_name("key_compromise") is RevocationReason.KEY_COMPROMISE
-    assert RevocationReason.from_name(" CA-COMPROMISE ") is RevocationReason.CA_COMPROMISE
+    assert revocation_reason("key_compromise") is CRLReason.KEY_COMPROMISE
+    assert revocation_reason(" CA-COMPROMISE ") is CRLReason.CA_COMPROMISE
     with pytest.raises(UnknownRevocationReason, match="delta CRLs") as raised:
-        RevocationReason.from_name("removeFromCRL")
+        revocation_reason("removeFromCRL")
     assert isinstance(raised.value, ScepServerError)
     with pytest.raises(UnknownRevocationReason, match="keyCompromise"):
-        RevocationReason.from_name("stolen")
+        revocation_reason("stolen")
 
 
 def test_issuer_and_time_are_checked(server: ScepTestServer) -> None:

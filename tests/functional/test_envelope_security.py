@@ -24,6 +24,8 @@ from scep_server.ca.authority import init_ca
 from scep_server.errors import FailInfo
 from scep_server.runtime import build_runtime
 from scep_server.scep import client, cms
+from scep_server.scep.device_key import DeviceKey
+from scep_server.scep.envelope import ENVELOPE_FAILURE_TEXT, encrypt, parse_enveloped
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageType, PKIStatus
 from scep_server.web import create_app
 from scep_server.web.budget import FailureBudget
@@ -92,8 +94,8 @@ class Attacker:
             cms.make_attribute(Attr.TRANSACTION_ID, core.PrintableString(os.urandom(8).hex())),
             cms.make_attribute(Attr.SENDER_NONCE, core.OctetString(os.urandom(16))),
         ]
-        der = cms.sign(envelope, signer_cert=self.me.signer, signer_key=self.me.key, digest=DigestAlgorithm.SHA256,
-                       attributes=attrs)
+        der = cms.sign(envelope, signer_cert=self.me.signer, signer_key=DeviceKey(self.me.key),
+                       digest=DigestAlgorithm.SHA256, attributes=attrs)
         return observe(self.server.post(der))
 
 
@@ -112,7 +114,7 @@ def observe(response: TestResponse) -> tuple[object, ...]:
 
 
 UNIFORM = (200, "application/x-pki-message", PKIStatus.FAILURE.value, str(int(FailInfo.BAD_MESSAGE_CHECK)),
-           cms.ENVELOPE_FAILURE_TEXT, True)
+           ENVELOPE_FAILURE_TEXT, True)
 
 
 def _uniform(answer: tuple[object, ...]) -> bool:
@@ -222,7 +224,7 @@ def test_finding1_failure_text_is_generic_and_detail_stays_in_the_log(
     server: ScepTestServer, caplog: pytest.LogCaptureFixture,
 ) -> None:
     device = Device()
-    envelope = cms.encrypt(b"\x30\x03\x02\x01\x05", server.ca.ra_cert, ContentCipher.AES128)
+    envelope = encrypt(b"\x30\x03\x02\x01\x05", server.ca.ra_cert, ContentCipher.AES128)
     answer = Attacker(server).ask(envelope)
     assert _uniform(answer)
     assert "could not be decrypted or parsed" in str(answer[5])
@@ -265,7 +267,7 @@ def test_oaep_sha256_enrollment_round_trip(server: ScepTestServer) -> None:
     assert reply.certificate_for(device.key.public_key()).subject == device.subject
     reply_envelope = cms.parse_signed(response.data).content
     assert reply_envelope is not None
-    assert cms.parse_enveloped(reply_envelope, device.signer).key_transport == transport
+    assert parse_enveloped(reply_envelope, device.signer).key_transport == transport
 
 
 # --- finding 11 --------------------------------------------------------------------------------------
@@ -308,14 +310,14 @@ def _bad_signature(server: ScepTestServer) -> bytes:
 
 def _undecryptable(server: ScepTestServer) -> bytes:
     device = Device()
-    envelope = cms.encrypt(os.urandom(48), server.ca.ra_cert, ContentCipher.AES128)
+    envelope = encrypt(os.urandom(48), server.ca.ra_cert, ContentCipher.AES128)
     attrs = [
         cms.make_attribute(Attr.MESSAGE_TYPE, core.PrintableString("19")),
         cms.make_attribute(Attr.TRANSACTION_ID, core.PrintableString(os.urandom(8).hex())),
         cms.make_attribute(Attr.SENDER_NONCE, core.OctetString(os.urandom(16))),
     ]
-    return cms.sign(envelope, signer_cert=device.signer, signer_key=device.key, digest=DigestAlgorithm.SHA256,
-                    attributes=attrs)
+    return cms.sign(envelope, signer_cert=device.signer, signer_key=DeviceKey(device.key),
+                    digest=DigestAlgorithm.SHA256, attributes=attrs)
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from scep_server.ca.authority import init_ca
-from scep_server.emulator import ChallengeSpec, EmulatorServer, IntuneEmulator
+from scep_server.emulator import EmulatorServer, IntuneEmulator
 from scep_server.errors import FailInfo
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.runtime import build_runtime
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
@@ -177,7 +178,7 @@ def _run_until_due(env: IntuneEnv) -> None:
     store = env.server.runtime.store
     deferred = env.server.runtime.service.issuance
     profiles = env.server.runtime.profiles
-    from scep_server.jobs.worker import DeferredValidations
+    from scep_server.jobs.tasks import DeferredValidations
 
     later = datetime.now(UTC) + timedelta(hours=1)
     assert DeferredValidations(store, deferred, profiles).run_once(now=later) >= 1

@@ -9,9 +9,9 @@ from cryptography.x509 import ocsp
 
 from scep_server.cli import main
 from scep_server.intune.client import IntuneClient
+from scep_server.pki.reasons import CRLReason
 from scep_server.runtime import revocation_sync
 from scep_server.scep.types import PKIStatus
-from scep_server.service.revocation import RevocationReason
 
 from .intune_env import IntuneEnv, enroll
 
@@ -53,7 +53,7 @@ def test_intune_revocations_round_trip(intune_env: IntuneEnv) -> None:
     certs = _enroll_devices(intune_env, 5)
     issuer = intune_env.server.ca.issuer_name
     already = certs[4]
-    intune_env.server.runtime.revocations.revoke(already.serial_number, reason=RevocationReason.KEY_COMPROMISE)
+    intune_env.server.runtime.revocations.revoke(already.serial_number, reason=CRLReason.KEY_COMPROMISE)
     contexts = [intune_env.state.queue_revocation(f"{c.serial_number:X}", issuer) for c in certs[:3]]
     unknown = intune_env.state.queue_revocation("0DEADBEEF0", issuer)
     conflict = intune_env.state.queue_revocation(f"{already.serial_number:X}", issuer)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from scep_server import cli
-from scep_server.scep import client
+from scep_server.scep.client import requests as client_requests
 
 from .conftest import Device, ScepTestServer
 
@@ -41,7 +41,7 @@ def test_a_crlf_transaction_id_is_logged_on_one_line(
     server: ScepTestServer, cli_log: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Our client refuses to build such a transactionID; an attacker's does not.
-    monkeypatch.setattr(client, "_PRINTABLE", re.compile(r".+", re.S))
+    monkeypatch.setattr(client_requests, "_PRINTABLE", re.compile(r".+", re.S))
     transaction_id = "tid" + FORGED
     device = Device()
     reply = server.send(server.pkcsreq(device, transaction_id=transaction_id), device)

@@ -22,6 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from scep_server.errors import FailInfo
 from scep_server.scep import client, cms
+from scep_server.scep.device_key import DeviceKey
+from scep_server.scep.envelope import ENVELOPE_FAILURE_TEXT, encrypt
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, MessageType, PKIStatus
 
 from .conftest import CHALLENGE, Device, ScepTestServer
@@ -60,11 +62,11 @@ def _signed(
     """A pkiMessage assembled from parts, so that each part can be wrong on purpose."""
     if content is None:
         csr = device.csr().public_bytes(serialization.Encoding.DER)
-        content = cms.encrypt(csr, server.ca.ra_cert, ContentCipher.AES128)
+        content = encrypt(csr, server.ca.ra_cert, ContentCipher.AES128)
     if attributes is None:
         attributes = _attrs(MessageType.PKCS_REQ)
     return cms.sign(
-        content, signer_cert=signer_cert or device.signer, signer_key=signer_key or device.key,
+        content, signer_cert=signer_cert or device.signer, signer_key=DeviceKey(signer_key or device.key),
         digest=digest, attributes=attributes, signing_time=signing_time,
     )
 
@@ -118,24 +120,24 @@ def _tampered_content(server: ScepTestServer, device: Device) -> bytes:
 def _to_stranger(server: ScepTestServer, device: Device) -> bytes:
     stranger = Device(common_name="not-the-ra")
     csr = device.csr().public_bytes(serialization.Encoding.DER)
-    return _signed(server, device, content=cms.encrypt(csr, stranger.signer, ContentCipher.AES128))
+    return _signed(server, device, content=encrypt(csr, stranger.signer, ContentCipher.AES128))
 
 
 def _garbage_ciphertext(server: ScepTestServer, device: Device) -> bytes:
-    envelope = cms.encrypt(b"x" * 64, server.ca.ra_cert, ContentCipher.AES128)
+    envelope = encrypt(b"x" * 64, server.ca.ra_cert, ContentCipher.AES128)
     return _signed(server, device, content=envelope)
 
 
 def _inner(content: bytes) -> Callable[[ScepTestServer, Device], bytes]:
     def build(server: ScepTestServer, device: Device) -> bytes:
-        return _signed(server, device, content=cms.encrypt(content, server.ca.ra_cert, ContentCipher.AES128))
+        return _signed(server, device, content=encrypt(content, server.ca.ra_cert, ContentCipher.AES128))
 
     return build
 
 
 def _inner_typed(message_type: MessageType, content: bytes) -> Callable[[ScepTestServer, Device], bytes]:
     def build(server: ScepTestServer, device: Device) -> bytes:
-        envelope = cms.encrypt(content, server.ca.ra_cert, ContentCipher.AES128)
+        envelope = encrypt(content, server.ca.ra_cert, ContentCipher.AES128)
         return _signed(server, device, content=envelope, attributes=_attrs(message_type))
 
     return build
@@ -246,7 +248,7 @@ def _duplicate_attribute(server: ScepTestServer, device: Device) -> bytes:
 
 
 def _enveloped_not_signed(server: ScepTestServer, device: Device) -> bytes:
-    return cms.encrypt(b"hello", server.ca.ra_cert, ContentCipher.AES128)
+    return encrypt(b"hello", server.ca.ra_cert, ContentCipher.AES128)
 
 
 def _certs_only(server: ScepTestServer, device: Device) -> bytes:
@@ -312,7 +314,7 @@ def _sha1_signed_csr(server: ScepTestServer, device: Device) -> bytes:
 def _with_key_transport(algorithm: dict[str, object]) -> Callable[[ScepTestServer, Device], bytes]:
     def build(server: ScepTestServer, device: Device) -> bytes:
         csr = device.csr().public_bytes(serialization.Encoding.DER)
-        info = asn1_cms.ContentInfo.load(cms.encrypt(csr, server.ca.ra_cert, ContentCipher.AES128))
+        info = asn1_cms.ContentInfo.load(encrypt(csr, server.ca.ra_cert, ContentCipher.AES128))
         info["content"]["recipient_infos"][0].chosen["key_encryption_algorithm"] = algorithm
         return _signed(server, device, content=info.dump(force=True))
 
@@ -323,7 +325,7 @@ def _wrong_wrapped_key(server: ScepTestServer, device: Device) -> bytes:
     """The content key wrapped with random RSA input: the RSA step fails (or, with implicit rejection in
     the library, yields a key of the wrong length), and the answer is the one envelope failure."""
     csr = device.csr().public_bytes(serialization.Encoding.DER)
-    info = asn1_cms.ContentInfo.load(cms.encrypt(csr, server.ca.ra_cert, ContentCipher.AES128))
+    info = asn1_cms.ContentInfo.load(encrypt(csr, server.ca.ra_cert, ContentCipher.AES128))
     ktri = info["content"]["recipient_infos"][0].chosen
     ktri["encrypted_key"] = b"\x00" + os.urandom(len(ktri["encrypted_key"].native) - 1)
     return _signed(server, device, content=info.dump(force=True))
@@ -343,7 +345,7 @@ def _without_content_type(server: ScepTestServer, device: Device) -> bytes:
 
 BAD_REQUEST, BAD_ALG, BAD_CHECK = FailInfo.BAD_REQUEST, FailInfo.BAD_ALG, FailInfo.BAD_MESSAGE_CHECK
 BAD_TIME, BAD_CERT_ID = FailInfo.BAD_TIME, FailInfo.BAD_CERT_ID
-OPAQUE = cms.ENVELOPE_FAILURE_TEXT
+OPAQUE = ENVELOPE_FAILURE_TEXT
 
 CASES = [
     # HTTP-level: no CertRep possible

@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
-from scep_server.ca.issue import CERTIFICATE_REQUEST_AGENT, extract_sids, sid_extension_value, thumbprints
+from scep_server.ca.csr import extract_sids, sid_extension_value
+from scep_server.ca.issue import thumbprints
 from scep_server.cli import main
-from scep_server.emulator import ChallengeSpec
 from scep_server.errors import FailInfo
+from scep_server.intune.contract import ChallengeSpec
+from scep_server.pki.usages import CERTIFICATE_REQUEST_AGENT
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.store import NewCertificate

@@ -28,6 +28,7 @@ from sqlalchemy import update
 
 from scep_server.errors import BadCertId, ChallengeRejected, RetryLater
 from scep_server.scep import client, cms
+from scep_server.scep.device_key import DeviceKey
 from scep_server.scep.types import Attr, DigestAlgorithm, FailInfo, MessageType, PKIStatus
 from scep_server.store import CertStatus
 from scep_server.store.tables import transactions
@@ -105,7 +106,7 @@ def test_finding3_captured_envelope_resigned_under_a_new_transaction_id_gets_not
         cms.make_attribute(Attr.TRANSACTION_ID, core.PrintableString("ATTACKER-TX")),
         cms.make_attribute(Attr.SENDER_NONCE, core.OctetString(b"0123456789abcdef")),
     ]
-    resigned = cms.sign(envelope, signer_cert=attacker.signer, signer_key=attacker.key,
+    resigned = cms.sign(envelope, signer_cert=attacker.signer, signer_key=DeviceKey(attacker.key),
                         digest=DigestAlgorithm.SHA256, attributes=attributes)
     response = server.post(resigned)
     assert response.status_code == 200

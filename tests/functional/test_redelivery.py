@@ -18,9 +18,9 @@ from sqlalchemy import update
 
 from scep_server.challenge.intune import IntuneChallenge
 from scep_server.challenge.static import StaticChallenge
-from scep_server.emulator import ChallengeSpec
 from scep_server.errors import RetryLater
-from scep_server.jobs.worker import DeferredValidations
+from scep_server.intune.contract import ChallengeSpec
+from scep_server.jobs.tasks import DeferredValidations
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.store import CertStatus, TransactionState

@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from harness import CHALLENGE, ScepServerProcess, http_get
 
-from scep_server.emulator import ChallengeSpec, EmulatorServer
+from scep_server.emulator import EmulatorServer
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.simulator.http import ScepHttpClient, ScepHttpError

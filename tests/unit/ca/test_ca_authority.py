@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from scep_server.ca import authority
+from scep_server.ca import certfiles
 from scep_server.ca.authority import (
     CA_CERT,
     CA_KEY,
@@ -25,8 +25,9 @@ from scep_server.ca.authority import (
     load_ca,
     rotate_ra,
 )
-from scep_server.ca.keys import file as keys
-from scep_server.ca.keys.file import PrivateKey, generate_private_key, key_matches
+from scep_server.ca.keys import key_matches
+from scep_server.ca.keys.atomic import StagedFile
+from scep_server.ca.keys.generate import PrivateKey, generate_private_key
 from scep_server.config import CAConfig
 from scep_server.errors import CAError, ConfigError
 
@@ -154,17 +155,19 @@ def test_ca_certificate_properties(tmp_path: Path, config: CAConfig) -> None:
     expected_hash = "sha384" if config.key_type == "ec" and config.curve == "P-384" else "sha256"
     assert cert.signature_hash_algorithm is not None
     assert cert.signature_hash_algorithm.name == expected_hash
+    public = ca.ca_key.public_key()
     if config.key_type == "rsa":
-        assert isinstance(ca.ca_key, rsa.RSAPrivateKey) and ca.ca_key.key_size == config.key_size
+        assert isinstance(public, rsa.RSAPublicKey) and public.key_size == config.key_size
     else:
-        assert isinstance(ca.ca_key, ec.EllipticCurvePrivateKey)
-        assert ca.ca_key.curve.key_size == int(config.curve[2:])
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        assert public.curve.key_size == int(config.curve[2:])
 
 
 def test_ra_certificate_properties(tmp_path: Path, config: CAConfig) -> None:
     ca = init_ca(tmp_path / "ca", config, None, now=NOW)
     ra = ca.ra_cert
-    assert isinstance(ca.ra_key, rsa.RSAPrivateKey) and ca.ra_key.key_size == 2048
+    ra_public = ca.ra_key.public_key()
+    assert isinstance(ra_public, rsa.RSAPublicKey) and ra_public.key_size == 2048
     assert key_matches(ca.ra_key, ra)
     assert ra.issuer == ca.ca_cert.subject
     assert ra.subject.rfc4514_string() == config.ra_subject
@@ -312,14 +315,14 @@ def test_rotate_ra(tmp_path: Path, config: CAConfig) -> None:
 def test_rotate_ra_failure_leaves_the_old_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = CA_KINDS["p256"]
     old = init_ca(tmp_path / "ca", config, None, now=NOW)
-    real_stage = keys.stage
+    real_stage = certfiles.stage
 
-    def failing_stage(path: Path, data: bytes, file_mode: int) -> Path:
+    def failing_stage(path: Path, data: bytes, file_mode: int) -> StagedFile:
         if path.name == RA_CERT:
             raise CAError("disk full")
         return real_stage(path, data, file_mode)
 
-    monkeypatch.setattr(authority, "stage", failing_stage)
+    monkeypatch.setattr(certfiles, "stage", failing_stage)
     with pytest.raises(CAError, match="disk full"):
         rotate_ra(tmp_path / "ca", old, config, None, now=NOW)
     assert load_ca(tmp_path / "ca", config, None).ra_cert == old.ra_cert

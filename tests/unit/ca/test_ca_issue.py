@@ -18,18 +18,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scep_server.ca.authority import CertificateAuthority, init_ca
-from scep_server.ca.issue import (
+from scep_server.ca.csr import (
     SID_EXTENSION_OID,
     UPN_OID,
-    IssuancePolicy,
-    build_certificate,
     check_csr,
     describe_sans,
     extract_sids,
     sid_extension_value,
-    thumbprints,
 )
-from scep_server.ca.keys.file import PrivateKey, generate_private_key
+from scep_server.ca.issue import build_certificate, thumbprints
+from scep_server.ca.keys.generate import PrivateKey, generate_private_key
+from scep_server.ca.policy import IssuancePolicy
 from scep_server.config import ChallengeConfig, ProfileConfig
 from scep_server.errors import BadAlg, BadMessageCheck, BadRequest, CAError
 

@@ -22,7 +22,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scep_server.ca.authority import CertificateAuthority, init_ca
+from scep_server.ca.authority import CertificateAuthority, init_ca, key_backend
+from scep_server.ca.keys import NewKey
 from scep_server.ca.ocsp import (
     MAX_CERT_IDS,
     CertId,
@@ -55,6 +56,7 @@ CA_KINDS = {
     "p384": CAConfig(key_type="ec", curve="P-384"),
 }
 POLICY = ResponderPolicy(parse_name("CN=Test OCSP Responder"), timedelta(days=30))
+UNSTORED = key_backend(Path("unused"), None)  # the keys made here are never stored
 TIMES = ResponseTimes(produced_at=NOW, this_update=NOW, next_update=NOW + timedelta(hours=1))
 HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
 
@@ -69,9 +71,13 @@ def rsa_ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
     return init_ca(tmp_path_factory.mktemp("ca") / "ca", CA_KINDS["rsa2048"], None, now=NOW)
 
 
+def responder_key(ca: CertificateAuthority) -> NewKey:
+    return new_responder_key(UNSTORED, ca)
+
+
 @pytest.fixture(scope="module")
 def signer(ca: CertificateAuthority) -> ResponderIdentity:
-    key = new_responder_key(ca)
+    key = responder_key(ca)
     return ResponderIdentity(issue_responder_certificate(ca, key, POLICY, NOW), key)
 
 
@@ -86,7 +92,7 @@ def leaf(ca: CertificateAuthority, serial: int | None = None, cn: str = "device"
         .not_valid_before(NOW - timedelta(days=1))
         .not_valid_after(NOW + timedelta(days=30))
     )
-    return builder.sign(ca.ca_key, hashes.SHA256())
+    return ca.ca_key.sign_certificate(builder, hashes.SHA256())
 
 
 def request_der(
@@ -305,7 +311,7 @@ def test_response_for_several_certificates(ca: CertificateAuthority, signer: Res
 
 
 def test_response_without_nonce_has_no_extensions(rsa_ca: CertificateAuthority) -> None:
-    key = new_responder_key(rsa_ca)
+    key = responder_key(rsa_ca)
     signer = ResponderIdentity(issue_responder_certificate(rsa_ca, key, POLICY, NOW), key)
     cert_id = cert_id_of(leaf(rsa_ca), rsa_ca.ca_cert)
     for answers in (
@@ -349,7 +355,7 @@ def openssl_tool() -> str:
 @pytest.mark.parametrize("count", [1, 3])
 def test_openssl_verifies_our_responses(ca: CertificateAuthority, tmp_path: Path, count: int) -> None:
     now = datetime.now(UTC)  # openssl checks the responder certificate at the real time
-    key = new_responder_key(ca)
+    key = responder_key(ca)
     signer = ResponderIdentity(issue_responder_certificate(ca, key, POLICY, now), key)
     times = ResponseTimes(now, now, now + timedelta(hours=1))
     certs = [leaf(ca) for _ in range(count)]
@@ -379,7 +385,7 @@ def test_openssl_verifies_our_responses(ca: CertificateAuthority, tmp_path: Path
 
 
 def test_responder_certificate_profile(ca: CertificateAuthority) -> None:
-    key = new_responder_key(ca)
+    key = responder_key(ca)
     cert = issue_responder_certificate(ca, key, POLICY, NOW)
     assert cert.issuer == ca.ca_cert.subject and cert.subject == POLICY.subject
     assert cert.not_valid_after_utc == NOW + POLICY.validity and cert.not_valid_before_utc < NOW
@@ -397,16 +403,16 @@ def test_responder_certificate_profile(ca: CertificateAuthority) -> None:
 
 
 def test_responder_key_follows_the_ca_key_family(ca: CertificateAuthority) -> None:
-    key = new_responder_key(ca)
-    if isinstance(ca.ca_key, ec.EllipticCurvePrivateKey):
-        assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == ca.ca_key.curve.name
+    key, ca_key = responder_key(ca).public_key(), ca.ca_key.public_key()
+    if isinstance(ca_key, ec.EllipticCurvePublicKey):
+        assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == ca_key.curve.name
     else:
-        assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+        assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048
 
 
 def test_responder_certificate_never_outlives_the_ca(rsa_ca: CertificateAuthority) -> None:
     late = rsa_ca.ca_cert.not_valid_after_utc - timedelta(days=3)
-    key = new_responder_key(rsa_ca)
+    key = responder_key(rsa_ca)
     cert = issue_responder_certificate(rsa_ca, key, POLICY, late)
     assert cert.not_valid_after_utc == rsa_ca.ca_cert.not_valid_after_utc
     identity = ResponderIdentity(cert, key)
@@ -428,7 +434,7 @@ def test_responder_certificate_never_outlives_the_ca(rsa_ca: CertificateAuthorit
 def test_renewal_is_due_when_a_third_of_the_life_is_left(
     rsa_ca: CertificateAuthority, elapsed: timedelta, due: bool
 ) -> None:
-    key = new_responder_key(rsa_ca)
+    key = responder_key(rsa_ca)
     identity = ResponderIdentity(issue_responder_certificate(rsa_ca, key, POLICY, NOW), key)
     assert identity.renewal_due(rsa_ca.ca_cert, NOW + elapsed) is due
 
@@ -510,10 +516,8 @@ def test_unusable_responder_files_are_replaced(
     original = DelegatedResponder(ca_dir, fresh_ca, None, POLICY, now=Clock(NOW)).current()
     cert_pem = (ca_dir / OCSP_CERT).read_bytes()
     if damage == "mismatched pair":
-        other = new_responder_key(fresh_ca).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        (ca_dir / OCSP_KEY).write_bytes(other)
+        new_responder_key(key_backend(tmp_path, None), fresh_ca).stage(OCSP_KEY).commit()
+        shutil.copy(tmp_path / OCSP_KEY, ca_dir / OCSP_KEY)
     elif damage == "other CA":
         stranger = init_ca(tmp_path / "stranger", CA_KINDS["p256"], None, now=NOW)
         DelegatedResponder(tmp_path / "stranger", stranger, None, POLICY, now=Clock(NOW)).current()

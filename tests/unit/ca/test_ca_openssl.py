@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from scep_server.ca.authority import init_ca
 from scep_server.ca.crl import build_crl
-from scep_server.ca.issue import IssuancePolicy, build_certificate
+from scep_server.ca.issue import build_certificate
+from scep_server.ca.policy import IssuancePolicy
 from scep_server.config import CAConfig, ProfileConfig
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")

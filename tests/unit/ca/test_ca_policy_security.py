@@ -18,20 +18,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from scep_server.ca.authority import CertificateAuthority, init_ca
-from scep_server.ca.issue import (
-    CERTIFICATE_REQUEST_AGENT,
+from scep_server.ca.csr import (
     SID_EXTENSION_OID,
     UPN_OID,
-    IssuancePolicy,
-    build_certificate,
     check_csr,
     check_renewal_identity,
     extract_sids,
     sid_extension_value,
 )
+from scep_server.ca.issue import build_certificate
+from scep_server.ca.policy import IssuancePolicy
 from scep_server.config import CAConfig, ChallengeConfig, ProfileConfig, load_config
 from scep_server.errors import BadRequest, ConfigError
 from scep_server.pki.names import named_like, printable
+from scep_server.pki.usages import CERTIFICATE_REQUEST_AGENT
 
 from .support import NOW
 from .test_ca_issue import leaf_key

@@ -18,9 +18,9 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, NameOID
 from flask.testing import FlaskClient
 
-from scep_server.emulator import ChallengeSpec
-from scep_server.emulator.csrcheck import UPN_OID
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.pki.names import parse_name
+from scep_server.pki.sans import UPN_OID
 
 BASE = "http://localhost"
 INTUNE_SCOPE = f"{BASE}/intune-api/.default"

@@ -8,7 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey as RSAKey
 from flask.testing import FlaskClient
 
-from scep_server.emulator import ChallengeSpec, IntuneEmulator, create_app
+from scep_server.emulator import IntuneEmulator, create_app
+from scep_server.intune.contract import ChallengeSpec
 
 from .helpers import GRAPH_SCOPE, csr_for, pem_cert, self_signed, token
 

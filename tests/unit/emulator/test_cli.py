@@ -1,4 +1,4 @@
-"""The intune-emulator command: foreground until SIGTERM, prints the server's configuration."""
+"""scep-intune-emulator: in the foreground until SIGTERM or the end of stdin; prints the server's configuration."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from scep_server.emulator.cli import run
+from scep_server.emulator.cli import LISTENING, run
 
 
 def test_runs_until_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "AAD_APP_KEY": "cli-secret"}
-    command = [sys.executable, "-c", "import sys; from scep_server.emulator.cli import run; sys.exit(run())",
+    command = [sys.executable, "-m", "scep_server.emulator",
                "--port", "0", "--state-dir", str(tmp_path), "--client-id", "cli-app"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
         assert process.stdout is not None
@@ -52,3 +52,26 @@ def test_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         taken.listen()
         assert run(["--port", str(taken.getsockname()[1]), "--state-dir", str(tmp_path)]) == 1
     assert "cannot listen" in capsys.readouterr().err
+
+
+def test_stop_with_stdin_stops_when_the_parent_closes_it(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "scep_server.emulator", "--port", "0", "--state-dir", str(tmp_path),
+               "--admin-token", "t", "--stop-with-stdin"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stdout.readline().startswith(LISTENING)
+        process.stdin.close()  # what the parent's exit does, however it ends
+        assert process.wait(timeout=10) == 0
+        assert "stopped" in process.stdout.read()
+
+
+def test_a_reader_gone_before_the_end_is_no_error(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "scep_server.emulator", "--port", "0", "--state-dir", str(tmp_path),
+               "--admin-token", "t", "--stop-with-stdin"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith(LISTENING.encode())
+        process.stdout.close()  # the parent was killed: nobody reads "stopped"
+        process.stdin.close()
+        status, errors = process.wait(timeout=10), process.stderr.read()
+        assert status == 0 and b"Error" not in errors, errors

@@ -12,7 +12,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey as RSAKey
 from flask.testing import FlaskClient
 
-from scep_server.emulator import ChallengeSpec, Code, EmulatorServer, IntuneEmulator
+from scep_server.emulator import Code, EmulatorServer, IntuneEmulator
+from scep_server.intune.contract import ChallengeSpec
 
 from .helpers import GRAPH_SCOPE, csr_for, intune_headers, success_body, token, validate_body
 

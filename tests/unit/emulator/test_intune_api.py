@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey as RSAKey
 from flask.testing import FlaskClient
 
-from scep_server.emulator import ChallengeSpec, IntuneEmulator
+from scep_server.emulator import IntuneEmulator
+from scep_server.intune.contract import ChallengeSpec
 
 from .helpers import (
     BASE,

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey as RSAKey
 from cryptography.x509.name import _ASN1Type
 
-from scep_server.emulator import ChallengeSpec, Code, IntuneEmulator
+from scep_server.emulator import Code, IntuneEmulator
+from scep_server.intune.contract import ChallengeSpec
 
 from .helpers import FakeClock, build_csr, csr_for
 

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AttributeOID, NameOID
 
 from scep_server.config import IntuneConfig, SecretSource
-from scep_server.intune import IntuneClient, IntuneTransport
+from scep_server.intune.client import IntuneClient
+from scep_server.intune.transport import IntuneTransport
 
 from .double import CLIENT_ID, INTUNE_APP_ID, INTUNE_RESOURCE, SECRET, TENANT, CloudDouble, ThrowawayPKI
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scep_server.errors import IntuneProtocolError
-from scep_server.intune import RevocationRequest, RevocationResult, RevocationResultCode
+from scep_server.intune.messages import RevocationRequest, RevocationResult, RevocationResultCode
 
 from .conftest import Harness
 from .double import CloudDouble, Scripted

@@ -11,18 +11,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scep_server.errors import IntuneProtocolError
-from scep_server.intune import (
+from scep_server.intune.messages import (
     NotificationResult,
     RevocationResult,
     RevocationResultCode,
     ScepResultCode,
+    ValidationRequest,
     ValidationResult,
     certificate_expiration,
     certificate_serial,
     certificate_thumbprint,
     hresult_value,
+    revocation_requests,
+    upload_accepted,
 )
-from scep_server.intune.messages import ValidationRequest, revocation_requests, upload_accepted
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 

@@ -16,7 +16,7 @@ import pytest
 from scep_server.cli import main
 from scep_server.config import IntuneConfig, load_config
 from scep_server.errors import ConfigError, IntuneProtocolError
-from scep_server.intune.transport import host_allowed, service_url_problem
+from scep_server.intune.discovery import host_allowed, service_url_problem
 
 from .conftest import Harness
 from .double import CLIENT_ID, INTUNE_APP_ID, INTUNE_RESOURCE, SECRET, TENANT, CloudDouble, Scripted

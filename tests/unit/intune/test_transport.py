@@ -14,9 +14,8 @@ import pytest
 import requests
 
 from scep_server.config import SecretSource
-from scep_server.errors import ConfigError, IntuneAuthError, IntuneProtocolError, IntuneUnavailable
-from scep_server.intune import IntuneTransport
-from scep_server.intune.transport import build_session, normalise_scope, proxy_url, system_ca_bundle
+from scep_server.errors import IntuneAuthError, IntuneProtocolError, IntuneUnavailable
+from scep_server.intune.transport import build_session, proxy_url, system_ca_bundle
 
 from .conftest import CHALLENGE, Harness, config_for
 from .double import INTUNE_RESOURCE, SECRET, CloudDouble, Scripted, ThrowawayPKI
@@ -86,19 +85,6 @@ def test_wrong_secret_is_an_auth_error_naming_entra_id(
     assert not cloud.calls
 
 
-def test_bad_key_password_is_a_config_error(pki: ThrowawayPKI, cloud: CloudDouble) -> None:
-    config = config_for(cloud, client_certificate=str(pki.app_cert_path), client_key=str(pki.app_encrypted_key_path),
-                        client_key_password=SecretSource(value="wrong"))
-    with pytest.raises(ConfigError, match="client_key") as caught:
-        IntuneTransport(config)
-    assert "wrong" not in str(caught.value)
-
-
-def test_missing_credentials_is_a_config_error(cloud: CloudDouble) -> None:
-    with pytest.raises(ConfigError, match="AAD_APP_KEY"):
-        IntuneTransport(config_for(cloud, client_secret=SecretSource()))
-
-
 def test_token_endpoint_unreachable_is_unavailable(make_client: MakeClient, cloud: CloudDouble, csr_der: bytes) -> None:
     gone = CloudDouble(cloud.pki).start()
     authority = gone.url
@@ -114,12 +100,6 @@ def test_token_endpoint_5xx_is_unavailable(make_client: MakeClient, cloud: Cloud
     harness = make_client(max_retries=1)
     with pytest.raises(IntuneUnavailable):
         harness.client.validate_request("tx", csr_der)
-
-
-def test_scopes_are_normalised() -> None:
-    assert normalise_scope("https://api.manage.microsoft.com/") == "https://api.manage.microsoft.com/.default"
-    assert normalise_scope("https://api.manage.microsoft.com") == "https://api.manage.microsoft.com/.default"
-    assert normalise_scope("https://graph.microsoft.us//") == "https://graph.microsoft.us/.default"
 
 
 def test_intune_scope_with_double_slash_config_is_one_cache_entry(
@@ -416,31 +396,3 @@ def test_token_request_has_a_timeout(make_client: MakeClient, cloud: CloudDouble
     harness = make_client(read_timeout=0.3, max_retries=0)
     with pytest.raises(IntuneUnavailable, match="Entra ID"):
         harness.client.validate_request("tx", csr_der)
-
-
-def test_msal_app_options(cloud: CloudDouble, monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[dict[str, object]] = []
-
-    class FakeApp:
-        def __init__(self, client_id: str, **kwargs: object) -> None:
-            built.append({"client_id": client_id, **kwargs})
-
-        def acquire_token_for_client(self, scopes: list[str]) -> dict[str, object]:
-            return {"error": "invalid_client", "error_description": "AADSTS1: no\r\nTrace ID: 1"}
-
-    monkeypatch.setattr("scep_server.intune.transport.msal.ConfidentialClientApplication", FakeApp)
-    for authority, discovery in [("https://login.microsoftonline.us/", None), (cloud.url, False)]:
-        transport = IntuneTransport(config_for(cloud, authority=authority))
-        try:
-            with pytest.raises(IntuneAuthError, match="AADSTS1: no"):
-                transport.post("validateRequest", "ScepRequestValidationFEService", "2018-02-20", "x", {})
-            with pytest.raises(IntuneAuthError):  # the one app is reused
-                transport.post("validateRequest", "ScepRequestValidationFEService", "2018-02-20", "x", {})
-        finally:
-            transport.close()
-        options = built.pop()
-        assert not built
-        assert options["authority"] == f"{authority}contoso.onmicrosoft.com"
-        assert options["http_client"] is transport.session
-        assert options.get("instance_discovery") is discovery
-        assert options["client_credential"] == SECRET

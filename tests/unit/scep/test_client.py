@@ -39,6 +39,8 @@ from scep_server.scep.client import (
     self_signed_signer,
     transaction_id_for,
 )
+from scep_server.scep.device_key import DeviceKey
+from scep_server.scep.envelope import decrypt, encrypt
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, FailInfo, MessageType, PKIStatus
 from scep_server.simulator.http import ScepHttpClient, ScepHttpError
 
@@ -149,10 +151,10 @@ def make_cert_rep(
     content = envelope
     if status is PKIStatus.SUCCESS and content is None:
         inner = cms.certs_only([pki.issued(), pki.ca] if certificates is None else certificates, crls)
-        content = cms.encrypt(inner, pki.signer, cipher)
+        content = encrypt(inner, pki.signer, cipher)
     cert, key = signer or (pki.ra, pki.ra_key)
     return cms.sign(
-        content, signer_cert=cert, signer_key=key, digest=digest,
+        content, signer_cert=cert, signer_key=DeviceKey(key), digest=digest,
         attributes=[cms.make_attribute(oid, value) for oid, value in attrs.items() if value is not None],
     )  # fmt: skip
 
@@ -205,7 +207,7 @@ def test_pkcsreq_reads_back(pki: Pki, cipher: ContentCipher, digest: DigestAlgor
     assert built.transaction_id == transaction_id_for(pki.device_key.public_key())
     assert built.message_type is MessageType.PKCS_REQ
     assert message.content is not None
-    opened = cms.decrypt(message.content, pki.ra_key, pki.ra)
+    opened = decrypt(message.content, pki.ra_key, pki.ra)
     assert opened.cipher is cipher
     assert opened.content == pki.csr.public_bytes(serialization.Encoding.DER)
 
@@ -242,7 +244,7 @@ def _opened(pki: Pki, built: BuiltRequest) -> bytes:
     message = cms.parse_signed(built.der)
     message.verify()
     assert message.content is not None
-    return cms.decrypt(message.content, pki.ra_key, pki.ra).content
+    return decrypt(message.content, pki.ra_key, pki.ra).content
 
 
 def test_cert_poll_content_is_issuer_and_subject(pki: Pki) -> None:
@@ -403,7 +405,7 @@ def test_cert_rep_tampered_signature(pki: Pki) -> None:
 
 def test_cert_rep_tampered_content(pki: Pki) -> None:
     request = pki.pkcsreq()
-    good = cms.encrypt(cms.certs_only([pki.issued()]), pki.signer, ContentCipher.AES128)
+    good = encrypt(cms.certs_only([pki.issued()]), pki.signer, ContentCipher.AES128)
     der = make_cert_rep(pki, request, envelope=good)
     tampered = der.replace(good[-16:], bytes(b ^ 0xFF for b in good[-16:]))
     assert tampered != der
@@ -420,7 +422,7 @@ def test_cert_rep_success_without_envelope(pki: Pki) -> None:
 
 def test_cert_rep_success_encrypted_to_someone_else(pki: Pki) -> None:
     request = pki.pkcsreq()
-    envelope = cms.encrypt(cms.certs_only([pki.issued()]), pki.ra, ContentCipher.AES128)
+    envelope = encrypt(cms.certs_only([pki.issued()]), pki.ra, ContentCipher.AES128)
     with pytest.raises(ScepClientError, match="envelope cannot be opened"):
         pki.parse(make_cert_rep(pki, request, envelope=envelope), request)
 
@@ -446,7 +448,7 @@ def test_cert_rep_garbage(pki: Pki, der: bytes) -> None:
 def test_cert_rep_with_constructed_encrypted_content(pki: Pki) -> None:
     """Go's pkcs7 (micromdm, smallstep) sends encryptedContent as a constructed [0] of OCTET STRINGs."""
     request = pki.pkcsreq()
-    der = cms.encrypt(cms.certs_only([pki.issued()]), pki.signer, ContentCipher.DES)
+    der = encrypt(cms.certs_only([pki.issued()]), pki.signer, ContentCipher.DES)
     enveloped = asn1_cms.ContentInfo.load(der)["content"]
     eci = enveloped["encrypted_content_info"]
     ciphertext = eci["encrypted_content"].native

@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import cast
 
 import pytest
 from asn1crypto import cms as asn1_cms
@@ -25,6 +24,17 @@ from cryptography.x509.oid import NameOID
 
 from scep_server.errors import BadAlg, BadMessageCheck, FailInfo, PKIFailure
 from scep_server.scep import client, cms, message
+from scep_server.scep.device_key import DeviceKey
+from scep_server.scep.envelope import (
+    ENVELOPE_FAILURE_TEXT,
+    CmsDecrypter,
+    Decrypted,
+    Envelope,
+    EnvelopeRejected,
+    decrypt,
+    encrypt,
+    parse_enveloped,
+)
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageType
 
 CHALLENGE = "profile-static-challenge-0123456789"
@@ -91,7 +101,7 @@ def _rewrap(envelope: bytes, message_type: MessageType = MessageType.PKCS_REQ, s
         cms.make_attribute(Attr.TRANSACTION_ID, core.PrintableString(os.urandom(8).hex())),
         cms.make_attribute(Attr.SENDER_NONCE, core.OctetString(os.urandom(16))),
     ]
-    return cms.sign(envelope, signer_cert=signer.cert, signer_key=signer.key, digest=DigestAlgorithm.SHA256,
+    return cms.sign(envelope, signer_cert=signer.cert, signer_key=DeviceKey(signer.key), digest=DigestAlgorithm.SHA256,
                     attributes=attrs)
 
 
@@ -147,8 +157,8 @@ def _answer(der: bytes, options: message.DecodeOptions | None = None) -> Answer 
         return type(failure).__name__, failure.fail_info, failure.public_text, failure.detail
 
 
-UNIFORM: Answer = ("EnvelopeRejected", FailInfo.BAD_MESSAGE_CHECK, cms.ENVELOPE_FAILURE_TEXT,
-                   cms.ENVELOPE_FAILURE_TEXT)
+UNIFORM: Answer = ("EnvelopeRejected", FailInfo.BAD_MESSAGE_CHECK, ENVELOPE_FAILURE_TEXT,
+                   ENVELOPE_FAILURE_TEXT)
 
 
 # --- one failure, one path ------------------------------------------------------------------------------
@@ -167,7 +177,7 @@ def test_finding1_content_of_every_message_type_fails_alike() -> None:
     """Bad padding, garbage that pads well, and good padding around content of the wrong kind."""
     envelope = _captured_envelope()
     iv, ciphertext = _parts(envelope)
-    garbage = cms.encrypt(os.urandom(64), ra().cert, ContentCipher.AES128)
+    garbage = encrypt(os.urandom(64), ra().cert, ContentCipher.AES128)
     bad_padding = next(v for v in _final_block_variants(envelope) if not _padding_is_valid(v))
     for message_type in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ, MessageType.CERT_POLL,
                          MessageType.GET_CERT, MessageType.GET_CRL):
@@ -221,16 +231,16 @@ def test_finding1_key_transport_failure_is_the_same_failure_at_the_content_stage
 ) -> None:
     """No Bleichenbacher oracle whatever the library does: a random key is substituted and decryption
     goes on, failing where bad padding or bad content fail."""
-    envelope = cms.parse_enveloped(_captured_envelope(), ra().cert)
-    opened = envelope.open(cast(rsa.RSAPrivateKey, _FakeRsaKey(behaviour)))
+    envelope = parse_enveloped(_captured_envelope(), ra().cert)
+    opened = envelope.open(_FakeRsaKey(behaviour))
     assert opened.problem is not None
     assert len(envelope.ciphertext) - 16 <= len(opened.content) < len(envelope.ciphertext)
-    key = cast(rsa.RSAPrivateKey, _FakeRsaKey(behaviour))
+    key = _FakeRsaKey(behaviour)
     signed, context = message.read_envelope(_rewrap(_captured_envelope()))
-    with pytest.raises(cms.EnvelopeRejected) as caught:
+    with pytest.raises(EnvelopeRejected) as caught:
         message.open_request(signed, context, ra_key=key, ra_cert=ra().cert, options=message.DecodeOptions())
     assert (caught.value.fail_info, caught.value.public_text) == (FailInfo.BAD_MESSAGE_CHECK,
-                                                                  cms.ENVELOPE_FAILURE_TEXT)
+                                                                  ENVELOPE_FAILURE_TEXT)
 
 
 def test_finding1_random_wrapped_key_fails_like_bad_padding() -> None:
@@ -250,7 +260,7 @@ def test_finding1_csr_version_99_is_the_uniform_failure_not_an_error() -> None:
     }).dump()
     with pytest.raises(x509.InvalidVersion):
         x509.load_der_x509_csr(csr)  # what used to escape as a 500
-    envelope = cms.encrypt(csr, ra().cert, ContentCipher.AES128)
+    envelope = encrypt(csr, ra().cert, ContentCipher.AES128)
     assert _answer(_rewrap(envelope, signer=device())) == UNIFORM
 
 
@@ -272,13 +282,13 @@ def test_finding1_wrapped_key_reused_with_other_ciphertext_is_refused_before_dec
     assert isinstance(_answer(genuine, options), message.PkiRequest)
     assert isinstance(_answer(genuine, options), message.PkiRequest)  # a retry resends the same bytes
     opened: list[bytes] = []
-    real_open = cms.Envelope.open
+    real_open = Envelope.open
 
-    def counting(self: cms.Envelope, key: rsa.RSAPrivateKey) -> cms.Decrypted:
+    def counting(self: Envelope, key: CmsDecrypter) -> Decrypted:
         opened.append(self.ciphertext)
         return real_open(self, key)
 
-    monkeypatch.setattr(cms.Envelope, "open", counting)
+    monkeypatch.setattr(Envelope, "open", counting)
     for variant in list(_final_block_variants(envelope))[:8]:
         for message_type in (MessageType.PKCS_REQ, MessageType.GET_CRL):
             assert _answer(_rewrap(variant, message_type), options) == UNIFORM
@@ -288,9 +298,9 @@ def test_finding1_wrapped_key_reused_with_other_ciphertext_is_refused_before_dec
 
 def test_ledger_binds_the_first_ciphertext_and_is_bounded() -> None:
     ledger = message.ContentKeyLedger(max_entries=2)
-    first, second, third = (cms.parse_enveloped(_captured_envelope(), ra().cert) for _ in range(3))
+    first, second, third = (parse_enveloped(_captured_envelope(), ra().cert) for _ in range(3))
     iv, ciphertext = first.iv, first.ciphertext
-    tampered = cms.Envelope(first.cipher, first.key_transport, first.encrypted_key, iv, ciphertext[::-1])
+    tampered = Envelope(first.cipher, first.key_transport, first.encrypted_key, iv, ciphertext[::-1])
     assert ledger.admit(first) and ledger.admit(first)
     assert not ledger.admit(tampered)
     assert ledger.admit(second) and ledger.admit(third)  # first is now the oldest and is forgotten
@@ -302,10 +312,10 @@ def test_ledger_binds_the_first_ciphertext_and_is_bounded() -> None:
 
 @pytest.fixture
 def no_decryption(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: cms.Envelope, key: rsa.RSAPrivateKey) -> cms.Decrypted:
+    def refuse(self: Envelope, key: CmsDecrypter) -> Decrypted:
         raise AssertionError("decrypted an envelope whose algorithm is refused")
 
-    monkeypatch.setattr(cms.Envelope, "open", refuse)
+    monkeypatch.setattr(Envelope, "open", refuse)
 
 
 @pytest.mark.parametrize(("cipher", "options", "text"), [
@@ -358,29 +368,29 @@ def test_unsupported_key_transport_is_refused_before_decrypting(
 ])
 def test_oaep_parameters_are_written_and_read(oaep_hash: DigestAlgorithm, mgf_hash: DigestAlgorithm) -> None:
     transport = KeyTransport.oaep(oaep_hash, mgf_hash)
-    envelope = cms.encrypt(b"hello", ra().cert, ContentCipher.AES256, transport)
+    envelope = encrypt(b"hello", ra().cert, ContentCipher.AES256, transport)
     ktri = asn1_cms.ContentInfo.load(envelope)["content"]["recipient_infos"][0].chosen
     params = ktri["key_encryption_algorithm"]["parameters"]
     assert params["hash_algorithm"]["algorithm"].native == oaep_hash.value
     assert params["mask_gen_algorithm"]["parameters"]["algorithm"].native == mgf_hash.value
-    opened = cms.decrypt(envelope, ra().key, ra().cert)
+    opened = decrypt(envelope, ra().key, ra().cert)
     assert opened.content == b"hello" and opened.key_transport == transport
 
 
 def test_oaep_sha256_envelope_does_not_open_as_sha1() -> None:
     """The parameters are used, not assumed: read as SHA-1 the key does not unwrap."""
-    envelope = cms.encrypt(b"hello", ra().cert, ContentCipher.AES128, KeyTransport.oaep(DigestAlgorithm.SHA256))
+    envelope = encrypt(b"hello", ra().cert, ContentCipher.AES128, KeyTransport.oaep(DigestAlgorithm.SHA256))
     as_sha1 = _with_key_encryption(envelope, {"algorithm": "rsaes_oaep"})
-    with pytest.raises(cms.EnvelopeRejected) as caught:
-        cms.decrypt(as_sha1, ra().key, ra().cert)
+    with pytest.raises(EnvelopeRejected) as caught:
+        decrypt(as_sha1, ra().key, ra().cert)
     assert "cannot be decrypted" in caught.value.reason
 
 
 def test_oaep_default_parameters_are_omitted() -> None:
-    envelope = cms.encrypt(b"x", ra().cert, ContentCipher.AES128, KeyTransport.RSA_OAEP)
+    envelope = encrypt(b"x", ra().cert, ContentCipher.AES128, KeyTransport.RSA_OAEP)
     ktri = asn1_cms.ContentInfo.load(envelope)["content"]["recipient_infos"][0].chosen
     assert ktri["key_encryption_algorithm"]["parameters"].dump() == b"\x30\x00"  # RFC 4055 §4.1
-    assert cms.decrypt(envelope, ra().key, ra().cert).key_transport == KeyTransport.RSA_OAEP
+    assert decrypt(envelope, ra().key, ra().cert).key_transport == KeyTransport.RSA_OAEP
 
 
 def test_oaep_sha256_round_trip_through_the_server_side() -> None:
@@ -391,7 +401,7 @@ def test_oaep_sha256_round_trip_through_the_server_side() -> None:
                                  key_transport=transport)
     request = _answer(built.der)
     assert isinstance(request, message.PkiRequest) and request.key_transport == transport
-    responder = message.Responder(ra().cert, ra().key)
+    responder = message.CertRepSigner(ra().cert, DeviceKey(ra().key))
     reply = message.cert_rep_success(request.context, responder, cipher=request.cipher,
                                      key_transport=request.key_transport, certificates=[ra().cert])
     rep = client.parse_cert_rep(reply, request=built, signer_key=device().key, signer_cert=device().cert,
@@ -399,7 +409,7 @@ def test_oaep_sha256_round_trip_through_the_server_side() -> None:
     assert rep.certificates == (ra().cert,)
     reply_envelope = cms.parse_signed(reply).content
     assert reply_envelope is not None
-    assert cms.parse_enveloped(reply_envelope, device().cert).key_transport == transport
+    assert parse_enveloped(reply_envelope, device().cert).key_transport == transport
 
 
 # --- finding 11: strictness --------------------------------------------------------------------------
@@ -433,7 +443,7 @@ def test_finding11_signing_time_stays_optional() -> None:
 
 
 def test_finding11_sha1_signed_csr_is_refused_where_sha1_is_off() -> None:
-    envelope = cms.encrypt(_csr_der(hashes.SHA1()), ra().cert, ContentCipher.AES128)
+    envelope = encrypt(_csr_der(hashes.SHA1()), ra().cert, ContentCipher.AES128)
     der = _rewrap(envelope, signer=device())
     answer = _answer(der, message.DecodeOptions(allow_sha1=False))
     assert not isinstance(answer, message.PkiRequest)
@@ -448,6 +458,6 @@ def test_finding11_sha256_signed_csr_passes_where_sha1_is_off() -> None:
 
 
 def test_bad_alg_answers_are_not_the_envelope_failure() -> None:
-    assert not issubclass(BadAlg, cms.EnvelopeRejected)
-    assert issubclass(cms.EnvelopeRejected, BadMessageCheck)
+    assert not issubclass(BadAlg, EnvelopeRejected)
+    assert issubclass(EnvelopeRejected, BadMessageCheck)
 

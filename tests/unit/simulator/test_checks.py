@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from scep_server.ca.keys.local import LocalKey
 from scep_server.ca.signing import sign_certificate
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.simulator import checks
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -104,7 +105,7 @@ class Leaf:
         if self.ekus:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([x509.ObjectIdentifier(e) for e in self.ekus]), critical=False)
-        return sign_certificate(builder, signer or pki.ca_key, self.hash_name)
+        return sign_certificate(builder, LocalKey(signer or pki.ca_key), self.hash_name)
 
 
 def _expected(pki: Pki, **changes: object) -> checks.Expected:

@@ -1,4 +1,4 @@
-"""``scep-server simulate``: arguments, the table, the exit status (the simulator itself is faked)."""
+"""``scep-simulator``: arguments, the table, the exit status (the simulator itself is faked)."""
 
 from __future__ import annotations
 

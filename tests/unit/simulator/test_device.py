@@ -10,10 +10,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scep_server.ca.signing import csr_signature_valid
 from scep_server.emulator import Code
 from scep_server.emulator.codes import Rejection
 from scep_server.emulator.csrcheck import challenge_password, check_proof_of_possession, compare, load_csr
+from scep_server.pki.csr import csr_signature_valid
 from scep_server.scep.types import FailInfo, PKIStatus
 from scep_server.simulator.device import CertificateRequest, Enrollment, build_csr, self_signed_signer
 from scep_server.simulator.matrix import ROWS, DeviceIdentity, Row

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scep_server.emulator import ChallengeSpec
+from scep_server.intune.contract import ChallengeSpec
 from scep_server.simulator.matrix import PROFILES, ROWS, DeviceIdentity, Expect, Row, find_rows, slug
 
 # Microsoft's acceptance matrix for third-party CAs, as published (tests/data/README.md).

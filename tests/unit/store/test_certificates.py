@@ -1,3 +1,5 @@
+"""Storing and reading certificates: serials, datetimes, SANs, issuers, queries and pages."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,84 +9,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from scep_server.store import (
-    AlreadyRevoked,
-    CertificateNotFound,
-    CertificateRecord,
-    CertStatus,
-    DuplicateCertificate,
-    NewCertificate,
-    Store,
-    TransactionNotPending,
-    TransactionState,
-    serial_hex,
-)
+from scep_server.store import CertStatus, NewCertificate, Store
 from scep_server.store.tables import certificates
 
 Factory = Callable[..., NewCertificate]
 ISSUER = "CN=Test CA,O=scep-server"
 OTHER_ISSUER = "CN=Other CA"
 MAX_SERIAL = (1 << 160) - 1
-
-
-def _fields_match(record: CertificateRecord, new: NewCertificate) -> bool:
-    return all(getattr(record, name) == getattr(new, name) for name in NewCertificate.__slots__)
-
-
-def _claim(store: Store, transaction_id: str) -> None:
-    store.claim_transaction(
-        profile="default", transaction_id=transaction_id, message_type=19, csr_der=b"csr", requester_ip=None
-    )
-
-
-def test_record_issued_without_transaction_stores_a_valid_certificate(store: Store, make_certificate: Factory) -> None:
-    new = make_certificate(0x1234)
-    before = datetime.now(UTC)
-    record = store.record_issued(profile="default", transaction_id=None, certificate=new)
-    assert _fields_match(record, new)
-    assert record.status is CertStatus.VALID
-    assert record.revoked_at is None and record.revocation_reason is None
-    assert record.issued_at.tzinfo is UTC and before <= record.issued_at <= datetime.now(UTC)
-    assert store.get_certificate(0x1234, ISSUER) == record
-
-
-def test_record_issued_marks_the_transaction_issued(store: Store, make_certificate: Factory) -> None:
-    _claim(store, "tx-1")
-    record = store.record_issued(
-        profile="default", transaction_id="tx-1", certificate=make_certificate(42, transaction_id="tx-1")
-    )
-    transaction = store.get_transaction("default", "tx-1")
-    assert transaction is not None
-    assert transaction.state is TransactionState.ISSUED and transaction.serial == 42
-    assert record.transaction_id == "tx-1"
-
-
-def test_record_issued_stores_nothing_when_the_transaction_is_missing(store: Store, make_certificate: Factory) -> None:
-    with pytest.raises(TransactionNotPending) as info:
-        store.record_issued(profile="default", transaction_id="nope", certificate=make_certificate(5))
-    assert info.value.state is None
-    assert store.get_certificate(5) is None
-    assert store.count_certificates() == 0
-
-
-def test_record_issued_stores_nothing_when_the_transaction_failed(store: Store, make_certificate: Factory) -> None:
-    _claim(store, "tx-1")
-    store.record_failure(profile="default", transaction_id="tx-1", fail_info=2, reason="denied")
-    with pytest.raises(TransactionNotPending) as info:
-        store.record_issued(profile="default", transaction_id="tx-1", certificate=make_certificate(5))
-    assert info.value.state is TransactionState.FAILED
-    assert store.get_certificate(5) is None
-
-
-def test_duplicate_serial_leaves_the_transaction_pending(store: Store, make_certificate: Factory) -> None:
-    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(77))
-    _claim(store, "tx-2")
-    with pytest.raises(DuplicateCertificate) as info:
-        store.record_issued(profile="default", transaction_id="tx-2", certificate=make_certificate(77))
-    assert (info.value.serial, info.value.issuer) == (77, ISSUER)
-    transaction = store.get_transaction("default", "tx-2")
-    assert transaction is not None and transaction.state is TransactionState.PENDING and transaction.serial is None
-    assert store.count_certificates() == 1
 
 
 def test_the_same_serial_may_exist_under_two_issuers(store: Store, make_certificate: Factory) -> None:
@@ -118,13 +49,6 @@ def test_out_of_range_serials_are_refused(store: Store, make_certificate: Factor
     with pytest.raises(ValueError):
         store.get_certificate(serial)
     assert store.count_certificates() == 0
-
-
-def test_serial_hex_format() -> None:
-    assert serial_hex(0xABCDEF) == "abcdef"
-    assert serial_hex(MAX_SERIAL) == "f" * 40
-    with pytest.raises(ValueError):
-        serial_hex(True)
 
 
 def test_datetimes_come_back_utc_aware(store: Store, make_certificate: Factory) -> None:
@@ -190,36 +114,3 @@ def test_list_and_count_certificates(store: Store, make_certificate: Factory) ->
     assert store.count_certificates(status=CertStatus.REVOKED) == 1
     with pytest.raises(ValueError):
         store.list_certificates(limit=0)
-
-
-def test_revoke_then_revoke_again(store: Store, make_certificate: Factory) -> None:
-    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(MAX_SERIAL))
-    when = datetime(2030, 5, 1, 8, 30, tzinfo=timezone(timedelta(hours=-5)))
-    record = store.revoke(MAX_SERIAL, ISSUER, reason=1, revoked_at=when)
-    assert record.status is CertStatus.REVOKED
-    assert record.revoked_at == when and record.revoked_at is not None and record.revoked_at.tzinfo is UTC
-    assert record.revocation_reason == 1
-    assert store.get_certificate(MAX_SERIAL, ISSUER) == record
-
-    with pytest.raises(AlreadyRevoked) as info:
-        store.revoke(MAX_SERIAL, ISSUER, reason=4, revoked_at=datetime.now(UTC))
-    assert info.value.certificate == record
-    assert store.get_certificate(MAX_SERIAL, ISSUER) == record
-
-
-def test_revoke_unknown_certificate(store: Store, make_certificate: Factory) -> None:
-    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(10))
-    with pytest.raises(CertificateNotFound) as info:
-        store.revoke(11, ISSUER, reason=0, revoked_at=datetime.now(UTC))
-    assert (info.value.serial, info.value.issuer) == (11, ISSUER)
-    with pytest.raises(CertificateNotFound):
-        store.revoke(10, OTHER_ISSUER, reason=0, revoked_at=datetime.now(UTC))
-
-
-@pytest.mark.parametrize("reason", [-1, 7, 11])
-def test_revoke_refuses_unknown_reason_codes(store: Store, make_certificate: Factory, reason: int) -> None:
-    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(10))
-    with pytest.raises(ValueError):
-        store.revoke(10, ISSUER, reason=reason, revoked_at=datetime.now(UTC))
-    record = store.get_certificate(10, ISSUER)
-    assert record is not None and record.status is CertStatus.VALID

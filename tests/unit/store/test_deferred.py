@@ -1,3 +1,5 @@
+"""Deferred transactions: deferring, leasing and rescheduling their background retries."""
+
 from __future__ import annotations
 
 import threading
@@ -193,35 +195,6 @@ def test_record_issued_clears_deferred(store: Store, make_certificate: Callable[
     assert not store.lease_deferred(
         profile="default", transaction_id="tx-1", expected_next_attempt_at=T0, lease_until=T0 + MINUTE
     )
-
-
-def test_fail_issued_transaction_keeps_the_serial(
-    store: Store, make_certificate: Callable[..., NewCertificate]
-) -> None:
-    _claim(store)
-    store.record_issued(profile="default", transaction_id="tx-1", certificate=make_certificate(0x43))
-    issued = _get(store)
-    store.fail_issued_transaction(profile="default", transaction_id="tx-1", fail_info=2, reason="notify failed")
-    record = _get(store)
-    assert (record.state, record.serial) == (TransactionState.FAILED, 0x43)
-    assert (record.fail_info, record.fail_reason) == (2, "notify failed")
-    assert record.updated_at >= issued.updated_at
-
-    with pytest.raises(TransactionNotPending) as failed:
-        store.fail_issued_transaction(profile="default", transaction_id="tx-1", fail_info=2, reason="again")
-    assert failed.value.state is TransactionState.FAILED
-    assert _get(store).fail_reason == "notify failed"
-
-
-def test_fail_issued_transaction_needs_an_issued_one(store: Store) -> None:
-    with pytest.raises(TransactionNotPending) as missing:
-        store.fail_issued_transaction(profile="default", transaction_id="nope", fail_info=2, reason="x")
-    assert missing.value.state is None
-    _claim(store)
-    with pytest.raises(TransactionNotPending) as pending:
-        store.fail_issued_transaction(profile="default", transaction_id="tx-1", fail_info=2, reason="x")
-    assert pending.value.state is TransactionState.PENDING
-    assert _get(store).state is TransactionState.PENDING
 
 
 def test_deferred_methods_reject_misuse(store: Store) -> None:

@@ -1,3 +1,5 @@
+"""Claiming SCEP transactions (new, repeated, stale, racing), failing them and reading them back."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +12,6 @@ import pytest
 from sqlalchemy import func, select, update
 
 from scep_server.store import (
-    CertificateNotFound,
     NewCertificate,
     Store,
     TransactionNotPending,
@@ -24,7 +25,11 @@ RENEWAL_REQ = 17
 
 
 def _claim(
-    store: Store, transaction_id: str = "tx-1", csr: bytes = b"csr-1", stale_after: timedelta = timedelta(minutes=5)
+    store: Store,
+    transaction_id: str = "tx-1",
+    csr: bytes = b"csr-1",
+    stale_after: timedelta = timedelta(minutes=5),
+    **extra: str,
 ) -> tuple[TransactionRecord, bool]:
     return store.claim_transaction(
         profile="default",
@@ -33,6 +38,7 @@ def _claim(
         csr_der=csr,
         requester_ip="192.0.2.1",
         stale_after=stale_after,
+        **extra,
     )
 
 
@@ -169,6 +175,8 @@ def test_record_failure_needs_a_pending_transaction(
 @pytest.mark.parametrize(
     ("profile", "transaction_id"), [("", "t"), ("default", ""), ("default", "x" * 256), ("p" * 65, "t")]
 )
+
+
 def test_claim_rejects_bad_keys(store: Store, profile: str, transaction_id: str) -> None:
     with pytest.raises(ValueError):
         store.claim_transaction(
@@ -183,34 +191,44 @@ def test_long_transaction_ids_up_to_the_limit_are_kept_whole(store: Store) -> No
     assert store.get_transaction("default", long_id) == record
 
 
-def test_complete_transaction_links_a_stored_certificate(
+def _get(store: Store, transaction_id: str = "tx-1") -> TransactionRecord:
+    record = store.get_transaction("default", transaction_id)
+    assert record is not None
+    return record
+
+
+def test_fail_issued_transaction_keeps_the_serial(
     store: Store, make_certificate: Callable[..., NewCertificate]
 ) -> None:
     _claim(store)
-    cert = make_certificate(9)
-    store.record_issued(profile="default", transaction_id=None, certificate=cert)
-    pending = store.get_transaction("default", "tx-1")
-    assert pending is not None and pending.state is TransactionState.PENDING  # stored, not yet handed out
-    store.complete_transaction(profile="default", transaction_id="tx-1", serial=9, issuer=cert.issuer,
-                               csr_sha256=hashlib.sha256(b"csr-1").hexdigest())
-    done = store.get_transaction("default", "tx-1")
-    assert done is not None and done.state is TransactionState.ISSUED and done.serial == 9 and done.csr_der is None
+    store.record_issued(profile="default", transaction_id="tx-1", certificate=make_certificate(0x43))
+    issued = _get(store)
+    store.fail_issued_transaction(profile="default", transaction_id="tx-1", fail_info=2, reason="notify failed")
+    record = _get(store)
+    assert (record.state, record.serial) == (TransactionState.FAILED, 0x43)
+    assert (record.fail_info, record.fail_reason) == (2, "notify failed")
+    assert record.updated_at >= issued.updated_at
+
+    with pytest.raises(TransactionNotPending) as failed:
+        store.fail_issued_transaction(profile="default", transaction_id="tx-1", fail_info=2, reason="again")
+    assert failed.value.state is TransactionState.FAILED
+    assert _get(store).fail_reason == "notify failed"
 
 
-def test_complete_transaction_refuses_a_reclaimed_or_finished_transaction(
-    store: Store, make_certificate: Callable[..., NewCertificate]
-) -> None:
+def test_fail_issued_transaction_needs_an_issued_one(store: Store) -> None:
+    with pytest.raises(TransactionNotPending) as missing:
+        store.fail_issued_transaction(profile="default", transaction_id="nope", fail_info=2, reason="x")
+    assert missing.value.state is None
     _claim(store)
-    cert = make_certificate(10)
-    store.record_issued(profile="default", transaction_id=None, certificate=cert)
-    with pytest.raises(TransactionNotPending):  # the row now belongs to another request
-        store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer,
-                                   csr_sha256=hashlib.sha256(b"another request").hexdigest())
-    with pytest.raises(CertificateNotFound):
-        store.complete_transaction(profile="default", transaction_id="tx-1", serial=11, issuer=cert.issuer)
-    store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer)
-    # Completing it again with the same certificate is a no-op (two handlers delivering one certificate) ...
-    store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer)
-    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(12))
-    with pytest.raises(TransactionNotPending):  # ... with another one it is refused
-        store.complete_transaction(profile="default", transaction_id="tx-1", serial=12, issuer=cert.issuer)
+    with pytest.raises(TransactionNotPending) as pending:
+        store.fail_issued_transaction(profile="default", transaction_id="tx-1", fail_info=2, reason="x")
+    assert pending.value.state is TransactionState.PENDING
+    assert _get(store).state is TransactionState.PENDING
+
+
+def test_finding8_claim_records_who_may_poll(store: Store) -> None:
+    record, _ = _claim(store, signer_key_sha256="a" * 64, subject_sha256="b" * 64)
+    assert (record.signer_key_sha256, record.subject_sha256) == ("a" * 64, "b" * 64)
+    store.record_failure(profile="default", transaction_id="tx-1", fail_info=2, reason="no")
+    again, _ = _claim(store, csr=b"csr-2", signer_key_sha256="c" * 64, subject_sha256="d" * 64)
+    assert (again.signer_key_sha256, again.subject_sha256) == ("c" * 64, "d" * 64)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from scep_server.config import ServerConfig, load_config
+from scep_server.challenge.intune import IntuneChallengeConfig
+from scep_server.challenge.static import StaticChallengeConfig
+from scep_server.config import KeyType, SecretSource, ServerConfig, UnavailablePolicy, load_config
 from scep_server.errors import ConfigError
+
+INTUNE_ENV = {"TENANT": "t", "AAD_APP_ID": "a"}
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -70,7 +75,10 @@ def test_env_overrides_top_level_keys(tmp_path: Path) -> None:
         ("profiles: {p: {min_rsa_bits: 512}}\n", "min_rsa_bits"),
         ("profiles: {p: {key_usage: [fly]}}\n", "unknown usage"),
         ("profiles: {p: {extended_key_usage: [teleport]}}\n", "unknown EKU"),
-        ("profiles: {p: {challenge: {type: magic}}}\n", "challenge.type"),
+        ("profiles: {p: {challenge: {type: magic}}}\n", "challenge.type must be one of intune, static, not 'magic'"),
+        ("profiles: {p: {challenge: [static]}}\n", "profiles.p.challenge must be a mapping"),
+        ("profiles: {p: {challenge: {on_validator_unavailable: later}}}\n", "must be 'fail' or 'pending'"),
+        ("profiles: {p: {challenge: {pending_timeout_minutes: 0}}}\n", "pending_timeout_minutes must be an int"),
         ("profiles: {'bad name!': {}}\n", "profile names"),
         ("profiles: []\n", "non-empty mapping"),
         ("public_url: ftp://x\n", "public_url"),
@@ -95,8 +103,58 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["example.yaml", "dev.yaml"])
 def test_shipped_configs_load(name: str) -> None:
-    config = load_config(Path(__file__).parents[2] / "config" / name, env={"TENANT": "t", "AAD_APP_ID": "a"})
+    config = load_config(Path(__file__).parents[3] / "config" / name, env={"TENANT": "t", "AAD_APP_ID": "a"})
     assert config.profiles
     if name == "dev.yaml":
         assert {p.name for p in config.profiles} >= {"intune", "intune-pending", "default", "legacy"}
         assert config.intune.authority.startswith("https://127.0.0.1:")
+    if name == "dev.yaml":
+        pending = config.profile("intune-pending")
+        assert pending is not None and pending.challenge == IntuneChallengeConfig(
+            on_validator_unavailable=UnavailablePolicy.PENDING
+        )
+
+
+def test_each_challenge_type_has_its_own_section(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+profiles:
+  corp: {challenge: {secret: {env: CORP}}}
+  mdm: {challenge: {type: intune, pending_timeout_minutes: 5}}
+""")
+    corp, mdm = load_config(path, env=INTUNE_ENV).profiles
+    assert corp.challenge == StaticChallengeConfig(secret=SecretSource(env="CORP"))
+    assert mdm.challenge == IntuneChallengeConfig(pending_timeout_minutes=5)
+    assert mdm.challenge.on_validator_unavailable is UnavailablePolicy.FAIL
+
+
+def test_a_key_of_another_validator_is_unknown(tmp_path: Path) -> None:
+    path = _write(tmp_path, "profiles: {mdm: {challenge: {type: intune, secret: x}}}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in profiles.mdm.challenge: secret"):
+        load_config(path, env=INTUNE_ENV)
+
+
+def test_an_intune_profile_needs_the_intune_app(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a profile uses the intune challenge"):
+        load_config(_write(tmp_path, "profiles: {mdm: {challenge: {type: intune}}}\n"), env={})
+
+
+def test_on_intune_unavailable_is_a_deprecated_alias(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(tmp_path, "profiles: {mdm: {challenge: {type: intune, on_intune_unavailable: pending}}}\n")
+    with caplog.at_level(logging.WARNING, logger="scep_server.config"):
+        profile = load_config(path, env=INTUNE_ENV).profiles[0]
+    assert profile.challenge.on_validator_unavailable is UnavailablePolicy.PENDING
+    assert [r.getMessage() for r in caplog.records] == [
+        "profiles.mdm.challenge.on_intune_unavailable is deprecated: call it on_validator_unavailable"
+    ]
+
+
+def test_the_alias_and_the_new_name_together_are_an_error(tmp_path: Path) -> None:
+    both = "{on_intune_unavailable: fail, on_validator_unavailable: fail}"
+    path = _write(tmp_path, f"profiles: {{p: {{challenge: {both}}}}}\n")
+    with pytest.raises(ConfigError, match="on_intune_unavailable is the old name of on_validator_unavailable"):
+        load_config(path, env={})
+
+
+def test_ca_key_type_is_an_enum(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, "ca: {key_type: ec}\n"), env={}).ca.key_type is KeyType.EC
+    assert load_config(None, env={}).ca.key_type is KeyType.RSA

@@ -1,18 +1,21 @@
+"""Revoking certificates, listing the revoked ones in batches for CRLs and OCSP, and CRL numbers."""
+
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from scep_server.store import NewCertificate, Store
-from scep_server.store.repository import Store as StoreClass
+from scep_server.store import AlreadyRevoked, CertificateNotFound, CertStatus, NewCertificate, Store
+from scep_server.store.revocations import RevocationRepository
 
 Factory = Callable[..., NewCertificate]
 ISSUER = "CN=Test CA,O=scep-server"
 OTHER_ISSUER = "CN=Other CA"
+MAX_SERIAL = (1 << 160) - 1
 
 
 def _issue_and_revoke(store: Store, make_certificate: Factory, serial: int, issuer: str = ISSUER) -> datetime:
@@ -32,14 +35,14 @@ def test_iter_revoked_reads_in_batches(
     _issue_and_revoke(store, make_certificate, 0x0B, issuer=OTHER_ISSUER)
 
     batches: list[int] = []
-    original = StoreClass._revoked_batch
+    original = RevocationRepository._revoked_batch
 
-    def spy(self: Store, issuer: str, after: str, size: int) -> list[tuple[str, datetime, int | None]]:
+    def spy(self: RevocationRepository, issuer: str, after: str, size: int) -> list[tuple[str, datetime, int | None]]:
         rows = original(self, issuer, after, size)
         batches.append(len(rows))
         return rows
 
-    monkeypatch.setattr(StoreClass, "_revoked_batch", spy)
+    monkeypatch.setattr(RevocationRepository, "_revoked_batch", spy)
     revoked = store.iter_revoked(ISSUER, batch_size=2)
     first = next(revoked)
     assert batches == [2]  # nothing beyond the first batch has been read yet
@@ -80,76 +83,34 @@ def test_next_crl_number_is_atomic_under_concurrency(store: Store) -> None:
     assert sorted(numbers) == list(range(1, workers * 3 + 1))
 
 
-def test_record_operation_appends_to_the_audit_log(store: Store) -> None:
-    before = datetime.now(UTC)
-    store.record_operation(
-        profile="default",
-        operation="PKIOperation",
-        message_type=None,
-        transaction_id=None,
-        outcome="bad_request",
-        detail="undecodable CMS",
-        requester_ip="198.51.100.7",
-    )
-    store.record_operation(
-        profile="default",
-        operation="PKIOperation",
-        message_type=19,
-        transaction_id="tx-1",
-        outcome="issued",
-        detail=None,
-        requester_ip=None,
-    )
-    store.record_operation(
-        profile="wifi",
-        operation="PKIOperation",
-        message_type=20,
-        transaction_id="tx-1",
-        outcome="pending",
-        detail=None,
-        requester_ip=None,
-    )
-    events = store.list_operations()
-    assert [(e.profile, e.outcome) for e in events] == [
-        ("wifi", "pending"),
-        ("default", "issued"),
-        ("default", "bad_request"),
-    ]
-    oldest = events[-1]
-    assert (oldest.message_type, oldest.transaction_id, oldest.detail, oldest.requester_ip) == (
-        None,
-        None,
-        "undecodable CMS",
-        "198.51.100.7",
-    )
-    assert all(e.occurred_at.tzinfo is UTC and e.occurred_at >= before for e in events)
-    assert [e.outcome for e in store.list_operations(profile="default", transaction_id="tx-1")] == ["issued"]
-    assert [e.outcome for e in store.list_operations(limit=1, offset=1)] == ["issued"]
+def test_revoke_then_revoke_again(store: Store, make_certificate: Factory) -> None:
+    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(MAX_SERIAL))
+    when = datetime(2030, 5, 1, 8, 30, tzinfo=timezone(timedelta(hours=-5)))
+    record = store.revoke(MAX_SERIAL, ISSUER, reason=1, revoked_at=when)
+    assert record.status is CertStatus.REVOKED
+    assert record.revoked_at == when and record.revoked_at is not None and record.revoked_at.tzinfo is UTC
+    assert record.revocation_reason == 1
+    assert store.get_certificate(MAX_SERIAL, ISSUER) == record
+
+    with pytest.raises(AlreadyRevoked) as info:
+        store.revoke(MAX_SERIAL, ISSUER, reason=4, revoked_at=datetime.now(UTC))
+    assert info.value.certificate == record
+    assert store.get_certificate(MAX_SERIAL, ISSUER) == record
 
 
-def test_record_operation_truncates_a_hostile_transaction_id(store: Store) -> None:
-    store.record_operation(
-        profile="default",
-        operation="PKIOperation",
-        message_type=19,
-        transaction_id="x" * 1000,
-        outcome="bad_request",
-        detail=None,
-        requester_ip=None,
-    )
-    (event,) = store.list_operations()
-    assert event.transaction_id == "x" * 255
+def test_revoke_unknown_certificate(store: Store, make_certificate: Factory) -> None:
+    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(10))
+    with pytest.raises(CertificateNotFound) as info:
+        store.revoke(11, ISSUER, reason=0, revoked_at=datetime.now(UTC))
+    assert (info.value.serial, info.value.issuer) == (11, ISSUER)
+    with pytest.raises(CertificateNotFound):
+        store.revoke(10, OTHER_ISSUER, reason=0, revoked_at=datetime.now(UTC))
 
 
-def test_record_operation_refuses_overlong_labels(store: Store) -> None:
+@pytest.mark.parametrize("reason", [-1, 7, 11])
+def test_revoke_refuses_unknown_reason_codes(store: Store, make_certificate: Factory, reason: int) -> None:
+    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(10))
     with pytest.raises(ValueError):
-        store.record_operation(
-            profile="default",
-            operation="o" * 65,
-            message_type=None,
-            transaction_id=None,
-            outcome="x",
-            detail=None,
-            requester_ip=None,
-        )
-    assert store.list_operations() == []
+        store.revoke(10, ISSUER, reason=reason, revoked_at=datetime.now(UTC))
+    record = store.get_certificate(10, ISSUER)
+    assert record is not None and record.status is CertStatus.VALID

@@ -1,21 +1,17 @@
-"""Finding 5 in the store: a certificate stored for a transaction and not yet delivered.
+"""Storing issued certificates, and finding 5: a certificate stored for a transaction and not yet delivered.
 
 It is linked to its PENDING transaction when stored; a reclaim of that transaction for the same CSR keeps
 it (to re-deliver it), any other reclaim revokes it; completing, withdrawing and abandoning settle
 concurrent handlers so that a transaction ends with exactly one valid certificate, the delivered one.
-Also the SQLite file's durability and permissions (finding 10 at rest) and the poll identity columns.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -23,13 +19,14 @@ from sqlalchemy import update
 from scep_server.store import (
     AlreadyRevoked,
     CertificateNotFound,
+    CertificateRecord,
     CertStatus,
+    DuplicateCertificate,
     NewCertificate,
     Store,
     TransactionNotPending,
     TransactionRecord,
     TransactionState,
-    serial_storable,
 )
 from scep_server.store.tables import transactions
 
@@ -44,9 +41,9 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _claim(store: Store, csr: bytes = CSR, transaction_id: str = TX, **extra: str) -> tuple[TransactionRecord, bool]:
+def _claim(store: Store, csr: bytes = CSR, transaction_id: str = TX) -> tuple[TransactionRecord, bool]:
     return store.claim_transaction(
-        profile="default", transaction_id=transaction_id, message_type=19, csr_der=csr, requester_ip=None, **extra
+        profile="default", transaction_id=transaction_id, message_type=19, csr_der=csr, requester_ip=None
     )
 
 
@@ -247,50 +244,88 @@ def test_finding5_abandoned_transaction_is_failed_and_its_certificate_revoked(
     assert _status(store, 0x78) is CertStatus.VALID
 
 
-def test_finding8_claim_records_who_may_poll(store: Store) -> None:
-    record, _ = _claim(store, signer_key_sha256="a" * 64, subject_sha256="b" * 64)
-    assert (record.signer_key_sha256, record.subject_sha256) == ("a" * 64, "b" * 64)
-    store.record_failure(profile="default", transaction_id=TX, fail_info=2, reason="no")
-    again, _ = _claim(store, csr=b"csr-2", signer_key_sha256="c" * 64, subject_sha256="d" * 64)
-    assert (again.signer_key_sha256, again.subject_sha256) == ("c" * 64, "d" * 64)
+def _fields_match(record: CertificateRecord, new: NewCertificate) -> bool:
+    return all(getattr(record, name) == getattr(new, name) for name in NewCertificate.__slots__)
 
 
-@pytest.mark.parametrize("serial", [0, -1, 1 << 160, True])
-def test_finding7_serials_out_of_the_store_bounds_are_not_storable(serial: int) -> None:
-    assert serial_storable(serial) is False
+def test_record_issued_without_transaction_stores_a_valid_certificate(store: Store, make_certificate: Factory) -> None:
+    new = make_certificate(0x1234)
+    before = datetime.now(UTC)
+    record = store.record_issued(profile="default", transaction_id=None, certificate=new)
+    assert _fields_match(record, new)
+    assert record.status is CertStatus.VALID
+    assert record.revoked_at is None and record.revocation_reason is None
+    assert record.issued_at.tzinfo is UTC and before <= record.issued_at <= datetime.now(UTC)
+    assert store.get_certificate(0x1234, ISSUER) == record
 
 
-def test_finding7_largest_serial_is_storable() -> None:
-    assert serial_storable((1 << 160) - 1) and serial_storable(1)
+def test_record_issued_marks_the_transaction_issued(store: Store, make_certificate: Factory) -> None:
+    _claim(store, transaction_id="tx-1")
+    record = store.record_issued(
+        profile="default", transaction_id="tx-1", certificate=make_certificate(42, transaction_id="tx-1")
+    )
+    transaction = store.get_transaction("default", "tx-1")
+    assert transaction is not None
+    assert transaction.state is TransactionState.ISSUED and transaction.serial == 42
+    assert record.transaction_id == "tx-1"
 
 
-def test_finding5_sqlite_commits_with_synchronous_full(tmp_path: Path) -> None:
-    with Store.open(f"sqlite:///{tmp_path / 'x.db'}") as store, store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+def test_record_issued_stores_nothing_when_the_transaction_is_missing(store: Store, make_certificate: Factory) -> None:
+    with pytest.raises(TransactionNotPending) as info:
+        store.record_issued(profile="default", transaction_id="nope", certificate=make_certificate(5))
+    assert info.value.state is None
+    assert store.get_certificate(5) is None
+    assert store.count_certificates() == 0
 
 
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
+def test_record_issued_stores_nothing_when_the_transaction_failed(store: Store, make_certificate: Factory) -> None:
+    _claim(store, transaction_id="tx-1")
+    store.record_failure(profile="default", transaction_id="tx-1", fail_info=2, reason="denied")
+    with pytest.raises(TransactionNotPending) as info:
+        store.record_issued(profile="default", transaction_id="tx-1", certificate=make_certificate(5))
+    assert info.value.state is TransactionState.FAILED
+    assert store.get_certificate(5) is None
 
 
-def test_finding10_sqlite_files_are_created_owner_only(tmp_path: Path, make_certificate: Factory) -> None:
-    path = tmp_path / "x.db"
-    previous = os.umask(0o022)
-    try:
-        with Store.open(f"sqlite:///{path}") as store:
-            store.migrate()
-            store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(1))
-            files = [path, tmp_path / "x.db-wal", tmp_path / "x.db-shm"]
-            assert all(each.exists() for each in files)
-            assert [_mode(each) for each in files] == [0o600, 0o600, 0o600]
-    finally:
-        os.umask(previous)
+def test_duplicate_serial_leaves_the_transaction_pending(store: Store, make_certificate: Factory) -> None:
+    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(77))
+    _claim(store, transaction_id="tx-2")
+    with pytest.raises(DuplicateCertificate) as info:
+        store.record_issued(profile="default", transaction_id="tx-2", certificate=make_certificate(77))
+    assert (info.value.serial, info.value.issuer) == (77, ISSUER)
+    transaction = store.get_transaction("default", "tx-2")
+    assert transaction is not None and transaction.state is TransactionState.PENDING and transaction.serial is None
+    assert store.count_certificates() == 1
 
 
-def test_finding10_an_existing_readable_sqlite_file_is_made_owner_only(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    path.touch()
-    path.chmod(0o644)
-    with Store.open(f"sqlite:///{path}") as store:
-        assert store.ping()
-    assert _mode(path) == 0o600
+def test_complete_transaction_links_a_stored_certificate(
+    store: Store, make_certificate: Callable[..., NewCertificate]
+) -> None:
+    _claim(store)
+    cert = make_certificate(9)
+    store.record_issued(profile="default", transaction_id=None, certificate=cert)
+    pending = store.get_transaction("default", "tx-1")
+    assert pending is not None and pending.state is TransactionState.PENDING  # stored, not yet handed out
+    store.complete_transaction(profile="default", transaction_id="tx-1", serial=9, issuer=cert.issuer,
+                               csr_sha256=hashlib.sha256(b"csr-1").hexdigest())
+    done = store.get_transaction("default", "tx-1")
+    assert done is not None and done.state is TransactionState.ISSUED and done.serial == 9 and done.csr_der is None
+
+
+def test_complete_transaction_refuses_a_reclaimed_or_finished_transaction(
+    store: Store, make_certificate: Callable[..., NewCertificate]
+) -> None:
+    _claim(store)
+    cert = make_certificate(10)
+    store.record_issued(profile="default", transaction_id=None, certificate=cert)
+    with pytest.raises(TransactionNotPending):  # the row now belongs to another request
+        store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer,
+                                   csr_sha256=hashlib.sha256(b"another request").hexdigest())
+    with pytest.raises(CertificateNotFound):
+        store.complete_transaction(profile="default", transaction_id="tx-1", serial=11, issuer=cert.issuer)
+    store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer)
+    # Completing it again with the same certificate is a no-op (two handlers delivering one certificate) ...
+    store.complete_transaction(profile="default", transaction_id="tx-1", serial=10, issuer=cert.issuer)
+    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(12))
+    with pytest.raises(TransactionNotPending):  # ... with another one it is refused
+        store.complete_transaction(profile="default", transaction_id="tx-1", serial=12, issuer=cert.issuer)

@@ -13,7 +13,7 @@ from scep_server.errors import ConfigError
 from scep_server.web.request_buffer import Limits
 from scep_server.web.worker import BufferingThreadWorker
 
-EXAMPLE = Path(__file__).parents[2] / "config" / "example.yaml"
+EXAMPLE = Path(__file__).parents[3] / "config" / "example.yaml"
 
 
 def _load(tmp_path: Path, text: str) -> LimitsConfig:

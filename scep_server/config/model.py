@@ -1,0 +1,259 @@
+"""The configuration as values: frozen dataclasses with every default, and the enumerations they use.
+
+:mod:`scep_server.config.load` builds them from YAML and the environment and validates them; code that
+needs a setting is handed the dataclass of its section.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from scep_server.config.parsing import enum_value, integer, parser, reject_unknown
+from scep_server.errors import ConfigError
+from scep_server.pki.sans import SAN_TYPES
+
+__all__ = [
+    "CAConfig",
+    "ChallengeConfig",
+    "FailureBudgetConfig",
+    "IntuneConfig",
+    "KeyType",
+    "LimitsConfig",
+    "ProfileConfig",
+    "SecretSource",
+    "ServerConfig",
+    "UnavailablePolicy",
+]
+
+
+class KeyType(StrEnum):
+    """The CA's key algorithm."""
+
+    RSA = "rsa"
+    EC = "ec"
+
+
+class UnavailablePolicy(StrEnum):
+    """What a profile answers when its challenge validator cannot decide now (its upstream is unreachable)."""
+
+    FAIL = "fail"  # a CertRep FAILURE
+    PENDING = "pending"  # PENDING; validation goes on in the background until the device's CertPoll finds it
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    """Where a secret comes from: an environment variable, a file, or (dev only) inline."""
+
+    env: str | None = None
+    file: str | None = None
+    value: str | None = None
+
+    def resolve(self) -> str | None:
+        if self.env and os.environ.get(self.env):
+            return os.environ[self.env]
+        if self.file:
+            try:
+                return Path(self.file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
+        return self.value
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.env or self.file or self.value)
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> SecretSource:
+        """A secret setting: a string (inline, dev only), a mapping with env/file/value, or null (none)."""
+        if raw is None:
+            return cls()
+        if isinstance(raw, str):
+            return cls(value=raw)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a string or a mapping with env/file/value")
+        reject_unknown(raw, {"env", "file", "value"}, where)
+        return cls(**{k: str(v) for k, v in raw.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class CAConfig:
+    """The issuing CA and its RA (the SCEP message signer/decrypter)."""
+
+    name: str = "scep-server-ca"
+    subject: str = "CN=scep-server Dev CA,O=scep-server"
+    key_type: KeyType = KeyType.RSA
+    key_size: int = 3072  # RSA bits
+    curve: str = "P-256"  # EC curve: P-256 | P-384
+    validity_days: int = 3650
+    ra_subject: str = "CN=scep-server RA,O=scep-server"
+    ra_validity_days: int = 730
+    key_passphrase: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_CA_PASSPHRASE"))
+    include_root_in_getcacert: bool = True
+    crl_validity_hours: int = 168
+    ocsp_subject: str = "CN=scep-server OCSP Responder,O=scep-server"
+    ocsp_validity_days: int = 30
+    ocsp_response_validity_minutes: int = 60
+    # ``serve`` refuses CA/RA keys without key_passphrase unless this is true (or the config says dev: true).
+    allow_unencrypted_keys: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeConfig:
+    """How a profile checks the challengePassword: the settings every validator's section has.
+
+    Each validator (``scep_server.challenge``) registers a subclass that adds its own settings, and
+    ``type`` chooses it. A bare ``ChallengeConfig`` names a type and takes that validator's defaults.
+    ``on_validator_unavailable`` applies to validators that can be unreachable (``intune``): ``fail``
+    answers FAILURE, ``pending`` answers PENDING and keeps validating in the background for up to
+    ``pending_timeout_minutes``.
+    """
+
+    # The validator calls Intune: the ``intune`` section must name the tenant and the app.
+    needs_intune: ClassVar[bool] = False
+
+    type: str = "static"
+    on_validator_unavailable: UnavailablePolicy = field(
+        default=UnavailablePolicy.FAIL, metadata=parser(enum_value(UnavailablePolicy))
+    )
+    pending_timeout_minutes: int = field(default=60, metadata=parser(integer(1)))
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileConfig:
+    """Issuance policy of one SCEP profile, served at ``/scep/<name>`` (``default`` also at ``/scep``)."""
+
+    name: str = "default"
+    challenge: ChallengeConfig = field(default_factory=ChallengeConfig)
+    validity_days: int = 365
+    backdate_minutes: int = 60
+    hash: str = "sha256"  # sha256 | sha384 | sha512 (sha1 only with allow_sha1_signature)
+    allow_sha1_signature: bool = False
+    allowed_key_types: tuple[str, ...] = ("rsa", "ec")
+    min_rsa_bits: int = 2048
+    max_rsa_bits: int = 8192
+    allowed_curves: tuple[str, ...] = ("P-256", "P-384", "P-521")
+    key_usage: tuple[str, ...] | None = None  # None: take from the CSR, else forced
+    extended_key_usage: tuple[str, ...] | None = None  # None: take from the CSR, else forced
+    # EKUs a CSR may ask for beyond client_auth (static) or what Intune validated (intune); the restricted
+    # ones (anyExtendedKeyUsage, Certificate Request Agent, Smartcard Logon, OCSP Signing, PKINIT) need it.
+    allowed_extended_key_usages: tuple[str, ...] = ()
+    allowed_san_types: tuple[str, ...] = SAN_TYPES  # a SID URI counts as allow_sid_extension, not as uri
+    max_sans: int = 20
+    max_subject_length: int = 512  # characters of the subject as an RFC 4514 string
+    max_san_length: int = 256  # characters of one subjectAltName value
+    allow_sid_extension: bool = False  # the SID extension and the tag:microsoft.com,2022-09-14:sid: URI SAN
+    allow_des: bool = False
+    allow_3des: bool = True  # 3DES envelopes (Windows and Apple may use them); off: not offered in GetCACaps
+    allow_sha1: bool = True  # SHA-1 message digests in SCEP envelopes and SHA-1-signed CSRs (Windows, Apple legacy)
+    allow_renewal: bool = True
+    get_cert: str = "own"  # GetCert answers: own (the signer's own certificates) | any (any of this profile)
+    require_signer_subject: bool = False  # a PKCSReq signer must carry the CSR subject too (its key always)
+
+
+@dataclass(frozen=True, slots=True)
+class IntuneConfig:
+    """How to reach Intune (or the bundled emulator): Entra ID app credentials and every URL.
+
+    Sovereign clouds differ only in the URLs. Either ``client_secret`` or ``client_certificate`` +
+    ``client_key`` authenticates the app (Microsoft's name for the secret is AAD_APP_KEY).
+    """
+
+    tenant: str | None = None
+    client_id: str | None = None
+    client_secret: SecretSource = field(default_factory=lambda: SecretSource(env="AAD_APP_KEY"))
+    client_certificate: str | None = None  # PEM file: the certificate registered on the app
+    client_key: str | None = None  # PEM file: its private key
+    client_key_password: SecretSource = field(default_factory=SecretSource)
+    provider_name_and_version: str = "scep-server/0.1.0"
+    authority: str = "https://login.microsoftonline.com/"
+    intune_resource_url: str = "https://api.manage.microsoft.com/"
+    graph_resource_url: str = "https://graph.microsoft.com/"
+    graph_api_version: str = "1.0"
+    intune_app_id: str = "0000000a-0000-0000-c000-000000000000"
+    ca_bundle: str | None = None  # PEM bundle to verify Entra ID/Graph/Intune TLS; None = the system store
+    proxy_host: str | None = None
+    proxy_port: int | None = None
+    proxy_user: str | None = None
+    proxy_password: SecretSource = field(default_factory=lambda: SecretSource(env="PROXY_PASS"))
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    revocation_poll_seconds: int = 300
+    revocation_batch_size: int = 100
+    revocation_issuer_filter: str | None = None
+    # Hosts a Graph-discovered Intune service URL may name: each entry matches itself and its subdomains
+    # (an IP address only itself). The token and device CSRs go only there.
+    allowed_service_hosts: tuple[str, ...] = ("manage.microsoft.com",)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.tenant and self.client_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """What one HTTP request may cost before the application sees it (enforced by the gunicorn workers).
+
+    The workers read each request's head, and a body of known length, without a thread: a slow client
+    holds a socket and a buffer until its deadline, never a thread.
+    """
+
+    request_line_bytes: int = 8190  # longer: HTTP 414 (a GET PKIOperation that long must be POSTed)
+    header_fields: int = 50  # more: HTTP 431
+    header_field_bytes: int = 8190  # a longer header field: HTTP 431
+    # The whole request head, from the connection (kept alive: from its first byte); else HTTP 408.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0  # the body, after the head; also each response write
+    connections_per_worker: int = 200  # open connections per worker; more wait in the listen queue
+
+
+@dataclass(frozen=True, slots=True)
+class FailureBudgetConfig:
+    """How many PKIOperations whose envelope fails (undecryptable, unparseable, bad signature) one client IP
+    may send per sliding window before it gets HTTP 429; kept per worker process. max_failures 0: off."""
+
+    max_failures: int = 20
+    window_seconds: int = 60
+    max_tracked_ips: int = 10000  # beyond this, the IPs that failed longest ago are forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Top-level configuration."""
+
+    data_dir: str = "var"
+    database_url: str | None = None  # default: sqlite under data_dir
+    public_url: str | None = None
+    max_body_bytes: int = 256 * 1024
+    trusted_proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For is trusted
+    # After this a PENDING transaction's handler is presumed dead: a retry of the request takes it over.
+    transaction_lease_seconds: int = 300
+    # Bearer token of the admin API (/admin/...); unset: the admin API is off.
+    admin_token: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_SERVER_ADMIN_TOKEN"))
+    log_level: str = "INFO"
+    # A development setup (config/dev.yaml): ``serve`` accepts unencrypted CA/RA keys. Only set in the file.
+    dev: bool = False
+    ca: CAConfig = field(default_factory=CAConfig)
+    intune: IntuneConfig = field(default_factory=IntuneConfig)
+    profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    failure_budget: FailureBudgetConfig = field(default_factory=FailureBudgetConfig)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'scep-server.db'}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return Path(self.data_dir) / "ca"
+
+    def profile(self, name: str) -> ProfileConfig | None:
+        return next((p for p in self.profiles if p.name == name), None)

@@ -1,0 +1,116 @@
+"""The background tasks, as named units: what each runs, how often, and whether a lock elects its runner.
+
+Singletons (``lock`` set: exactly one process of all that share the store runs them, see locks.py):
+
+* ``crl-publishing``: builds and stores the CRL every process serves; one builder keeps thisUpdate and
+  CRLNumber the same for every client, whichever replica answers.
+* ``ocsp-responder-renewal``: renews the delegated OCSP responder certificate ahead of the requests
+  that would otherwise renew it; the files are shared, so one renewal serves every process.
+* ``intune-revocation-sync``: downloads Intune's revocation requests and uploads the results. Intune
+  hands the same requests to every caller until it has results, so two runners would process and
+  report them twice. Each round also takes the round lock, which the CLI command takes too.
+
+Claimed row by row (``lock`` None: every process runs them; a conditional update hands each row to
+one of them, and a runner that dies leaves its rows to the others when its lease runs out):
+
+* ``intune-outbox``: each notification is leased (``outbox_lease``) before it is sent.
+* ``deferred-validations``: each transaction's retry is leased (``lease_deferred``).
+* ``undelivered-certificates``: the 24 h sweep; each transaction is failed, and its certificate revoked,
+  in one conditional update on the locked row (``abandon_transaction``), so it is withdrawn only once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from scep_server.errors import ScepServerError
+from scep_server.jobs.locks import CRL_PUBLISHING, INTUNE_REVOCATION_SYNC, OCSP_RESPONDER_RENEWAL, Lock
+from scep_server.jobs.worker import Task
+from scep_server.service.intune_sync import RevocationSync, SyncReport
+from scep_server.service.issuance import IssuanceService
+from scep_server.service.profile import Profile
+from scep_server.store import Store
+
+log = logging.getLogger(__name__)
+
+# Longer than the slowest validation can take (every retry timing out) so a lease does not run out mid-way.
+LEASE = timedelta(minutes=10)
+OCSP_RENEWAL_CHECK_SECONDS = 60.0
+UNDELIVERED_SWEEP_SECONDS = 300.0
+
+
+def crl_publishing(publish_due: Callable[[], bool]) -> Task:
+    return Task("crl-publishing", publish_due, lock=CRL_PUBLISHING)
+
+
+def ocsp_responder_renewal(current: Callable[[], object]) -> Task:
+    """``current`` is the responder's identity getter, which renews the certificate when it is due."""
+    return Task("ocsp-responder-renewal", current, lock=OCSP_RESPONDER_RENEWAL, every=OCSP_RENEWAL_CHECK_SECONDS)
+
+
+def intune_revocation_sync(rounds: RevocationRounds, every: float) -> Task:
+    return Task("intune-revocation-sync", rounds.run_safely, lock=INTUNE_REVOCATION_SYNC, every=every)
+
+
+def intune_outbox(deliver_due: Callable[[], int]) -> Task:
+    return Task("intune-outbox", deliver_due)
+
+
+def deferred_validations(deferred: DeferredValidations) -> Task:
+    return Task("deferred-validations", deferred.run_once)
+
+
+def undelivered_certificates(withdraw_abandoned: Callable[[], int]) -> Task:
+    return Task("undelivered-certificates", withdraw_abandoned, every=UNDELIVERED_SWEEP_SECONDS)
+
+
+class RevocationRounds:
+    """Intune revocation rounds, one at a time across processes: each holds the round lock while it runs.
+
+    The server's elected worker and ``scep-server intune sync-revocations`` both go through here, so a
+    request is never processed (or its result uploaded) by two of them at once.
+    """
+
+    def __init__(self, sync: RevocationSync, lock: Lock) -> None:
+        self._sync = sync
+        self._lock = lock
+
+    def run_safely(self) -> SyncReport | None:
+        """One round; None when another is running or it failed (it is tried again later)."""
+        if not self._lock.try_acquire():
+            log.debug("Intune revocation round skipped: another one is running")
+            return None
+        try:
+            return self._sync.run_safely()
+        finally:
+            self._lock.release()
+
+
+class DeferredValidations:
+    """Retries validations that Intune could not answer when the request came in."""
+
+    def __init__(self, store: Store, issuance: IssuanceService, profiles: Mapping[str, Profile]) -> None:
+        self._store = store
+        self._issuance = issuance
+        self._profiles = profiles
+
+    def run_once(self, now: datetime | None = None) -> int:
+        now = now or datetime.now(UTC)
+        done = 0
+        for record in self._store.due_deferred(now=now):
+            profile = self._profiles.get(record.profile)
+            if profile is None or record.next_attempt_at is None:
+                continue
+            if not self._store.lease_deferred(
+                profile=record.profile, transaction_id=record.transaction_id,
+                expected_next_attempt_at=record.next_attempt_at, lease_until=datetime.now(UTC) + LEASE,
+            ):
+                continue
+            try:
+                self._issuance.retry_deferred(profile, record, now)
+            except ScepServerError as exc:
+                log.info("deferred transaction=%s ended: %s", record.transaction_id, exc)
+            done += 1
+        return done
