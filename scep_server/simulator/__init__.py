@@ -3,9 +3,11 @@
 Each TestMatrix row is an Intune SCEP profile (``matrix``). For each device the simulator mints the
 challenge through the Intune emulator's admin API (``admin``), builds the CSR Intune asks for and
 enrolls over SCEP like a device (``device``), then checks the certificate against the profile
-(``checks``), or that none was delivered for the failure rows. ``scep-server simulate`` runs it (``cli``)::
+(``checks``), or that none was delivered for the failure rows. ``scep-server simulate`` runs it (``cli``).
+The emulator's admin API always needs its bearer token (``EmulatorServer.admin_token``; ``simulate`` takes
+``--admin-token`` or ``INTUNE_EMULATOR_ADMIN_TOKEN``)::
 
-    with EmulatorAdmin(emulator.url, ca_bundle=emulator.ca_bundle) as admin:
+    with EmulatorAdmin(emulator.url, ca_bundle=emulator.ca_bundle, token=emulator.admin_token) as admin:
         results = Simulator(admin, Settings(scep_url="http://127.0.0.1:8080/scep")).run(ROWS, devices=2)
 """
 
