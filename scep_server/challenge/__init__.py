@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from asn1crypto import csr as asn1_csr
 from cryptography import x509
-from cryptography.x509.oid import AttributeOID
+from cryptography.hazmat.primitives import serialization
 
 __all__ = ["ChallengeValidator", "IssuedCertificate", "ValidationRequest", "challenge_password"]
 
@@ -58,12 +59,20 @@ class ChallengeValidator(Protocol):
 
 
 def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
-    """The challengePassword attribute (PKCS#9, RFC 2985 §5.4.1) of a CSR, or None."""
-    try:
-        raw = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
-    except (x509.AttributeNotFound, ValueError):  # absent, or not a single value
+    """The challengePassword attribute (PKCS#9, RFC 2985 §5.4.1) of a CSR, or None.
+
+    None too when the attribute appears more than once, holds more than one value, or is not a
+    DirectoryString (IA5String is read as well: older clients send it). A secret sent as an OCTET STRING
+    is not a challenge, and a BMPString is read as the UTF-16 it is.
+    """
+    der = csr.public_bytes(serialization.Encoding.DER)
+    attributes = asn1_csr.CertificationRequest.load(der)["certification_request_info"]["attributes"]
+    found = [attribute for attribute in attributes if attribute["type"].native == "challenge_password"]
+    if len(found) != 1:
         return None
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        values = found[0]["values"]
+        value = values[0].native if len(values) == 1 else None
+    except (ValueError, TypeError, KeyError):  # a value that is not one of the string types
+        return None
+    return value if isinstance(value, str) else None

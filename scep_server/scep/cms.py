@@ -102,7 +102,7 @@ class SignedMessage:
 def parse_signed(der: bytes) -> SignedMessage:
     """Parse a ContentInfo(SignedData) with one signer; RequestError when it is not one."""
     try:
-        info = cms.ContentInfo.load(der)
+        info = cms.ContentInfo.load(der, strict=True)  # strict: no unsigned bytes after the message
         if info["content_type"].native != "signed_data":
             raise RequestError("pkiMessage is not a SignedData")
         signed = info["content"]
@@ -222,6 +222,8 @@ def _verify_signature(
 
 def _pss_padding(algorithm: algos.SignedDigestAlgorithm) -> asym_padding.PSS:
     params = algorithm["parameters"]
+    if isinstance(params, core.Void):
+        raise BadAlg("RSASSA-PSS needs its parameters in the signature algorithm (RFC 4055 §3.1)")
     mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
     return asym_padding.PSS(
         mgf=asym_padding.MGF1(DigestAlgorithm(mgf_hash).hash()), salt_length=int(params["salt_length"].native)
@@ -364,7 +366,10 @@ def encrypt(
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise BadAlg("the recipient certificate has no RSA key: SCEP key transport needs RSA")
     key, iv = os.urandom(cipher.key_size), os.urandom(cipher.block_size)
-    encrypted_key = public_key.encrypt(key, _key_transport_padding(key_transport))
+    try:
+        encrypted_key = public_key.encrypt(key, _key_transport_padding(key_transport))
+    except ValueError:  # e.g. OAEP with SHA-512 cannot wrap a key for an RSA-1024 modulus
+        raise BadAlg(f"a {cipher.name} key cannot be wrapped with {key_transport.name} for this RSA key") from None
     recipient_info = cms.KeyTransRecipientInfo(
         {
             "version": "v0",
@@ -457,6 +462,8 @@ def parse_enveloped(der: bytes, recipient: x509.Certificate) -> Envelope:
     ktri = _recipient_info(enveloped, recipient)
     transport = _key_transport(ktri["key_encryption_algorithm"])
     eci = enveloped["encrypted_content_info"]
+    if eci["content_type"].native != "data":
+        raise EnvelopeRejected("the encrypted content is not of type data (RFC 8894 §3.2.2)")
     algorithm = eci["content_encryption_algorithm"]
     cipher = ContentCipher.from_asn1_name(algorithm["algorithm"].native)
     if cipher is None:

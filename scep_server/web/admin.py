@@ -94,7 +94,7 @@ def _json_body() -> Any:
         return None
     try:
         return json.loads(request.get_data(cache=True))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         abort(400, description='the body must be JSON such as {"reason": "keyCompromise"}')
 
 
