@@ -19,8 +19,9 @@ import pkgutil
 from dataclasses import dataclass, fields
 from typing import Protocol, TypeVar, runtime_checkable
 
+from asn1crypto import csr as asn1_csr
 from cryptography import x509
-from cryptography.x509.oid import AttributeOID
+from cryptography.hazmat.primitives import serialization
 
 from scep_server.config.model import ChallengeConfig, ProfileConfig, UnavailablePolicy
 from scep_server.config.sections import register_section
@@ -159,15 +160,23 @@ def defers_when_unavailable(settings: ChallengeConfig) -> bool:
 
 
 def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
-    """The challengePassword attribute (PKCS#9, RFC 2985 §5.4.1) of a CSR, or None."""
-    try:
-        raw = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
-    except (x509.AttributeNotFound, ValueError):  # absent, or not a single value
+    """The challengePassword attribute (PKCS#9, RFC 2985 §5.4.1) of a CSR, or None.
+
+    None too when the attribute appears more than once, holds more than one value, or is not a
+    DirectoryString (IA5String is read as well: older clients send it). A secret sent as an OCTET STRING
+    is not a challenge, and a BMPString is read as the UTF-16 it is.
+    """
+    der = csr.public_bytes(serialization.Encoding.DER)
+    attributes = asn1_csr.CertificationRequest.load(der)["certification_request_info"]["attributes"]
+    found = [attribute for attribute in attributes if attribute["type"].native == "challenge_password"]
+    if len(found) != 1:
         return None
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        values = found[0]["values"]
+        value = values[0].native if len(values) == 1 else None
+    except (ValueError, TypeError, KeyError):  # a value that is not one of the string types
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _typed(settings: ChallengeConfig, cls: type[ChallengeConfig]) -> ChallengeConfig:

@@ -285,6 +285,8 @@ def _validate_profile(profile: ProfileConfig, where: str) -> None:
         raise ConfigError(f"{where}.validity_days must be >= 1")
     if profile.min_rsa_bits < 1024:
         raise ConfigError(f"{where}.min_rsa_bits must be >= 1024")
+    if profile.min_rsa_bits > profile.max_rsa_bits:
+        raise ConfigError(f"{where}.min_rsa_bits must not exceed max_rsa_bits ({profile.max_rsa_bits})")
     if not set(profile.allowed_key_types) <= {"rsa", "ec"}:
         raise ConfigError(f"{where}.allowed_key_types takes rsa and/or ec")
     for usage in profile.key_usage or ():

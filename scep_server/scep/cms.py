@@ -113,7 +113,7 @@ class SignedMessage:
 def parse_signed(der: bytes) -> SignedMessage:
     """Parse a ContentInfo(SignedData) with one signer; RequestError when it is not one."""
     try:
-        info = cms.ContentInfo.load(der)
+        info = cms.ContentInfo.load(der, strict=True)  # strict: no unsigned bytes after the message
         if info["content_type"].native != "signed_data":
             raise RequestError("pkiMessage is not a SignedData")
         signed = info["content"]
@@ -235,6 +235,8 @@ def _verify_signature(
 
 def _pss_padding(algorithm: algos.SignedDigestAlgorithm) -> asym_padding.PSS:
     params = algorithm["parameters"]
+    if isinstance(params, core.Void):
+        raise BadAlg("RSASSA-PSS needs its parameters in the signature algorithm (RFC 4055 §3.1)")
     mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
     return asym_padding.PSS(
         mgf=asym_padding.MGF1(DigestAlgorithm(mgf_hash).hash()), salt_length=int(params["salt_length"].native)

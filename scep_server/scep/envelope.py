@@ -68,7 +68,10 @@ def encrypt(
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise BadAlg("the recipient certificate has no RSA key: SCEP key transport needs RSA")
     key, iv = os.urandom(cipher.key_size), os.urandom(cipher.block_size)
-    encrypted_key = public_key.encrypt(key, _key_transport_padding(key_transport))
+    try:
+        encrypted_key = public_key.encrypt(key, _key_transport_padding(key_transport))
+    except ValueError:  # e.g. OAEP with SHA-512 cannot wrap a key for an RSA-1024 modulus
+        raise BadAlg(f"a {cipher.name} key cannot be wrapped with {key_transport.name} for this RSA key") from None
     recipient_info = cms.KeyTransRecipientInfo(
         {
             "version": "v0",
@@ -161,6 +164,8 @@ def parse_enveloped(der: bytes, recipient: x509.Certificate) -> Envelope:
     ktri = _recipient_info(enveloped, recipient)
     transport = _key_transport(ktri["key_encryption_algorithm"])
     eci = enveloped["encrypted_content_info"]
+    if eci["content_type"].native != "data":
+        raise EnvelopeRejected("the encrypted content is not of type data (RFC 8894 §3.2.2)")
     algorithm = eci["content_encryption_algorithm"]
     cipher = ContentCipher.from_asn1_name(algorithm["algorithm"].native)
     if cipher is None:

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core
+from asn1crypto import util as asn1_util
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -273,6 +274,8 @@ def _is_ascii_number(text: str, max_digits: int) -> bool:
 
 def _check_signing_time(signed: cms.SignedMessage, skew: timedelta, now: datetime) -> None:
     signing_time = signed.attribute(Attr.SIGNING_TIME, asn1_cms.Time)
+    if isinstance(signing_time, asn1_util.extended_datetime):  # year 0: no datetime can hold it
+        raise BadTime("signingTime lies in the year 0")
     if isinstance(signing_time, datetime) and signing_time.tzinfo is None:
         # A GeneralizedTime without a zone; RFC 5280 §4.1.2.5.2 requires Zulu, so read it as UTC.
         signing_time = signing_time.replace(tzinfo=UTC)

@@ -55,6 +55,29 @@ def test_finding7_json_body_that_is_not_an_object_is_400(admin_server: ScepTestS
     assert shown["status"] == "valid"  # nothing was revoked
 
 
+@pytest.mark.parametrize(("data", "content_type"), [
+    ('{"reason": "keyCompromise"', "application/json"),  # truncated
+    ("reason=keyCompromise", "application/x-www-form-urlencoded"),
+    ('{"reason": "keyCompromise"}x', "text/plain"),
+    (b"\xff\xfe", "application/json"),
+])
+def test_finding7_body_that_is_not_json_is_400_and_revokes_nothing(admin_server: ScepTestServer, serial: str,
+                                                                    data: str | bytes, content_type: str) -> None:
+    response = admin_server.http.post(f"/admin/certificates/{serial}/revoke", data=data,
+                                      content_type=content_type, headers=AUTH)
+    assert response.status_code == 400 and "must be JSON" in response.get_data(as_text=True)
+    shown = admin_server.http.get(f"/admin/certificates/{serial}", headers=AUTH).get_json()
+    assert shown["status"] == "valid"
+
+
+def test_finding7_a_json_reason_counts_whatever_the_content_type(admin_server: ScepTestServer, serial: str) -> None:
+    response = admin_server.http.post(f"/admin/certificates/{serial}/revoke", data='{"reason": "keyCompromise"}',
+                                      content_type="text/plain", headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["status"] == "revoked"
+    shown = admin_server.http.get(f"/admin/certificates/{serial}", headers=AUTH).get_json()
+    assert shown["revocation_reason"] == 1  # keyCompromise (RFC 5280 §5.3.1)
+
+
 def test_finding7_no_body_or_null_still_revokes_as_unspecified(admin_server: ScepTestServer, serial: str) -> None:
     response = admin_server.http.post(f"/admin/certificates/{serial}/revoke", data="null",
                                       content_type="application/json", headers=AUTH)

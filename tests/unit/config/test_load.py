@@ -73,6 +73,7 @@ def test_env_overrides_top_level_keys(tmp_path: Path) -> None:
         ("profiles: {p: {hash: md5}}\n", "hash"),
         ("profiles: {p: {hash: sha1}}\n", "allow_sha1_signature"),
         ("profiles: {p: {min_rsa_bits: 512}}\n", "min_rsa_bits"),
+        ("profiles: {p: {min_rsa_bits: 4096, max_rsa_bits: 2048}}\n", "min_rsa_bits must not exceed max_rsa_bits"),
         ("profiles: {p: {key_usage: [fly]}}\n", "unknown usage"),
         ("profiles: {p: {extended_key_usage: [teleport]}}\n", "unknown EKU"),
         ("profiles: {p: {challenge: {type: magic}}}\n", "challenge.type must be one of intune, static, not 'magic'"),
