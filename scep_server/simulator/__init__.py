@@ -6,8 +6,8 @@ enrolls over SCEP like a device (``device``), then checks the certificate agains
 (``checks``), or that none was delivered for the failure rows. ``scep-simulator`` runs it (``cli``).
 A tool of its own: it shares only ``pki/``, ``scep/`` and the Intune contract
 (``scep_server.intune.contract``) with the server, and talks to it and to the emulator over HTTP. The
-emulator's admin API always needs its bearer token (``EmulatorServer.admin_token``; ``scep-simulator`` takes ``--admin-token`` or
-``INTUNE_EMULATOR_ADMIN_TOKEN``)::
+emulator's admin API always needs its bearer token (``EmulatorServer.admin_token``; ``scep-simulator``
+takes ``--admin-token`` or ``INTUNE_EMULATOR_ADMIN_TOKEN``)::
 
     with EmulatorAdmin(emulator.url, ca_bundle=emulator.ca_bundle, token=emulator.admin_token) as admin:
         results = Simulator(admin, Settings(scep_url="http://127.0.0.1:8080/scep")).run(ROWS, devices=2)
