@@ -144,8 +144,6 @@ def _intune_services(
     uses_intune = any(needs_intune(p.challenge) for p in config.profiles)
     if not uses_intune and not config.intune.configured:
         return Resources()
-    from scep_server.intune.client import IntuneClient
-
     client = IntuneClient(config.intune)
     outbox = NotificationOutbox(store, client, wake=background.wake)
     tasks.append(jobs.intune_outbox(outbox.deliver_due))

@@ -2,7 +2,7 @@
 
 Fail closed: only ``Success`` from validateRequest lets a certificate be issued. Every other code, an
 Entra ID authentication failure or an unusable answer refuses the request (SCEP FAILURE badRequest,
-with the Intune code in the log). Only "Intune could not be reached" is an ValidatorUnavailable, which a
+with the Intune code in the log). Only "Intune could not be reached" is a ValidatorUnavailable, which a
 profile with ``on_validator_unavailable: pending`` turns into PENDING and background retries.
 
 The validator talks to Intune through the two operations it needs and reports failures to a notifier

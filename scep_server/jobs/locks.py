@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 CRL_PUBLISHING = "crl-publishing"
 OCSP_RESPONDER_RENEWAL = "ocsp-responder-renewal"
 INTUNE_REVOCATION_SYNC = "intune-revocation-sync"
-# One Intune revocation round at a time, the worker's or a ``scep-server intune sync-revocations`` run;
-# the name is that of the per-host lock file earlier releases used, so they take turns with this one.
+# One Intune revocation round at a time, the worker's or a ``scep-server intune sync-revocations`` run.
+# Earlier releases locked ``<data_dir>/intune-revocations.lock``: do not run old and new side by side.
 INTUNE_REVOCATION_ROUND = "intune-revocations"
 
 LOCK_FILE_MODE = 0o600

@@ -284,7 +284,7 @@ def _unwrap_key(
     substitute = os.urandom(size)
     try:
         key = recipient_key.decrypt(encrypted_key, _key_transport_padding(transport))
-    except ValueError:
+    except Exception:  # noqa: BLE001 - any backend error (a token's, say) must look like a bad block: no oracle
         return substitute, "the content-encryption key cannot be decrypted"
     if len(key) != size:
         return substitute, f"the content-encryption key has {len(key)} bytes, not {size}"

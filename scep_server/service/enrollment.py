@@ -37,9 +37,12 @@ from scep_server.challenge import ValidationRequest
 from scep_server.errors import (
     BadCertId,
     BadRequest,
+    Conflict,
     FailInfo,
+    NotFound,
     PKIFailure,
     StoreError,
+    Unavailable,
     failure_for,
 )
 from scep_server.scep import message
@@ -99,6 +102,11 @@ class EnrollmentService:
             outcome = self._dispatch(profile, request, ip)
         except PKIFailure as failure:
             outcome = self._failure(profile, context, failure, ip)
+        except (Conflict, NotFound) as exc:
+            # Another handler moved the transaction on while this one worked: the device retries, as for
+            # an outage (503), and learns nothing about the transaction's state.
+            self._audit(profile, context, _error_status(exc), str(exc)[:200], ip)
+            raise Unavailable("the transaction changed while it was handled") from exc
         except Exception as exc:  # 503s and the unexpected: still one audit record
             self._audit(profile, context, _error_status(exc), str(exc)[:200], ip)
             raise

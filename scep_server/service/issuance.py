@@ -45,6 +45,7 @@ from scep_server.errors import (
     BadRequest,
     Conflict,
     FailInfo,
+    NotFound,
     PKIFailure,
     RetryLater,
     StoreError,
@@ -250,7 +251,7 @@ class IssuanceService:
                 profile=validation.profile, transaction_id=validation.transaction_id,
                 serial=certificate.serial_number, reason=reason,
             )
-        except (StoreError, Conflict) as exc:  # never handed out: the next claim of the transaction revokes it
+        except (StoreError, Conflict, NotFound) as exc:  # never handed out: the next claim revokes it
             log.error("could not revoke withdrawn certificate %x: %s", certificate.serial_number, exc)
             return True
 

@@ -16,7 +16,15 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from scep_server.errors import Conflict, InvalidInput, NotFound, RequestError, StoreError, Unavailable
+from scep_server.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RequestError,
+    StoreError,
+    StoreUnavailable,
+    Unavailable,
+)
 from scep_server.service.revocation import REASON_NAMES, UnknownRevocationReason
 
 log = logging.getLogger("scep_server.web")
@@ -82,6 +90,13 @@ def _conflict(exc: Conflict) -> Response:
 def _unavailable(exc: Unavailable) -> Response:
     log.error("dependency unavailable: %s", exc.detail)
     retry_after = int(exc.retry_after or UPSTREAM_RETRY_AFTER)
+    return text(503, "service temporarily unavailable", {"Retry-After": str(retry_after)})
+
+
+@handle.register
+def _store_unavailable(exc: StoreUnavailable) -> Response:
+    log.error("store unavailable: %s", exc)
+    retry_after = int(exc.retry_after or STORE_RETRY_AFTER)
     return text(503, "service temporarily unavailable", {"Retry-After": str(retry_after)})
 
 
