@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "interop")]
+sys.path[:0] = [str(REPO)]
 
 import requests  # noqa: E402
 from asn1crypto import core  # noqa: E402
@@ -35,7 +35,6 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from harness import HarnessError, MicromdmScepServer, ScepServerProcess  # noqa: E402
 
 from scep_server.errors import ScepError  # noqa: E402
 from scep_server.scep import cms  # noqa: E402
@@ -47,6 +46,8 @@ from scep_server.scep.client import (  # noqa: E402
 )
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm  # noqa: E402
 from scep_server.simulator.http import PKI_MESSAGE, ScepHttpClient  # noqa: E402
+from tests.support.processes import HarnessError  # noqa: E402
+from tests.support.servers import MicromdmScepServer, ScepServerProcess  # noqa: E402
 
 CHALLENGE = "bench-secret"
 OUR_CONFIG = """\

@@ -8,7 +8,6 @@ Intune cannot be asked (what the matrix expects) and ``intune-pending`` deferrin
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 
 from scep_server.emulator import EmulatorServer
 from scep_server.simulator import EmulatorAdmin, Settings, Simulator
-from tests.interop.harness import ScepServerProcess
+from tests.support.servers import ScepServerProcess, running_emulator
 
 PROFILES: dict[str, Any] = {
     "intune": {"challenge": {"type": "intune", "on_intune_unavailable": "fail"}},
@@ -76,11 +75,9 @@ def stored_with_subject(lines: list[str], subject: str) -> list[str]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("e2e")
-    token = secrets.token_urlsafe(16)
-    with EmulatorServer(state_dir=root / "emulator", admin_token=token) as emulator:
-        emulator.register_client()
+    with running_emulator(root / "emulator") as emulator:
         with ScepServerProcess(root / "server", server_config(emulator)) as server, \
-                EmulatorAdmin(emulator.url, ca_bundle=emulator.ca_bundle, token=token) as admin:
+                EmulatorAdmin(emulator.url, ca_bundle=emulator.ca_bundle, token=emulator.admin_token) as admin:
             settings = Settings(scep_url=server.url(), timeout=10.0, poll_interval=0.2, http_timeout=30.0)
             yield Stack(emulator, server, admin, Simulator(admin, settings))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,10 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scep_server.ca.authority import check_keys_at_rest, load_ca
 from scep_server.ca.keys import file as keys
@@ -35,6 +32,8 @@ from scep_server.emulator import EmulatorServer
 from scep_server.emulator.cli import describe
 from scep_server.errors import CAError, ConfigError
 from scep_server.runtime import build_runtime
+from tests.support import pki
+from tests.support.processes import free_port
 
 from .conftest import CHALLENGE, CONFIG
 
@@ -225,16 +224,11 @@ def test_finding10_a_key_that_cannot_be_encrypted_in_place_is_a_clear_error(
 
 def _ca_to_import(tmp_path: Path, password: bytes) -> tuple[Path, Path, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Imported CA")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = pki.self_signed("Imported CA", key, ca=True, not_before=now - datetime.timedelta(days=1),
+                           not_after=now + datetime.timedelta(days=365))
     (tmp_path / "import.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "import.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(password)))
+    (tmp_path / "import.key").write_bytes(pki.private_pem(key, password))
     return tmp_path / "import.pem", tmp_path / "import.key", key
 
 
@@ -284,12 +278,6 @@ def test_finding10_import_ca_stores_unencrypted_only_when_allowed_and_warns(
 # --- serve --with-emulator ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _token_status(emulator: EmulatorProcess, client_id: str, secret: str) -> int:
     form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
             "scope": f"{emulator.url}/intune-api/.default"}
@@ -314,7 +302,7 @@ def dev_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 def test_finding10_with_emulator_never_registers_the_configured_secret(
     tmp_path: Path, dev_config: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"https://127.0.0.1:{_free_port()}/"
+    url = f"https://127.0.0.1:{free_port()}/"
     intune = IntuneConfig(tenant="contoso.onmicrosoft.com", client_id="dev-app",
                           client_secret=SecretSource(value="the-real-entra-secret"), authority=url,
                           ca_bundle=str(tmp_path / "var" / "emulator" / "ca.pem"))
@@ -339,7 +327,7 @@ def test_finding10_with_emulator_takes_the_admin_token_from_the_environment(
     tmp_path: Path, dev_config: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("INTUNE_EMULATOR_ADMIN_TOKEN", "chosen-admin-token")
-    intune = IntuneConfig(tenant="t", client_id="a", authority=f"https://127.0.0.1:{_free_port()}/",
+    intune = IntuneConfig(tenant="t", client_id="a", authority=f"https://127.0.0.1:{free_port()}/",
                           ca_bundle=str(tmp_path / "emulator" / "ca.pem"))
     emulator, _ = start_beside(replace(load_config(dev_config, env={}), intune=intune))
     try:

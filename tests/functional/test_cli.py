@@ -14,7 +14,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scep_server.cli import main
 from scep_server.cli.beside import EmulatorProcess, start_beside
@@ -22,6 +21,8 @@ from scep_server.config import IntuneConfig, SecretSource, ServerConfig, load_co
 from scep_server.errors import ConfigError
 from scep_server.runtime import build_runtime
 from scep_server.web import create_app
+from tests.support import pki
+from tests.support.processes import free_port
 
 from .conftest import CHALLENGE, CONFIG, Device, ScepTestServer
 
@@ -71,22 +72,10 @@ def test_import_existing_ca_with_chain(
     monkeypatch.setenv("SCEP_CA_PASSPHRASE", "import passphrase")  # import-ca never stores the key decrypted
     now = datetime.datetime.now(datetime.UTC)
     root_key, sub_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Imported Root")])
-    sub_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Imported Issuing CA")])
-
-    def ca_cert(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey,
-                signer: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-        return (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=900))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(signer, hashes.SHA384())
-        )
-
-    root = ca_cert(root_name, root_name, root_key, root_key)
-    sub = ca_cert(sub_name, root_name, sub_key, root_key)
+    profile = {"usage": None, "key_identifier": True, "not_before": now - datetime.timedelta(days=1),
+               "not_after": now + datetime.timedelta(days=900)}
+    root_ca = pki.CA.root("Imported Root", key=root_key, hash_algorithm=hashes.SHA384(), **profile)
+    root, sub = root_ca.cert, root_ca.child("Imported Issuing CA", key=sub_key, **profile).cert
     (tmp_path / "sub.pem").write_bytes(sub.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "sub.key").write_bytes(sub_key.private_bytes(
@@ -168,12 +157,6 @@ def test_the_dev_tools_old_subcommands_run_their_console_scripts(capfd: pytest.C
 # --- serve --with-emulator: the emulator as a child process ------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _beside_config(tmp_path: Path, port: int) -> ServerConfig:
     intune = IntuneConfig(tenant="contoso.onmicrosoft.com", client_id="dev-app",
                           client_secret=SecretSource(env="SERVER_ONLY_SECRET"), authority=f"https://127.0.0.1:{port}/",
@@ -226,4 +209,4 @@ def test_with_emulator_a_taken_port_is_reported(tmp_path: Path) -> None:
 
 
 def _started(tmp_path: Path) -> tuple[EmulatorProcess, ServerConfig]:
-    return start_beside(_beside_config(tmp_path, _free_port()))
+    return start_beside(_beside_config(tmp_path, free_port()))

@@ -15,20 +15,11 @@ from scep_server.scep.types import PKIStatus
 from scep_server.service.publishing import CrlCache, RevocationWatch
 from scep_server.service.revocation import REASON_NAMES, RevocationService, UnknownRevocationReason, revocation_reason
 from scep_server.store import AlreadyRevoked, CertificateNotFound, CertStatus
+from tests.support.clocks import FakeClock
 
 from .conftest import Device, ScepTestServer
 
 CRL_VALIDITY = timedelta(hours=168)  # ca.crl_validity_hours default
-
-
-class Ticks:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.value = 1000.0
-
-    def __call__(self) -> float:
-        return self.value
 
 
 def fetch(server: ScepTestServer, suffix: str = "crl") -> x509.CertificateRevocationList:
@@ -94,7 +85,7 @@ def test_get_crl_answers_with_the_published_crl(server: ScepTestServer) -> None:
 
 
 def test_a_burst_of_revocations_yields_one_new_crl(server: ScepTestServer) -> None:
-    ticks = Ticks()
+    ticks = FakeClock(1000.0)
     store, ca = server.runtime.store, server.ca
     crls = CrlCache(
         ca, store, validity=CRL_VALIDITY, refresh=timedelta(hours=1),
@@ -106,22 +97,22 @@ def test_a_burst_of_revocations_yields_one_new_crl(server: ScepTestServer) -> No
     first = x509.load_der_x509_crl(crls.current_der())
     for serial in serials:
         service.revoke(serial, reason="cessationOfOperation")
-        ticks.value += 0.05
+        ticks.now += 0.05
     assert not crls.publish_due()  # still within the debounce window
-    ticks.value += 1.0
+    ticks.now += 1.0
     assert crls.publish_due()
     published = crls.current_der()
     crl = x509.load_der_x509_crl(published)
     assert number(crl) == number(first) + 1 and len(crl) == len(serials)
     assert not crls.publish_due()
     assert crls.current_der() == published
-    ticks.value += timedelta(hours=1).total_seconds()
+    ticks.now += timedelta(hours=1).total_seconds()
     assert crls.publish_due()  # the schedule
     assert number(x509.load_der_x509_crl(crls.current_der())) == number(crl) + 1
 
 
 def test_current_crl_is_never_stale_inside_the_debounce_window(server: ScepTestServer) -> None:
-    ticks = Ticks()
+    ticks = FakeClock(1000.0)
     store, ca = server.runtime.store, server.ca
     crls = CrlCache(
         ca, store, validity=CRL_VALIDITY, refresh=timedelta(hours=1),
@@ -138,7 +129,7 @@ def test_current_crl_is_never_stale_inside_the_debounce_window(server: ScepTestS
 def test_revocation_elsewhere_is_noticed_within_the_check_interval(
     server: ScepTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ticks = Ticks()
+    ticks = FakeClock(1000.0)
     store, ca = server.runtime.store, server.ca
     crls = CrlCache(
         ca, store, validity=CRL_VALIDITY, refresh=timedelta(hours=1),
@@ -156,10 +147,10 @@ def test_revocation_elsewhere_is_noticed_within_the_check_interval(
     monkeypatch.setattr(store, "count_certificates", counting)
     RevocationService(store, issuer=ca.issuer_name).revoke(cert.serial_number, reason="keyCompromise")  # tells no cache
     for _ in range(5):
-        ticks.value += 0.15
+        ticks.now += 0.15
         crls.current_der()
     assert counts == []  # one cheap count a second at most
-    ticks.value += 0.3
+    ticks.now += 0.3
     crl = x509.load_der_x509_crl(crls.current_der())
     assert counts == [CertStatus.REVOKED]
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None

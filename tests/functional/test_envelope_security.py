@@ -30,6 +30,7 @@ from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, KeyTran
 from scep_server.web import create_app
 from scep_server.web.budget import FailureBudget
 from scep_server.web.scep import BUDGET_EXTENSION
+from tests.support.clocks import FakeClock
 
 from .conftest import CHALLENGE, Device, ScepTestServer, make_config
 
@@ -321,26 +322,26 @@ def _undecryptable(server: ScepTestServer) -> bytes:
 
 
 @pytest.fixture
-def budgeted(tmp_path: Path) -> Iterator[tuple[ScepTestServer, list[float]]]:
+def budgeted(tmp_path: Path) -> Iterator[tuple[ScepTestServer, FakeClock[float]]]:
     """Three failures per minute per IP, on a clock the test moves."""
     started = _start(tmp_path, max_failures=3)
-    now = [1000.0]
-    budget = FailureBudget(3, 60, 100, clock=lambda: now[0])
+    clock = FakeClock(1000.0)
+    budget = FailureBudget(3, 60, 100, clock=clock)
     started.http.application.extensions[BUDGET_EXTENSION] = budget  # type: ignore[attr-defined]
     try:
-        yield started, now
+        yield started, clock
     finally:
         started.runtime.close()
 
 
-def test_failure_budget_answers_429_with_retry_after(budgeted: tuple[ScepTestServer, list[float]]) -> None:
-    server, now = budgeted
+def test_failure_budget_answers_429_with_retry_after(budgeted: tuple[ScepTestServer, FakeClock[float]]) -> None:
+    server, clock = budgeted
     attacker_ip, other_ip = "192.0.2.10", "198.51.100.7"
     for der in (_undecryptable(server), _bad_signature(server), _undecryptable(server)):
         response = _post_from(server, der, attacker_ip)
         assert response.status_code == 200
         assert observe(response)[4] == str(int(FailInfo.BAD_MESSAGE_CHECK))
-        now[0] += 10
+        clock.advance(10)
     device = Device()
     blocked = _post_from(server, server.pkcsreq(device).der, attacker_ip)
     assert blocked.status_code == 429
@@ -349,12 +350,12 @@ def test_failure_budget_answers_429_with_retry_after(budgeted: tuple[ScepTestSer
     assert _post_from(server, server.pkcsreq(Device()).der, other_ip).status_code == 200  # another client
     caps = server.http.get("/scep", query_string={"operation": "GetCACaps"}, environ_base={"REMOTE_ADDR": attacker_ip})
     assert caps.status_code == 200  # only PKIOperation is budgeted
-    now[0] += 30
+    clock.advance(30)
     retried = _post_from(server, server.pkcsreq(device).der, attacker_ip)
     assert retried.status_code == 200 and server.issued_count() == 2
 
 
-def test_failure_budget_ignores_policy_refusals(budgeted: tuple[ScepTestServer, list[float]]) -> None:
+def test_failure_budget_ignores_policy_refusals(budgeted: tuple[ScepTestServer, FakeClock[float]]) -> None:
     """A wrong challenge (badRequest) is an answer to a readable request: it does not spend the budget."""
     server, _ = budgeted
     for _ in range(5):

@@ -14,7 +14,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from scep_server.ca.authority import init_ca
 from scep_server.emulator import EmulatorServer, IntuneEmulator
@@ -25,6 +24,7 @@ from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.store import CertStatus
 from scep_server.web import create_app
+from tests.support import pki
 
 from .conftest import Device, ScepTestServer
 from .intune_env import IntuneEnv, csr_for, enroll, intune_config
@@ -102,17 +102,10 @@ def test_wrong_secret_issues_nothing_and_names_entra_id(
 
 
 def test_client_certificate_authentication(tmp_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scep-server app credential")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256())
-    )
+    key = pki.new_key()
+    cert = pki.self_signed("scep-server app credential", key)  # valid from an hour ago for 30 days
     (tmp_path / "app.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "app.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "app.key").write_bytes(pki.private_pem(key))
     with EmulatorServer(IntuneEmulator(), state_dir=tmp_path / "emulator") as emulator:
         client_id = "7d4c2a10-0000-4000-8000-000000000002"
         emulator.emulator.register_app(client_id, certificate=cert)

@@ -25,6 +25,7 @@ from scep_server.scep import client, cms
 from scep_server.scep.device_key import DeviceKey
 from scep_server.scep.envelope import ENVELOPE_FAILURE_TEXT, encrypt
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, MessageType, PKIStatus
+from tests.support import pki
 
 from .conftest import CHALLENGE, Device, ScepTestServer
 
@@ -210,13 +211,8 @@ def _repeated_challenge_csr(server: ScepTestServer, device: Device) -> bytes:
 
 def _ec_signer(server: ScepTestServer, device: Device) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec-signer")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(7).not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
-    )
+    cert = pki.self_signed("ec-signer", key, serial=7, not_after=now + datetime.timedelta(days=1))
     return _signed(server, device, signer_key=key, signer_cert=cert)
 
 

@@ -32,6 +32,7 @@ from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL, OcspAnswer, O
 from scep_server.store import NewCertificate
 from scep_server.web import create_app
 from scep_server.web.ocsp import decode_get_request
+from tests.support.clocks import FakeClock
 
 from .conftest import Device, ScepTestServer, make_config
 
@@ -56,14 +57,6 @@ def running(config: ServerConfig, data_dir: Path) -> Iterator[ScepTestServer]:
         yield ScepTestServer(runtime, app.test_client(), data_dir)
     finally:
         runtime.close()
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def request_for(
@@ -103,7 +96,7 @@ def post(server: ScepTestServer, der: bytes, path: str = "/ocsp") -> tuple[ocsp.
     return ocsp.load_der_ocsp_response(response.data), response
 
 
-def clocked_responder(server: ScepTestServer, clock: Clock) -> OcspResponder:
+def clocked_responder(server: ScepTestServer, clock: FakeClock[datetime]) -> OcspResponder:
     """The runtime's OCSP responder built again on the same CA files, store and watch, but on ``clock``."""
     runtime, config = server.runtime, server.runtime.config
     policy = responder_policy(config.ca.ocsp_subject, config.ca.ocsp_validity_days)
@@ -314,7 +307,7 @@ def test_get_request_decoding() -> None:
 
 
 def test_cached_response_is_reused_for_half_its_validity(server: ScepTestServer) -> None:
-    clock = Clock(datetime.now(UTC))
+    clock = FakeClock(datetime.now(UTC))
     responder = clocked_responder(server, clock)
     der = request_for(server.enroll(Device()), server.ca.ca_cert)
     first, answer = ask(responder, der)
@@ -329,7 +322,7 @@ def test_cached_response_is_reused_for_half_its_validity(server: ScepTestServer)
 
 def test_responder_certificate_is_renewed_when_a_third_of_its_life_is_left(server: ScepTestServer) -> None:
     start = datetime.now(UTC)
-    clock = Clock(start)
+    clock = FakeClock(start)
     responder = clocked_responder(server, clock)
     der = request_for(server.enroll(Device()), server.ca.ca_cert, nonce=b"n" * 16)
     original = check_signed_by_delegated_responder(server, ask(responder, der)[0])

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL, CrlCache, RevocationWatch
 from scep_server.service.revocation import RevocationService
+from tests.support.clocks import FakeClock
 
 from .conftest import Device, ScepTestServer
 
@@ -24,15 +25,7 @@ VALIDITY = timedelta(hours=168)
 REFRESH = timedelta(hours=1)
 
 
-class Ticks:
-    def __init__(self) -> None:
-        self.value = 1000.0
-
-    def __call__(self) -> float:
-        return self.value
-
-
-def cache(server: ScepTestServer, ticks: Ticks) -> CrlCache:
+def cache(server: ScepTestServer, ticks: FakeClock[float]) -> CrlCache:
     store = server.runtime.store
     return CrlCache(
         server.ca, store, validity=VALIDITY, refresh=REFRESH, watch=RevocationWatch(store, clock=ticks), clock=ticks
@@ -49,7 +42,7 @@ def stored_number(server: ScepTestServer) -> int | None:
 
 
 def test_every_process_serves_the_crl_the_publisher_stored(server: ScepTestServer) -> None:
-    ticks = Ticks()
+    ticks = FakeClock(1000.0)
     publisher, reader = cache(server, ticks), cache(server, ticks)
     assert publisher.publish_due()
     published = publisher.current_der()
@@ -60,7 +53,7 @@ def test_every_process_serves_the_crl_the_publisher_stored(server: ScepTestServe
 
 
 def test_a_revocation_elsewhere_is_in_one_new_crl_that_everyone_serves(server: ScepTestServer) -> None:
-    ticks = Ticks()
+    ticks = FakeClock(1000.0)
     publisher, reader = cache(server, ticks), cache(server, ticks)
     serial = server.enroll(Device()).serial_number
     assert publisher.publish_due()
@@ -71,18 +64,18 @@ def test_a_revocation_elsewhere_is_in_one_new_crl_that_everyone_serves(server: S
     revoked = reader.current_der()  # the reader knows of a revocation the stored CRL lacks: it builds one
     assert number(revoked) == number(first) + 1 and stored_number(server) == number(revoked)
     assert x509.load_der_x509_crl(revoked).get_revoked_certificate_by_serial_number(serial) is not None
-    ticks.value += DEFAULT_CHECK_INTERVAL
+    ticks.now += DEFAULT_CHECK_INTERVAL
     assert publisher.current_der() == revoked  # noticed by count, found in the store
-    ticks.value += 2.0
+    ticks.now += 2.0
     assert not publisher.publish_due()  # already published: no second CRL for the same revocation
 
 
 def test_the_publisher_renews_on_schedule_and_readers_follow(server: ScepTestServer) -> None:
-    ticks = Ticks()
+    ticks = FakeClock(1000.0)
     publisher, reader = cache(server, ticks), cache(server, ticks)
     assert publisher.publish_due()
     before = reader.current_der()
-    ticks.value += REFRESH.total_seconds()
+    ticks.now += REFRESH.total_seconds()
     assert publisher.publish_due()
     renewed = publisher.current_der()
     assert number(renewed) == number(before) + 1
@@ -92,13 +85,13 @@ def test_the_publisher_renews_on_schedule_and_readers_follow(server: ScepTestSer
 
 
 def test_readers_build_when_no_publisher_has_run_for_too_long(server: ScepTestServer) -> None:
-    ticks = Ticks()
+    ticks = FakeClock(1000.0)
     reader = cache(server, ticks)
     first = reader.current_der()  # nothing stored yet: the reader builds the first one itself
     assert stored_number(server) == number(first)
-    ticks.value += REFRESH.total_seconds()
+    ticks.now += REFRESH.total_seconds()
     assert reader.current_der() == first  # within the publisher's grace
-    ticks.value += REFRESH.total_seconds() / 4
+    ticks.now += REFRESH.total_seconds() / 4
     assert number(reader.current_der()) == number(first) + 1
 
 
@@ -119,7 +112,7 @@ def test_a_stored_crl_another_key_signed_is_not_served(
     store.store_crl(issuer=ca.issuer_name, crl_number=foreign_number, der=foreign.public_bytes(Encoding.DER),
                     this_update=now, next_update=now + VALIDITY, revoked_count=0)
     with caplog.at_level(logging.WARNING):
-        served = x509.load_der_x509_crl(cache(server, Ticks()).current_der())
+        served = x509.load_der_x509_crl(cache(server, FakeClock(1000.0)).current_der())
     assert served.is_signature_valid(ca.ca_cert.public_key())  # type: ignore[arg-type]
     assert number(served.public_bytes(Encoding.DER)) == foreign_number + 1
     assert f"stored CRL number {foreign_number}" in caplog.text

@@ -1,44 +1,18 @@
 """Fixtures for the real-client interop tests: our server under gunicorn, and the client tools.
 
 A missing client binary fails the test when ``CI`` is set (CI must install them with
-``.ci/install-deps.sh``); elsewhere it skips with a pointer to that script.
+``.ci/install-deps.sh``); elsewhere it skips with a pointer to that script (:mod:`tests.support.env`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import (  # noqa: E402
-    CERTMONGER,
-    DBUS_DAEMON,
-    GETCERT,
-    SCEP_SUBMIT,
-    SCEPCLIENT,
-    CertmongerSession,
-    ScepServerProcess,
-    server_config,
-)
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def require_executables(*paths: str) -> None:
-    missing = [p for p in paths if not os.access(p, os.X_OK)]
-    if not missing:
-        return
-    message = f"missing {', '.join(missing)}: install the interop clients with `sudo .ci/install-deps.sh`"
-    if in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+from tests.interop.harness import CERTMONGER, DBUS_DAEMON, GETCERT, SCEP_SUBMIT, SCEPCLIENT, CertmongerSession
+from tests.support.env import require_executables
+from tests.support.servers import ScepServerProcess, server_config
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,4 @@
-"""Real SCEP clients against a real server process, all on 127.0.0.1.
-
-Servers
--------
-``ScepServerProcess`` writes a YAML config, runs ``scep-server --config FILE init`` and then
-``scep-server --config FILE serve --bind 127.0.0.1:PORT --workers 2 --threads 4`` (gunicorn in the
-foreground) in its own process group, waits for ``GET /healthz`` to answer 200, and on exit sends
-SIGTERM to the group, then SIGKILL if it is still there after a grace period.
-
-``MicromdmScepServer`` runs micromdm's ``scepserver`` (Debian package ``scep``) the same way:
-``scepserver ca -init`` then ``scepserver -depot DIR -port PORT -challenge SECRET -debug``. It is a
-reference SCEP server for checking the client side of this harness and for benchmarks. It has no RA:
-its CA certificate signs CertReps and decrypts requests, and it always encrypts CertReps with single
-DES. It listens on all interfaces (it has no listen-address flag); everything here only connects to
-127.0.0.1.
+"""Real SCEP clients against a real server process, all on 127.0.0.1 (servers: :mod:`tests.support.servers`).
 
 Clients, and what each does on the wire
 ---------------------------------------
@@ -63,80 +49,31 @@ certmonger 0.79.17 (``CertmongerSession`` drives the real daemon; ``scep_submit`
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
-import textwrap
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import yaml
 from cryptography import x509
 
+from tests.support.processes import HarnessError, client_env, spawn, stop_group, tail
+from tests.support.servers import ServerProcess
+
 SCEPCLIENT = "/usr/bin/scepclient"
-SCEPSERVER = "/usr/bin/scepserver"
 CERTMONGER = "/usr/sbin/certmonger"
 GETCERT = "/usr/bin/getcert"
 SCEP_SUBMIT = "/usr/lib/certmonger/scep-submit"
 DBUS_DAEMON = "/usr/bin/dbus-daemon"
-
-HOST = "127.0.0.1"
-CHALLENGE = "s3cret"
-LEGACY_PROFILE = "legacy"  # allow_des: micromdm scepclient only speaks single DES + SHA-1
-STOP_TIMEOUT = 15.0
-REPO_ROOT = Path(__file__).resolve().parents[2]
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy")
-
-# urllib honours *_proxy variables; nothing here may leave 127.0.0.1.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class HarnessError(RuntimeError):
-    """A server or client could not be started, or did not become ready."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-
-def client_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for client processes: proxies removed so libcurl and Go stay on loopback."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARS}
-    env["no_proxy"] = env["NO_PROXY"] = f"{HOST},localhost"
-    env.update(extra or {})
-    return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET a loopback URL without proxies; HTTP errors are returned, not raised."""
-    if not url.startswith(f"http://{HOST}:"):
-        raise ValueError(f"refusing to fetch a non-loopback URL: {url}")
-    try:
-        with _OPENER.open(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
 
 
 def sha256_fingerprint(cert: x509.Certificate) -> str:
@@ -152,333 +89,8 @@ def load_pem_certs(data: bytes | str) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(raw)
 
 
-_BASE64_LINE = re.compile(r"^[A-Za-z0-9+/=]{40,}$")
-
-
-def _tail(text: str, lines: int = 80) -> str:
-    """The last lines of a log, without the base64 bodies certmonger logs at length."""
-    kept = [line for line in text.splitlines() if not _BASE64_LINE.match(line.strip())]
-    return "\n".join(kept[-lines:])
-
-
-def _stop_group(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the process group led by ``proc``, SIGKILL it if it lingers; reap the leader."""
-    pgid = proc.pid
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    # Workers or helpers left in the group (the leader may be gone already) are ended too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=timeout)
-
-
-def _spawn(argv: Sequence[str], log_path: Path, *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[Any]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-# --------------------------------------------------------------------------------------------- servers
-
-# `serve` keeps the CA keys encrypted at rest: the interop server runs as production does, with a passphrase.
-_SERVER_CONFIG = """\
-data_dir: {data_dir}
-ca:
-  key_passphrase: {{env: SCEP_CA_PASSPHRASE, value: "interop-ca-passphrase"}}
-profiles:
-  default:
-    challenge: {{type: static, secret: {{value: "{challenge}"}}}}
-  {legacy}:
-    challenge: {{type: static, secret: {{value: "{challenge}"}}}}
-    allow_des: true
-"""
-
-
-def server_config(data_dir: Path, challenge: str = CHALLENGE) -> str:
-    """The interop config: a ``default`` profile and a DES-allowing ``legacy`` one, static challenge."""
-    return _SERVER_CONFIG.format(data_dir=data_dir, challenge=challenge, legacy=LEGACY_PROFILE)
-
-
 def unique_cn(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def default_server_cmd() -> list[str]:
-    """How to run our CLI: $SCEP_INTEROP_SERVER_CMD, the installed console script, or the module."""
-    override = os.environ.get("SCEP_INTEROP_SERVER_CMD")
-    if override:
-        return shlex.split(override)
-    for candidate in (Path(sysconfig.get_path("scripts")) / "scep-server", Path(sys.executable).parent / "scep-server"):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    return [sys.executable, "-c", "import sys; from scep_server.cli import main; sys.exit(main())"]
-
-
-class _ServerBase:
-    """Shared lifecycle: spawn, wait until ready, log access, stop the whole process group."""
-
-    startup_timeout = 30.0
-    ready_path = "/healthz"
-    name = "server"
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = Path(tmp_path)
-        self.tmp_path.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.tmp_path / f"{self.name}.log"
-        self.port = 0
-        self.proc: subprocess.Popen[Any] | None = None
-
-    # -- public
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> Self:
-        try:
-            self._prepare()
-            self._start_with_retries()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_group(self.proc)
-            self.proc = None
-
-    # -- for subclasses
-    def _prepare(self) -> None:
-        raise NotImplementedError
-
-    def _serve_argv(self, port: int) -> list[str]:
-        raise NotImplementedError
-
-    def _env(self) -> dict[str, str]:
-        return client_env()
-
-    # -- internals
-    def _start_with_retries(self, attempts: int = 3) -> None:
-        for attempt in range(1, attempts + 1):
-            self.port = free_port()
-            mark = len(self.log_text())
-            self.proc = _spawn(self._serve_argv(self.port), self.log_path, cwd=self.tmp_path, env=self._env())
-            try:
-                self._wait_ready()
-                return
-            except HarnessError:
-                recent = self.log_text()[mark:]
-                self.stop()
-                port_taken = "in use" in recent.lower()
-                if attempt == attempts or not port_taken:
-                    raise
-
-    def _wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        url = self.base_url + self.ready_path
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise HarnessError(
-                    f"{self.name} exited with status {self.proc.returncode} before it was ready; "
-                    f"its log:\n{_tail(self.log_text())}"
-                )
-            try:
-                status, _ = http_get(url, timeout=2.0)
-                if status == 200:
-                    return
-                last = f"HTTP {status}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        raise HarnessError(
-            f"{self.name} not ready at {url} after {self.startup_timeout:.0f} s ({last}); "
-            f"its log:\n{_tail(self.log_text())}"
-        )
-
-
-class ScepServerProcess(_ServerBase):
-    """Our server: ``init`` then ``serve`` under gunicorn on a free 127.0.0.1 port.
-
-    ``config_yaml`` is written to ``tmp_path/scep-server.yaml``; a relative ``data_dir`` is relative
-    to ``tmp_path`` (the server runs there). ``url(profile, path)`` builds SCEP URLs.
-    """
-
-    name = "scep-server"
-
-    def __init__(
-        self,
-        tmp_path: Path,
-        config_yaml: str,
-        *,
-        server_cmd: Sequence[str] | str | None = None,
-        workers: int = 2,
-        threads: int = 4,
-        startup_timeout: float = 30.0,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(tmp_path)
-        self.config_yaml = textwrap.dedent(config_yaml)
-        if isinstance(server_cmd, str):
-            server_cmd = shlex.split(server_cmd)
-        self.server_cmd = list(server_cmd) if server_cmd else default_server_cmd()
-        self.workers = workers
-        self.threads = threads
-        self.startup_timeout = startup_timeout
-        self.extra_env = dict(env or {})
-        self.config_path = self.tmp_path / "scep-server.yaml"
-        raw = yaml.safe_load(self.config_yaml) or {}
-        data_dir = Path(str(raw.get("data_dir", "var")))
-        self.data_dir = data_dir if data_dir.is_absolute() else self.tmp_path / data_dir
-
-    @property
-    def ca_pem_path(self) -> Path:
-        return self.data_dir / "ca" / "ca.pem"
-
-    @property
-    def ra_pem_path(self) -> Path:
-        return self.data_dir / "ca" / "ra.pem"
-
-    def url(self, profile: str | None = None, path: str = "/scep") -> str:
-        """``http://127.0.0.1:PORT<path>`` plus ``/<profile>`` when a profile is named."""
-        return self.base_url + path + (f"/{profile}" if profile else "")
-
-    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run ``scep-server --config FILE <args>`` and return its completed process."""
-        return subprocess.run(
-            [*self.server_cmd, "--config", str(self.config_path), *args],
-            cwd=self.tmp_path,
-            env=self._env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def certs_list(self) -> str:
-        """stdout of ``scep-server certs list``; raises if the command fails."""
-        done = self.cli("certs", "list")
-        if done.returncode != 0:
-            raise HarnessError(f"certs list failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        return done.stdout
-
-    def ca_certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.ca_pem_path.read_bytes())
-
-    def _env(self) -> dict[str, str]:
-        # SCEP_SERVER_* would override the config file; the test config must be the only input.
-        env = {k: v for k, v in client_env().items() if not k.startswith("SCEP_SERVER_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        # The checkout under test comes first, whatever copy of the package is installed.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        env.update(self.extra_env)
-        return env
-
-    def _prepare(self) -> None:
-        self.config_path.write_text(self.config_yaml, encoding="utf-8")
-        try:
-            done = self.cli("init")
-        except FileNotFoundError as exc:
-            raise HarnessError(f"cannot run {self.server_cmd!r}: {exc}") from exc
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(f"$ init (exit {done.returncode})\n{done.stdout}{done.stderr}\n")
-        if done.returncode != 0:
-            raise HarnessError(f"scep-server init failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        for pem in (self.ca_pem_path, self.ra_pem_path):
-            if not pem.is_file():
-                raise HarnessError(f"scep-server init did not create {pem}:\n{done.stdout}\n{done.stderr}")
-
-    def _serve_argv(self, port: int) -> list[str]:
-        return [
-            *self.server_cmd, "--config", str(self.config_path), "serve",
-            "--bind", f"{HOST}:{port}", "--workers", str(self.workers), "--threads", str(self.threads),
-        ]  # fmt: skip
-
-
-class MicromdmScepServer(_ServerBase):
-    """micromdm ``scepserver`` with a fresh CA (``scepserver ca -init``), on a free port.
-
-    Only ``/scep`` exists there: ``url()`` accepts a profile so the same calls work for both servers,
-    and ignores it. ``ca_pem_path`` is also ``ra_pem_path``: that CA signs and decrypts.
-    """
-
-    name = "micromdm-scepserver"
-    ready_path = "/scep?operation=GetCACaps"
-
-    def __init__(
-        self,
-        tmp_path: Path,
-        challenge: str | None = None,
-        *,
-        key_size: int = 2048,
-        debug: bool = True,
-        extra_args: Sequence[str] = (),
-        startup_timeout: float = 30.0,
-        binary: str = SCEPSERVER,
-    ) -> None:
-        super().__init__(tmp_path)
-        self.challenge = challenge
-        self.key_size = key_size
-        self.debug = debug
-        self.extra_args = list(extra_args)
-        self.startup_timeout = startup_timeout
-        self.binary = binary
-        self.data_dir = self.tmp_path / "depot"
-
-    @property
-    def ca_pem_path(self) -> Path:
-        return self.data_dir / "ca.pem"
-
-    @property
-    def ra_pem_path(self) -> Path:
-        return self.ca_pem_path
-
-    def url(self, profile: str | None = None, path: str = "/scep") -> str:
-        return self.base_url + path
-
-    def ca_certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.ca_pem_path.read_bytes())
-
-    def _prepare(self) -> None:
-        if not os.access(self.binary, os.X_OK):
-            raise HarnessError(f"{self.binary} is missing: run .ci/install-deps.sh")
-        argv = [self.binary, "ca", "-init", "-depot", str(self.data_dir), "-keySize", str(self.key_size)]
-        done = subprocess.run(argv, cwd=self.tmp_path, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0 or not self.ca_pem_path.is_file():
-            raise HarnessError(f"scepserver ca -init failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-
-    def _serve_argv(self, port: int) -> list[str]:
-        argv = [self.binary, "-depot", str(self.data_dir), "-port", str(port)]
-        if self.challenge is not None:
-            argv += ["-challenge", self.challenge]
-        if self.debug:
-            argv.append("-debug")
-        return argv + self.extra_args
 
 
 # --------------------------------------------------------------------------------------------- scepclient
@@ -509,7 +121,7 @@ class ClientRun:
     def describe(self) -> str:
         lines = [f"$ {shlex.join(self.argv)}", f"exit status: {self.returncode}"]
         lines += [f"{k}: {v}" for k, v in self.extra.items()]
-        lines += ["--- stdout", _tail(self.stdout), "--- stderr", _tail(self.stderr)]
+        lines += ["--- stdout", tail(self.stdout), "--- stderr", tail(self.stderr)]
         return "\n".join(lines)
 
 
@@ -564,11 +176,11 @@ def run_scepclient(
     return ClientRun(argv, returncode, stdout, stderr, workdir, issued, key_path)
 
 
-def explain(run: ClientRun, server: _ServerBase | None = None, lines: int = 60) -> str:
+def explain(run: ClientRun, server: ServerProcess | None = None, lines: int = 60) -> str:
     """A failure message: the client run and the tail of the server's log."""
     text = run.describe()
     if server is not None:
-        text += f"\n--- {server.name} log\n{_tail(server.log_text(), lines)}"
+        text += f"\n--- {server.name} log\n{tail(server.log_text(), lines)}"
     return text
 
 
@@ -652,7 +264,7 @@ class CertmongerSession:
     def stop(self) -> None:
         for proc in (self._daemon, self._bus):
             if proc is not None:
-                _stop_group(proc)
+                stop_group(proc)
                 if proc.stdout is not None:
                     proc.stdout.close()
         self._daemon = self._bus = None
@@ -701,15 +313,15 @@ class CertmongerSession:
 
     def _start_daemon(self, timeout: float = 30.0) -> None:
         argv = [CERTMONGER, "-s", "-n", "-d", str(self.debug_level), "-p", str(self.state / "certmonger.pid")]
-        self._daemon = _spawn(argv, self.log_path, cwd=self.state, env=self.env())
+        self._daemon = spawn(argv, self.log_path, cwd=self.state, env=self.env())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._daemon.poll() is not None:
-                raise HarnessError(f"certmonger exited ({self._daemon.returncode}):\n{_tail(self.log_text())}")
+                raise HarnessError(f"certmonger exited ({self._daemon.returncode}):\n{tail(self.log_text())}")
             if self.getcert("list-cas", check=False).returncode == 0:
                 return
             time.sleep(0.2)
-        raise HarnessError(f"certmonger did not answer on the session bus:\n{_tail(self.log_text())}")
+        raise HarnessError(f"certmonger did not answer on the session bus:\n{tail(self.log_text())}")
 
     # -- getcert
     def getcert(
@@ -722,7 +334,7 @@ class CertmongerSession:
         if check and done.returncode != 0:
             raise HarnessError(
                 f"getcert {command} {shlex.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n"
-                f"certmonger log:\n{_tail(self.log_text())}"
+                f"certmonger log:\n{tail(self.log_text())}"
             )
         return done
 
@@ -785,7 +397,7 @@ class CertmongerSession:
         issued = cert_path if status == "MONITORING" and cert_path.is_file() else None
         ca_error = _listing_field(listing, "ca-error")
         return ClientRun(
-            argv, 0 if issued else 1, added.stdout + listing, added.stderr + _tail(self.log_text(), 60),
+            argv, 0 if issued else 1, added.stdout + listing, added.stderr + tail(self.log_text(), 60),
             workdir, issued, key_path, extra={"request": req_id, "status": status, "ca-error": ca_error},
         )  # fmt: skip
 

@@ -12,16 +12,9 @@ from collections.abc import Callable
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from harness import (
-    CHALLENGE,
-    CertmongerSession,
-    ClientRun,
-    ScepServerProcess,
-    explain,
-    load_pem_certs,
-    scep_submit,
-    unique_cn,
-)
+
+from tests.interop.harness import CertmongerSession, ClientRun, explain, load_pem_certs, scep_submit, unique_cn
+from tests.support.servers import CHALLENGE, ScepServerProcess
 
 pytestmark = pytest.mark.interop
 

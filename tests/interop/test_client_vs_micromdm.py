@@ -15,7 +15,6 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from harness import SCEPSERVER, MicromdmScepServer
 
 from scep_server.scep.client import (
     CertRep,
@@ -28,6 +27,8 @@ from scep_server.scep.client import (
 )
 from scep_server.scep.types import ContentCipher, DigestAlgorithm, FailInfo, PKIStatus
 from scep_server.simulator.http import ScepHttpClient, ScepHttpError
+from tests.support.env import require_executables
+from tests.support.servers import SCEPSERVER, MicromdmScepServer
 
 pytestmark = pytest.mark.interop
 
@@ -37,11 +38,7 @@ _serial = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def micromdm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MicromdmScepServer]:
-    if not os.access(SCEPSERVER, os.X_OK):
-        message = f"{SCEPSERVER} is missing: install it with `sudo .ci/install-deps.sh` (Debian package scep)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(message, pytrace=False)  # in CI a missing peer is a failure, never a skip
-        pytest.skip(message)
+    require_executables(SCEPSERVER)  # Debian package scep
     with MicromdmScepServer(tmp_path_factory.mktemp("micromdm"), challenge=CHALLENGE) as server:
         yield server
 

@@ -14,7 +14,6 @@ Intune acknowledge them before they are delivered. The stale-claim lease is 2 s 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import time
 import uuid
@@ -30,7 +29,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from harness import CHALLENGE, ScepServerProcess, http_get
 
 from scep_server.emulator import EmulatorServer
 from scep_server.intune.contract import ChallengeSpec
@@ -38,6 +36,8 @@ from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
 from scep_server.simulator.http import ScepHttpClient, ScepHttpError
 from scep_server.store import CertStatus, Store
+from tests.support.processes import http_get
+from tests.support.servers import CHALLENGE, ScepServerProcess, running_emulator
 
 pytestmark = pytest.mark.interop
 
@@ -74,8 +74,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("crash")
-    with EmulatorServer(state_dir=root / "emulator", admin_token=secrets.token_urlsafe(16)) as emulator:
-        emulator.register_client()
+    with running_emulator(root / "emulator") as emulator:
         with ScepServerProcess(root / "server", _config(emulator)) as server:
             trusted = [server.ca_certificate(), x509.load_pem_x509_certificate(server.ra_pem_path.read_bytes())]
             yield Stack(emulator, server, trusted)

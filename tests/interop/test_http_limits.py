@@ -24,10 +24,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from harness import CHALLENGE, HOST, ScepServerProcess, server_config
 
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
+from tests.support.processes import HOST
+from tests.support.servers import CHALLENGE, ScepServerProcess, server_config
 
 pytestmark = pytest.mark.interop
 

@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from harness import (
-    CHALLENGE,
-    LEGACY_PROFILE,
-    ClientRun,
-    ScepServerProcess,
-    explain,
-    run_scepclient,
-    scepclient_cacerts,
-    sha256_fingerprint,
-    unique_cn,
-)
+
+from tests.interop.harness import ClientRun, explain, run_scepclient, scepclient_cacerts, sha256_fingerprint, unique_cn
+from tests.support.servers import CHALLENGE, LEGACY_PROFILE, ScepServerProcess
 
 pytestmark = pytest.mark.interop
 

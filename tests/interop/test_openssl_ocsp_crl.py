@@ -24,7 +24,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from harness import CHALLENGE, HOST, ScepServerProcess, client_env, http_get, server_config, unique_cn
 
 from scep_server.config import load_config
 from scep_server.scep import client
@@ -32,7 +31,10 @@ from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL
 from scep_server.service.revocation import RevocationService
 from scep_server.simulator.http import ScepHttpClient
 from scep_server.store import Store
-from tests.interop.conftest import require_executables
+from tests.interop.harness import unique_cn
+from tests.support.env import require_executables
+from tests.support.processes import HOST, client_env, http_get
+from tests.support.servers import CHALLENGE, ScepServerProcess, server_config
 
 pytestmark = pytest.mark.interop
 

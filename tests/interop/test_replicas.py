@@ -23,25 +23,21 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from cryptography import x509
-from harness import CHALLENGE, ScepServerProcess, free_port, http_get
-from sqlalchemy import URL, Engine, create_engine, make_url, text
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import URL, Engine, text
 
 from scep_server.jobs.locks import CRL_PUBLISHING, INTUNE_REVOCATION_SYNC, OCSP_RESPONDER_RENEWAL, advisory_key
 from scep_server.jobs.worker import DEFAULT_INTERVAL
 from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL
 from scep_server.service.revocation import RevocationService
 from scep_server.store import NewCertificate, Store
-from tests.interop.conftest import in_ci
+from tests.support.processes import free_port, http_get
+from tests.support.servers import CHALLENGE, ScepServerProcess, autocommit_engine, fresh_database
 
 pytestmark = [pytest.mark.interop, pytest.mark.postgres]
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SINGLETONS = (CRL_PUBLISHING, OCSP_RESPONDER_RENEWAL, INTUNE_REVOCATION_SYNC)
 REPLICAS = 3
 CA_NAME = "scep-server-ca"
@@ -102,42 +98,16 @@ class Replica(ScepServerProcess):
         self.proc.wait(timeout=15)
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if in_ci():
-        pytest.fail(f"PostgreSQL is required in CI: {reason}")
-    pytest.skip(f"PostgreSQL not available: {reason}")
-
-
-def _admin_engine(url: URL) -> Engine:
-    return create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5})
-
-
 @pytest.fixture(scope="module")
 def database() -> Iterator[URL]:
     """A fresh PostgreSQL database for the replicas, dropped at the end."""
-    server = make_url(os.environ.get("SCEP_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
-    try:
-        admin = _admin_engine(server)
-    except ImportError as exc:
-        _unavailable(f"driver missing ({exc})")
-    name = f"scep_replicas_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as exc:
-        admin.dispose()
-        _unavailable(str(exc.orig).strip().splitlines()[0])
-    try:
-        yield server.set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_database("scep_replicas") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def admin(database: URL) -> Iterator[Engine]:
-    engine = _admin_engine(database)
+    engine = autocommit_engine(database)
     yield engine
     engine.dispose()
 

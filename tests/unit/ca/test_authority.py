@@ -1,3 +1,5 @@
+"""The CA on disk (scep_server/ca/authority.py): init, load, rotate the RA, and import an existing CA."""
+
 from __future__ import annotations
 
 import os
@@ -30,6 +32,7 @@ from scep_server.ca.keys.atomic import StagedFile
 from scep_server.ca.keys.generate import PrivateKey, generate_private_key
 from scep_server.config import CAConfig
 from scep_server.errors import CAError, ConfigError
+from tests.support import pki
 
 from .support import CA_KINDS, NOW
 
@@ -51,13 +54,6 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def key_pem(key: PrivateKey, password: bytes | None = None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-
-
 def make_cert(
     subject: str,
     key: PrivateKey,
@@ -67,29 +63,10 @@ def make_cert(
     key_usage: x509.KeyUsage | None = None,
     not_after: datetime = NOW + timedelta(days=3650),
 ) -> x509.Certificate:
-    name = x509.Name.from_rfc4514_string(subject)
-    issuer_name, signer = (issuer[0].subject, issuer[1]) if issuer else (name, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=30))
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if key_usage is not None:
-        builder = builder.add_extension(key_usage, critical=True)
-    return builder.sign(signer, hashes.SHA256())
-
-
-def usage(**flags: bool) -> x509.KeyUsage:
-    names = (
-        "digital_signature content_commitment key_encipherment data_encipherment key_agreement "
-        "key_cert_sign crl_sign encipher_only decipher_only"
-    ).split()
-    return x509.KeyUsage(**{name: flags.get(name, False) for name in names})
+    profile = {"ca": ca, "usage": key_usage, "not_before": NOW - timedelta(days=30), "not_after": not_after}
+    if issuer is None:
+        return pki.self_signed(subject, key, **profile)
+    return pki.CA(*issuer).issue(subject, key=key, **profile).cert
 
 
 class Hierarchy:
@@ -103,7 +80,7 @@ class Hierarchy:
             "CN=Test Issuing CA,O=Example",
             self.sub_key,
             (self.root, self.root_key),
-            key_usage=usage(key_cert_sign=True, crl_sign=True),
+            key_usage=pki.key_usage("key_cert_sign", "crl_sign"),
         )
 
 
@@ -144,7 +121,7 @@ def test_ca_certificate_properties(tmp_path: Path, config: CAConfig) -> None:
     assert constraints.critical and constraints.value == x509.BasicConstraints(ca=True, path_length=None)
     key_usage = ext(cert, x509.KeyUsage)
     assert key_usage.critical
-    assert key_usage.value == usage(digital_signature=True, key_cert_sign=True, crl_sign=True)
+    assert key_usage.value == pki.key_usage("digital_signature", "key_cert_sign", "crl_sign")
     ski = ext(cert, x509.SubjectKeyIdentifier).value
     assert ski == x509.SubjectKeyIdentifier.from_public_key(ca.ca_key.public_key())
     aki = ext(cert, x509.AuthorityKeyIdentifier).value
@@ -174,7 +151,7 @@ def test_ra_certificate_properties(tmp_path: Path, config: CAConfig) -> None:
     ra.verify_directly_issued_by(ca.ca_cert)
     key_usage = ext(ra, x509.KeyUsage)
     assert key_usage.critical
-    assert key_usage.value == usage(digital_signature=True, key_encipherment=True)
+    assert key_usage.value == pki.key_usage("digital_signature", "key_encipherment")
     constraints = ext(ra, x509.BasicConstraints)
     assert constraints.critical and constraints.value == x509.BasicConstraints(ca=False, path_length=None)
     aki = ext(ra, x509.AuthorityKeyIdentifier).value
@@ -347,7 +324,7 @@ def import_sub(
         tmp_path / "ca",
         CAConfig(name="imported"),
         cert_pem=pem(hierarchy.sub) if cert_pem is None else cert_pem,
-        key_pem=key_pem(hierarchy.sub_key) if key is None else key,
+        key_pem=pki.private_pem(hierarchy.sub_key) if key is None else key,
         key_password=key_password,
         chain_pem=pem(hierarchy.root) if chain_pem == b"" else chain_pem,
         passphrase=passphrase,
@@ -359,7 +336,7 @@ def test_import_with_a_chain(tmp_path: Path, hierarchy: Hierarchy) -> None:
     ca = import_sub(
         tmp_path,
         hierarchy,
-        key=key_pem(hierarchy.sub_key, b"transport"),
+        key=pki.private_pem(hierarchy.sub_key, b"transport"),
         key_password=b"transport",
         passphrase=b"at rest",
     )
@@ -396,7 +373,7 @@ def test_import_orders_a_three_level_chain(tmp_path: Path, hierarchy: Hierarchy)
         tmp_path / "ca",
         CAConfig(),
         cert_pem=pem(low),
-        key_pem=key_pem(low_key),
+        key_pem=pki.private_pem(low_key),
         key_password=None,
         chain_pem=pem(hierarchy.root) + pem(middle) + pem(low),
         passphrase=None,
@@ -408,7 +385,8 @@ def test_import_orders_a_three_level_chain(tmp_path: Path, hierarchy: Hierarchy)
 
 
 def test_import_a_self_signed_ca(tmp_path: Path, hierarchy: Hierarchy) -> None:
-    ca = import_sub(tmp_path, hierarchy, cert_pem=pem(hierarchy.root), key=key_pem(hierarchy.root_key), chain_pem=None)
+    root_pem = pki.private_pem(hierarchy.root_key)
+    ca = import_sub(tmp_path, hierarchy, cert_pem=pem(hierarchy.root), key=root_pem, chain_pem=None)
     assert ca.chain == () and not (tmp_path / "ca" / CHAIN).exists()
     assert ca.getcacert_certificates(include_root=False) == [ca.ra_cert, hierarchy.root]
     assert ca.ra_cert.signature_hash_algorithm is not None
@@ -423,27 +401,27 @@ def test_import_without_the_root(tmp_path: Path, hierarchy: Hierarchy) -> None:
 
 def test_import_rejects_a_key_mismatch(tmp_path: Path, hierarchy: Hierarchy) -> None:
     with pytest.raises(CAError, match="does not belong to the CA certificate"):
-        import_sub(tmp_path, hierarchy, key=key_pem(hierarchy.root_key))
+        import_sub(tmp_path, hierarchy, key=pki.private_pem(hierarchy.root_key))
     assert not ca_exists(tmp_path / "ca")
 
 
 def test_import_rejects_an_encrypted_key_without_password(tmp_path: Path, hierarchy: Hierarchy) -> None:
     with pytest.raises(CAError, match="encrypted but no passphrase"):
-        import_sub(tmp_path, hierarchy, key=key_pem(hierarchy.sub_key, b"pw"))
+        import_sub(tmp_path, hierarchy, key=pki.private_pem(hierarchy.sub_key, b"pw"))
 
 
 def test_import_rejects_a_non_ca_certificate(tmp_path: Path, hierarchy: Hierarchy) -> None:
     key = generate_private_key("ec", curve="P-256")
     leaf = make_cert("CN=leaf", key, (hierarchy.sub, hierarchy.sub_key), ca=False)
     with pytest.raises(CAError, match="not a CA certificate"):
-        import_sub(tmp_path, hierarchy, cert_pem=pem(leaf), key=key_pem(key))
+        import_sub(tmp_path, hierarchy, cert_pem=pem(leaf), key=pki.private_pem(key))
 
 
 def test_import_rejects_a_ca_without_key_cert_sign(tmp_path: Path, hierarchy: Hierarchy) -> None:
     key = generate_private_key("ec", curve="P-256")
-    cert = make_cert("CN=odd", key, (hierarchy.root, hierarchy.root_key), key_usage=usage(crl_sign=True))
+    cert = make_cert("CN=odd", key, (hierarchy.root, hierarchy.root_key), key_usage=pki.key_usage("crl_sign"))
     with pytest.raises(CAError, match="keyCertSign"):
-        import_sub(tmp_path, hierarchy, cert_pem=pem(cert), key=key_pem(key))
+        import_sub(tmp_path, hierarchy, cert_pem=pem(cert), key=pki.private_pem(key))
 
 
 def test_import_rejects_an_expired_ca(tmp_path: Path, hierarchy: Hierarchy) -> None:
@@ -480,7 +458,7 @@ def test_import_rejects_a_non_ca_in_the_chain(tmp_path: Path) -> None:
             tmp_path / "ca",
             CAConfig(),
             cert_pem=pem(low),
-            key_pem=key_pem(low_key),
+            key_pem=pki.private_pem(low_key),
             key_password=None,
             chain_pem=pem(top),
             passphrase=None,
@@ -494,7 +472,7 @@ def test_import_rejects_extra_certificates_above_a_root(tmp_path: Path, hierarch
             tmp_path,
             hierarchy,
             cert_pem=pem(hierarchy.root),
-            key=key_pem(hierarchy.root_key),
+            key=pki.private_pem(hierarchy.root_key),
             chain_pem=pem(hierarchy.sub),
         )
 

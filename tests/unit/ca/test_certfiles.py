@@ -19,6 +19,7 @@ from scep_server.ca.certfiles import (
 from scep_server.ca.keys import KeyContext, KeySpec, Signer, key_matches, open_backend
 from scep_server.ca.keys.atomic import StagedFile
 from scep_server.errors import CAError
+from tests.support.pki import certificate_builder
 
 from .keys.support import cached_key, self_signed
 
@@ -28,12 +29,9 @@ def mode(path: Path) -> int:
 
 
 def _builder_for(key: Signer) -> x509.CertificateBuilder:
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "responder")])
     now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + timedelta(days=1))
-    )  # fmt: skip
+    validity = {"not_before": now, "not_after": now + timedelta(days=1)}
+    return certificate_builder("responder", key.public_key(), ca=None, **validity)
 
 
 def test_certificates_round_trip(tmp_path: Path) -> None:

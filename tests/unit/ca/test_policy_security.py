@@ -32,9 +32,9 @@ from scep_server.config import CAConfig, ChallengeConfig, ProfileConfig, load_co
 from scep_server.errors import BadRequest, ConfigError
 from scep_server.pki.names import named_like, printable
 from scep_server.pki.usages import CERTIFICATE_REQUEST_AGENT
+from tests.support.pki import key_usage as usage
 
-from .support import NOW
-from .test_ca_issue import leaf_key
+from .support import NOW, leaf_key
 
 SID = "S-1-5-21-1004336348-1177238915-682003330-512"
 SID_URI = f"tag:microsoft.com,2022-09-14:sid:{SID}"
@@ -88,14 +88,6 @@ def csr(
 
 def cn(value: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, value)])
-
-
-def usage(*names: str) -> x509.KeyUsage:
-    flags = (
-        "digital_signature content_commitment key_encipherment data_encipherment key_agreement "
-        "key_cert_sign crl_sign encipher_only decipher_only"
-    ).split()
-    return x509.KeyUsage(**{flag: flag in names for flag in flags})
 
 
 def issued_ekus(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:

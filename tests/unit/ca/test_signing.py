@@ -9,21 +9,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from scep_server.ca.keys.local import LocalKey
 from scep_server.ca.signing import check_hash_name, sign_certificate
 from scep_server.pki.chain import is_self_signed
+from tests.support.pki import certificate_builder
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def builder(subject: str, key: LocalKey, issuer: str | None = None) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name.from_rfc4514_string(subject))
-        .issuer_name(x509.Name.from_rfc4514_string(issuer or subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    )
+    validity = {"not_before": NOW, "not_after": NOW + timedelta(days=1)}
+    return certificate_builder(subject, key.public_key(), issuer, ca=True, **validity)
 
 
 @pytest.fixture(scope="module", params=["rsa", "ec"])

@@ -7,14 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import AttributeOID, NameOID
 
 import scep_server.challenge as challenge
 import scep_server.config.sections as sections
 from scep_server.challenge import ValidationRequest
+from tests.support import pki
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 MakeRequest = Callable[..., ValidationRequest]
@@ -23,12 +22,7 @@ MakeRequest = Callable[..., ValidationRequest]
 @pytest.fixture
 def make_request() -> MakeRequest:
     def make(password: bytes | None = None, *, transaction_id: str = "tx-1") -> ValidationRequest:
-        builder = x509.CertificateSigningRequestBuilder().subject_name(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-1")])
-        )
-        if password is not None:
-            builder = builder.add_attribute(AttributeOID.CHALLENGE_PASSWORD, password)
-        csr = builder.sign(KEY, hashes.SHA256())
+        csr = pki.csr(KEY, "device-1", challenge=password)
         return ValidationRequest("corp", transaction_id, csr, csr.public_bytes(Encoding.DER), "192.0.2.7")
 
     return make
@@ -44,10 +38,5 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def certificate() -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corp CA")])
     now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(KEY.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
-        .sign(KEY, hashes.SHA256())
-    )
+    return pki.self_signed("Corp CA", KEY, serial=1, not_before=now, not_after=now + timedelta(days=1))

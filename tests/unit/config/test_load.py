@@ -9,10 +9,19 @@ import pytest
 
 from scep_server.challenge.intune import IntuneChallengeConfig
 from scep_server.challenge.static import StaticChallengeConfig
-from scep_server.config import KeyType, SecretSource, ServerConfig, UnavailablePolicy, load_config
+from scep_server.config import (
+    FailureBudgetConfig,
+    KeyType,
+    ProfileConfig,
+    SecretSource,
+    ServerConfig,
+    UnavailablePolicy,
+    load_config,
+)
 from scep_server.errors import ConfigError
 
 INTUNE_ENV = {"TENANT": "t", "AAD_APP_ID": "a"}
+EXAMPLE = Path(__file__).parents[3] / "config" / "example.yaml"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -159,3 +168,36 @@ def test_the_alias_and_the_new_name_together_are_an_error(tmp_path: Path) -> Non
 def test_ca_key_type_is_an_enum(tmp_path: Path) -> None:
     assert load_config(_write(tmp_path, "ca: {key_type: ec}\n"), env={}).ca.key_type is KeyType.EC
     assert load_config(None, env={}).ca.key_type is KeyType.RSA
+
+
+# --- failure_budget ------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_example_agree() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert config.failure_budget == FailureBudgetConfig() == FailureBudgetConfig(20, 60, 10000)
+    assert config.profiles[0].allow_3des is ProfileConfig().allow_3des is True
+
+
+def test_config_reads_the_budget_and_allow_3des(tmp_path: Path) -> None:
+    text = "failure_budget: {max_failures: 5, window_seconds: 30}\nprofiles: {p: {allow_3des: false}}\n"
+    config = load_config(_write(tmp_path, text), env={})
+    assert config.failure_budget == FailureBudgetConfig(5, 30, 10000)
+    assert config.profiles[0].allow_3des is False
+
+
+@pytest.mark.parametrize("body", [
+    "failure_budget: {max_failures: -1}",
+    "failure_budget: {window_seconds: 0}",
+    "failure_budget: {max_tracked_ips: 0}",
+    "failure_budget: {max_failures: yes}",
+    "failure_budget: {per_ip: 3}",
+])
+def test_config_refuses_bad_budgets(tmp_path: Path, body: str) -> None:
+    with pytest.raises(ConfigError, match="failure_budget"):
+        load_config(_write(tmp_path, body + "\n"), env={})
+
+
+def test_budget_env_override_is_ignored() -> None:
+    config = load_config(None, env={"SCEP_SERVER_FAILURE_BUDGET": "3"})
+    assert config.failure_budget == FailureBudgetConfig()

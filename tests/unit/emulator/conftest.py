@@ -10,8 +10,9 @@ from flask.testing import FlaskClient
 
 from scep_server.emulator import IntuneEmulator, create_app
 from scep_server.emulator.server import EmulatorServer
+from tests.support.clocks import FakeClock
 
-from .helpers import CLIENT_ID, SECRET, FakeClock
+from .helpers import CLIENT_ID, SECRET
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +27,11 @@ def app_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_800_000_000.0)  # unix seconds
 
 
 @pytest.fixture
-def emulator(clock: FakeClock) -> IntuneEmulator:
+def emulator(clock: FakeClock[float]) -> IntuneEmulator:
     emulator = IntuneEmulator(clock=clock)
     emulator.register_app(CLIENT_ID, secret=SECRET)
     return emulator

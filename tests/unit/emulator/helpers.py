@@ -15,12 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.name import _ASN1Type
-from cryptography.x509.oid import AttributeOID, NameOID
+from cryptography.x509.oid import AttributeOID
 from flask.testing import FlaskClient
 
 from scep_server.intune.contract import ChallengeSpec
 from scep_server.pki.names import parse_name
 from scep_server.pki.sans import UPN_OID
+from tests.support import pki
 
 BASE = "http://localhost"
 INTUNE_SCOPE = f"{BASE}/intune-api/.default"
@@ -30,19 +31,6 @@ SECRET = "s3cret-value"
 KEY_USAGE_FLAGS = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
                    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
 UNSET: Any = object()
-
-
-class FakeClock:
-    """A settable clock for the emulator (unix seconds)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def build_csr(
@@ -85,13 +73,8 @@ def csr_for(spec: ChallengeSpec, key: CertificateIssuerPrivateKeyTypes, challeng
 
 
 def self_signed(key: rsa.RSAPrivateKey, name: str = "app credential") -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256())
-    )
+    return pki.self_signed(name, key, not_before=now - timedelta(minutes=1), not_after=now + timedelta(days=1))
 
 
 def pem_key(key: rsa.RSAPrivateKey) -> str:

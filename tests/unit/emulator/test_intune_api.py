@@ -12,12 +12,12 @@ from flask.testing import FlaskClient
 
 from scep_server.emulator import IntuneEmulator
 from scep_server.intune.contract import ChallengeSpec
+from tests.support.clocks import FakeClock
 
 from .helpers import (
     BASE,
     GRAPH_SCOPE,
     UNSET,
-    FakeClock,
     csr_for,
     failure_body,
     intune_headers,
@@ -61,7 +61,7 @@ def test_a_valid_call_is_answered(client: FlaskClient, path: str, version: str, 
 
 
 @pytest.mark.parametrize(("path", "version", "body"), CALLS, ids=CALL_IDS)
-def test_tokens_are_enforced(client: FlaskClient, emulator: IntuneEmulator, clock: FakeClock,
+def test_tokens_are_enforced(client: FlaskClient, emulator: IntuneEmulator, clock: FakeClock[float],
                              path: str, version: str, body: dict[str, Any]) -> None:
     foreign_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     valid = jwt.decode(token(client), options={"verify_signature": False})

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 
 from scep_server.emulator import IntuneEmulator
+from tests.support.clocks import FakeClock
 
-from .helpers import BASE, CLIENT_ID, GRAPH_SCOPE, INTUNE_SCOPE, SECRET, FakeClock, self_signed, token
+from .helpers import BASE, CLIENT_ID, GRAPH_SCOPE, INTUNE_SCOPE, SECRET, self_signed, token
 
 TENANT = "contoso.onmicrosoft.com"
 TOKEN_PATH = f"/{TENANT}/oauth2/v2.0/token"
@@ -49,7 +50,7 @@ def test_unknown_tenant(client: FlaskClient) -> None:
     assert client.post("/fabrikam.onmicrosoft.com/oauth2/v2.0/token").status_code == 400
 
 
-def test_secret_grants_an_intune_token(client: FlaskClient, emulator: IntuneEmulator, clock: FakeClock) -> None:
+def test_secret_grants_an_intune_token(client: FlaskClient, emulator: IntuneEmulator, clock: FakeClock[float]) -> None:
     status, body = _post(client, client_secret=SECRET)
     assert status == 200
     assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
@@ -124,7 +125,7 @@ def _post_assertion(client: FlaskClient, assertion: str) -> tuple[int, dict[str,
 
 @pytest.mark.parametrize("algorithm", ["PS256", "RS256"])
 def test_client_assertion(client: FlaskClient, emulator: IntuneEmulator, app_key: rsa.RSAPrivateKey,
-                          certificate: x509.Certificate, clock: FakeClock, algorithm: str) -> None:
+                          certificate: x509.Certificate, clock: FakeClock[float], algorithm: str) -> None:
     status, body = _post_assertion(client, _assertion(app_key, certificate, clock(), algorithm=algorithm))
     assert status == 200, body
     assert _claims(emulator, body["access_token"])["appid"] == CERT_CLIENT
@@ -132,7 +133,7 @@ def test_client_assertion(client: FlaskClient, emulator: IntuneEmulator, app_key
 
 def test_client_assertion_for_the_tenant_id_endpoint(client: FlaskClient, emulator: IntuneEmulator,
                                                      app_key: rsa.RSAPrivateKey, certificate: x509.Certificate,
-                                                     clock: FakeClock) -> None:
+                                                     clock: FakeClock[float]) -> None:
     audience = f"{BASE}/{emulator.tenant_id}/oauth2/v2.0/token"
     assert _post_assertion(client, _assertion(app_key, certificate, clock(), aud=audience))[0] == 200
 
@@ -146,14 +147,14 @@ def test_client_assertion_for_the_tenant_id_endpoint(client: FlaskClient, emulat
     ({"exp": "soon"}, 50027),
 ])
 def test_client_assertion_claims_are_checked(client: FlaskClient, app_key: rsa.RSAPrivateKey,
-                                             certificate: x509.Certificate, clock: FakeClock,
+                                             certificate: x509.Certificate, clock: FakeClock[float],
                                              claims: dict[str, Any], code: int) -> None:
     status, body = _post_assertion(client, _assertion(app_key, certificate, clock(), **claims))
     assert (status, body["error"], body["error_codes"]) == (401, "invalid_client", [code])
 
 
 def test_client_assertion_signed_by_another_key_or_naming_another_certificate(
-    client: FlaskClient, app_key: rsa.RSAPrivateKey, certificate: x509.Certificate, clock: FakeClock
+    client: FlaskClient, app_key: rsa.RSAPrivateKey, certificate: x509.Certificate, clock: FakeClock[float]
 ) -> None:
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = _assertion(other_key, certificate, clock())

@@ -13,8 +13,9 @@ from cryptography.x509.name import _ASN1Type
 
 from scep_server.emulator import Code, IntuneEmulator
 from scep_server.intune.contract import ChallengeSpec
+from tests.support.clocks import FakeClock
 
-from .helpers import FakeClock, build_csr, csr_for
+from .helpers import build_csr, csr_for
 
 SPEC = ChallengeSpec(
     subject="CN=alice@contoso.com,O=Contoso",
@@ -66,7 +67,7 @@ def test_bmpstring_challenge_password_is_read(emulator: IntuneEmulator, device_k
 
 
 def test_challenge_decoding_decryption_signature_deserialization(
-    emulator: IntuneEmulator, device_key: RSAKey, clock: FakeClock
+    emulator: IntuneEmulator, device_key: RSAKey, clock: FakeClock[float]
 ) -> None:
     other = IntuneEmulator(clock=clock)
     forged = emulator.codec.seal(SPEC, clock(), signing_key=ec.generate_private_key(ec.SECP256R1()))
@@ -80,7 +81,7 @@ def test_challenge_decoding_decryption_signature_deserialization(
         assert _validate(emulator, SPEC, device_key, challenge=challenge) == expected
 
 
-def test_expired_and_future_challenges(emulator: IntuneEmulator, device_key: RSAKey, clock: FakeClock) -> None:
+def test_expired_and_future_challenges(emulator: IntuneEmulator, device_key: RSAKey, clock: FakeClock[float]) -> None:
     challenge = emulator.mint_challenge(SPEC)
     clock.advance(SPEC.expires_in)
     assert _validate(emulator, SPEC, device_key, challenge=challenge) == Code.CHALLENGE_EXPIRED

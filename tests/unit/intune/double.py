@@ -28,10 +28,10 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tests.support.pki import CA, KeyType, new_key, private_pem, self_signed
 
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
@@ -41,26 +41,9 @@ INTUNE_RESOURCE = "https://api.manage.microsoft.com/"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem(key: Any, password: bytes | None = None) -> bytes:
-    encryption = (serialization.BestAvailableEncryption(password) if password
-                  else serialization.NoEncryption())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)  # type: ignore[no-any-return]
-
-
-def _certificate(subject: str, key: Any, issuer: x509.Name, signer: Any, *, ca: bool,
-                 san: list[x509.GeneralName] | None = None) -> x509.Certificate:
+def _validity() -> dict[str, dt.datetime]:
     now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(signer, hashes.SHA256())
+    return {"not_before": now - dt.timedelta(minutes=5), "not_after": now + dt.timedelta(days=2)}
 
 
 @dataclass
@@ -77,23 +60,21 @@ class ThrowawayPKI:
     other_bundle: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = _certificate("Intune double test CA", ca_key, _name("Intune double test CA"), ca_key, ca=True)
-        self._server_key = ec.generate_private_key(ec.SECP256R1())
+        ca = CA.root("Intune double test CA", key=new_key(KeyType.P256), usage=None, **_validity())
+        self._server_key = new_key(KeyType.P256)
         san: list[x509.GeneralName] = [x509.DNSName("localhost"),
                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        server = _certificate("127.0.0.1", self._server_key, ca.subject, ca_key, ca=False, san=san)
-        self.ca_bundle = self._write("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+        server = ca.issue("127.0.0.1", key=self._server_key, sans=san, **_validity()).cert
+        self.ca_bundle = self._write("ca.pem", ca.cert_pem())
         self._server_chain = self._write("server.pem", server.public_bytes(serialization.Encoding.PEM))
-        self._server_key_path = self._write("server.key", _pem(self._server_key))
-        other_key = ec.generate_private_key(ec.SECP256R1())
-        other = _certificate("Unrelated CA", other_key, _name("Unrelated CA"), other_key, ca=True)
-        self.other_bundle = self._write("other-ca.pem", other.public_bytes(serialization.Encoding.PEM))
-        app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.app_certificate = _certificate("scep-server app", app_key, _name("scep-server app"), app_key, ca=False)
+        self._server_key_path = self._write("server.key", private_pem(self._server_key))
+        other = CA.root("Unrelated CA", key=new_key(KeyType.P256), usage=None, **_validity())
+        self.other_bundle = self._write("other-ca.pem", other.cert_pem())
+        app_key = new_key()
+        self.app_certificate = self_signed("scep-server app", app_key, ca=False, **_validity())
         self.app_cert_path = self._write("app.pem", self.app_certificate.public_bytes(serialization.Encoding.PEM))
-        self.app_key_path = self._write("app.key", _pem(app_key))
-        self.app_encrypted_key_path = self._write("app-enc.key", _pem(app_key, self.app_key_password.encode()))
+        self.app_key_path = self._write("app.key", private_pem(app_key))
+        self.app_encrypted_key_path = self._write("app-enc.key", private_pem(app_key, self.app_key_password.encode()))
 
     def _write(self, name: str, data: bytes) -> Path:
         path = self.directory / name

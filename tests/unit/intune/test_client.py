@@ -9,11 +9,10 @@ from collections.abc import Callable
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scep_server.errors import IntuneProtocolError
 from scep_server.intune.messages import RevocationRequest, RevocationResult, RevocationResultCode
+from tests.support.pki import KeyType, new_key, self_signed
 
 from .conftest import Harness
 from .double import CloudDouble, Scripted
@@ -23,14 +22,9 @@ PROVIDER = "scep-server-tests/1.2.3"
 
 
 def _certificate(serial: int) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-42")])
-    return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(dt.datetime(2018, 6, 11, tzinfo=dt.UTC))
-        .not_valid_after(dt.datetime(2019, 6, 11, 16, 11, 20, 90477, tzinfo=dt.UTC))
-        .sign(key, hashes.SHA256())
+    return self_signed(
+        "device-42", new_key(KeyType.P256), serial=serial, not_before=dt.datetime(2018, 6, 11, tzinfo=dt.UTC),
+        not_after=dt.datetime(2019, 6, 11, 16, 11, 20, 90477, tzinfo=dt.UTC),
     )
 
 

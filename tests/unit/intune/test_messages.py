@@ -8,7 +8,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scep_server.errors import IntuneProtocolError
 from scep_server.intune.messages import (
@@ -25,17 +24,13 @@ from scep_server.intune.messages import (
     revocation_requests,
     upload_accepted,
 )
+from tests.support.pki import self_signed
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 def _certificate(serial: int, not_after: dt.datetime) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(KEY.public_key())
-        .serial_number(serial).not_valid_before(dt.datetime(2018, 1, 1, tzinfo=dt.UTC)).not_valid_after(not_after)
-        .sign(KEY, hashes.SHA256())
-    )
+    return self_signed("x", KEY, serial=serial, not_before=dt.datetime(2018, 1, 1, tzinfo=dt.UTC), not_after=not_after)
 
 
 @pytest.mark.parametrize(

@@ -10,14 +10,7 @@ import pytest
 
 from scep_server.jobs.locks import FileLock
 from scep_server.jobs.worker import BackgroundWorker, Task
-
-
-class Ticks:
-    def __init__(self) -> None:
-        self.value = 100.0
-
-    def __call__(self) -> float:
-        return self.value
+from tests.support.clocks import FakeClock
 
 
 class SharedLocks:
@@ -81,7 +74,7 @@ def test_only_the_lock_holder_runs_a_singleton_and_everyone_runs_leased_tasks() 
 
 
 def test_another_worker_takes_over_when_the_holder_loses_its_lock(caplog: pytest.LogCaptureFixture) -> None:
-    locks, runs, clock = SharedLocks(), [], Ticks()
+    locks, runs, clock = SharedLocks(), [], FakeClock(100.0)
     first = BackgroundWorker([Task("sync", lambda: runs.append("a"), lock="sync", every=300)], locks=locks,
                              clock=clock)
     second = BackgroundWorker([Task("sync", lambda: runs.append("b"), lock="sync", every=300)], locks=locks,
@@ -90,7 +83,7 @@ def test_another_worker_takes_over_when_the_holder_loses_its_lock(caplog: pytest
     second.run_once()
     holder = locks.holders["sync"]
     holder.lose()
-    clock.value += 2
+    clock.now += 2
     with caplog.at_level(logging.INFO, logger="scep_server.jobs.worker"):
         second.run_once()  # the next tick: the lock is free, and the new holder runs the task at once
         first.run_once()
@@ -100,12 +93,12 @@ def test_another_worker_takes_over_when_the_holder_loses_its_lock(caplog: pytest
 
 
 def test_every_spaces_the_runs_of_a_task() -> None:
-    clock, runs = Ticks(), []
-    worker = BackgroundWorker([Task("sweep", lambda: runs.append(clock.value), every=300)], locks=SharedLocks(),
+    clock, runs = FakeClock(100.0), []
+    worker = BackgroundWorker([Task("sweep", lambda: runs.append(clock.now), every=300)], locks=SharedLocks(),
                               clock=clock)
     for _ in range(4):
         worker.run_once()
-        clock.value += 100
+        clock.now += 100
     assert runs == [100.0, 400.0]
 
 

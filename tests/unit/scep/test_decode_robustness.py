@@ -6,7 +6,6 @@ import datetime
 from functools import cache
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -16,19 +15,14 @@ from hypothesis import strategies as st
 from scep_server.errors import ScepError
 from scep_server.scep import client, message
 from scep_server.scep.types import ContentCipher, MessageType
+from tests.support import pki
 
 
 @cache
 def _ra() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz RA")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    return key, pki.self_signed("fuzz RA", key, serial=1, not_before=now, not_after=now + datetime.timedelta(days=1))
 
 
 @cache

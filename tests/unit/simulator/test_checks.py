@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asn1crypto import core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
@@ -19,6 +18,7 @@ from scep_server.ca.keys.local import LocalKey
 from scep_server.ca.signing import sign_certificate
 from scep_server.intune.contract import ChallengeSpec
 from scep_server.simulator import checks
+from tests.support.pki import CA
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
@@ -49,22 +49,12 @@ class Pki:
     leaf_key: rsa.RSAPrivateKey
 
 
-def _ca_cert(
-    subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name, signer: rsa.RSAPrivateKey
-) -> x509.Certificate:
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - timedelta(days=1))
-            .not_valid_after(NOW + timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(signer, hashes.SHA256()))
-
-
 @pytest.fixture(scope="module")
 def pki() -> Pki:
-    root_key, ca_key = _key(), _key()
-    root = _ca_cert(_name("Root"), root_key, _name("Root"), root_key)
-    ca = _ca_cert(_name("Issuing CA"), ca_key, root.subject, root_key)
-    return Pki(root_key, root, ca_key, ca, _key())
+    validity = {"usage": None, "not_before": NOW - timedelta(days=1), "not_after": NOW + timedelta(days=3650)}
+    root = CA.root("Root", key=_key(), **validity)
+    ca = root.child("Issuing CA", key=_key(), **validity)
+    return Pki(root.key, root.cert, ca.key, ca.cert, _key())
 
 
 def _sans() -> list[x509.GeneralName]:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from scep_server.ca.keys.generate import PrivateKey, generate_private_key
+from tests.support import pki
 
 KINDS = ("rsa", "P-256", "P-384")
 
@@ -19,15 +19,5 @@ def cached_key(kind: str) -> PrivateKey:
 
 
 def self_signed(key: PrivateKey, cn: str = "test") -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
     now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    return pki.self_signed(cn, key, not_before=now, not_after=now + timedelta(days=1))

@@ -15,6 +15,7 @@ from scep_server.ca.keys.local import LocalKey
 from scep_server.scep import cms
 from scep_server.scep.envelope import decrypt, encrypt
 from scep_server.scep.types import ContentCipher, DigestAlgorithm
+from tests.support import pki
 
 from .support import KINDS, cached_key
 
@@ -36,10 +37,8 @@ def verify(public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, signature: byte
 
 
 def certificate_builder(key: Signer) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder().subject_name(NAME).issuer_name(NAME).public_key(key.public_key())
-        .serial_number(1).not_valid_before(NOW).not_valid_after(NOW + timedelta(days=1))
-    )  # fmt: skip
+    return pki.certificate_builder(NAME, key.public_key(), ca=None, serial=1, not_before=NOW,
+                                   not_after=NOW + timedelta(days=1))
 
 
 @pytest.mark.parametrize("algorithm", [None, hashes.SHA1(), hashes.SHA512()])

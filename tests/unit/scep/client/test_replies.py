@@ -1,126 +1,29 @@
-"""Client side of SCEP: builders read back with cms, CertRep checks, GetCACert/GetCACaps, HTTP transport."""
+"""Reading what the CA answers (scep_server/scep/client/replies.py): CertRep checks, made-up replies and the
+public vectors of other implementations."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import itertools
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AttributeOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scep_server.scep import cms
-from scep_server.scep.client import (
-    BuiltRequest,
-    CertRep,
-    ScepClientError,
-    build_cert_poll,
-    build_csr,
-    build_get_cert,
-    build_get_crl,
-    build_pkcsreq,
-    build_pki_request,
-    choose_algorithms,
-    parse_caps,
-    parse_cert_rep,
-    parse_get_ca_cert,
-    pick_recipient,
-    self_signed_signer,
-    transaction_id_for,
-)
+from scep_server.scep.client import BuiltRequest, ScepClientError, build_get_crl
 from scep_server.scep.device_key import DeviceKey
-from scep_server.scep.envelope import decrypt, encrypt
+from scep_server.scep.envelope import encrypt
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, FailInfo, MessageType, PKIStatus
-from scep_server.simulator.http import ScepHttpClient, ScepHttpError
+from tests.support.pki import name, new_key, self_signed
 
-VECTORS = Path(__file__).parents[2] / "data" / "vectors"
-NOW = datetime.now(UTC)
+from .conftest import NOW, RA_USAGE, Pki
 
-
-# --- fixtures: a CA, an RA, a device ------------------------------------------------------------------
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _key_usage(*, signature: bool = True, encipherment: bool = True, ca: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=signature, content_commitment=False, key_encipherment=encipherment,
-        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-
-
-def _cert(
-    subject: str,
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
-    *,
-    issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None = None,
-    ca: bool = False,
-    usage: x509.KeyUsage | None = None,
-) -> x509.Certificate:
-    issuer_name, issuer_key = (issuer[0].subject, issuer[1]) if issuer else (_name(subject), key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if usage is not None:
-        builder = builder.add_extension(usage, critical=True)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-class Pki:
-    """A CA, an RA it issued (signs CertReps, decrypts requests), and a device with its signer."""
-
-    def __init__(self) -> None:
-        self.ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.ca = _cert("Test CA", self.ca_key, ca=True, usage=_key_usage(signature=False, encipherment=False, ca=True))
-        self.ra_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.ra = _cert("Test RA", self.ra_key, issuer=(self.ca, self.ca_key), usage=_key_usage())
-        self.device_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.signer = self_signed_signer(self.device_key, _name("device-1"))
-        self.csr = build_csr(self.device_key, _name("device-1"), challenge_password="s3cret")
-
-    def pkcsreq(self, **kwargs: object) -> BuiltRequest:
-        return build_pkcsreq(
-            self.csr,
-            signer_cert=self.signer,
-            signer_key=self.device_key,
-            recipient=self.ra,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-    def issued(self) -> x509.Certificate:
-        return _cert("device-1", self.device_key, issuer=(self.ca, self.ca_key), usage=_key_usage())
-
-    def parse(self, der: bytes, request: BuiltRequest, trusted: Sequence[x509.Certificate] | None = None) -> CertRep:
-        return parse_cert_rep(
-            der, request=request, signer_key=self.device_key, signer_cert=self.signer,
-            trusted_signers=[self.ra, self.ca] if trusted is None else trusted,
-        )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
+VECTORS = Path(__file__).parents[3] / "data" / "vectors"
 
 
 def make_cert_rep(
@@ -159,138 +62,6 @@ def make_cert_rep(
     )  # fmt: skip
 
 
-# --- transactionID and signer --------------------------------------------------------------------------
-
-
-def test_transaction_id_is_upper_hex_sha1_of_spki(pki: Pki) -> None:
-    spki = pki.device_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    assert transaction_id_for(pki.device_key.public_key()) == hashlib.sha1(spki).hexdigest().upper()
-
-
-def test_self_signed_signer(pki: Pki) -> None:
-    signer = pki.signer
-    assert signer.subject == signer.issuer == _name("device-1")
-    signer.verify_directly_issued_by(signer)
-    assert signer.public_key() == pki.device_key.public_key()
-    usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert usage.digital_signature and usage.key_encipherment
-    assert signer.not_valid_before_utc <= datetime.now(UTC) < signer.not_valid_after_utc
-    assert signer.not_valid_after_utc - datetime.now(UTC) <= timedelta(days=1)
-
-
-def test_build_csr_carries_the_challenge(pki: Pki) -> None:
-    value = pki.csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
-    assert value == b"s3cret"
-    assert pki.csr.is_signature_valid
-
-
-# --- builders --------------------------------------------------------------------------------------------
-
-
-def _scep_attr(message: cms.SignedMessage, oid: Attr, spec: type[core.Asn1Value]) -> object:
-    return message.attribute(oid, spec)
-
-
-@pytest.mark.parametrize(("cipher", "digest"), list(itertools.product(ContentCipher, DigestAlgorithm)))
-def test_pkcsreq_reads_back(pki: Pki, cipher: ContentCipher, digest: DigestAlgorithm) -> None:
-    built = pki.pkcsreq(cipher=cipher, digest=digest)
-    message = cms.parse_signed(built.der)
-    message.verify()
-    assert message.digest is digest
-    assert message.signer.der == pki.signer.public_bytes(serialization.Encoding.DER)
-    assert _scep_attr(message, Attr.MESSAGE_TYPE, core.PrintableString) == "19"
-    assert _scep_attr(message, Attr.TRANSACTION_ID, core.PrintableString) == built.transaction_id
-    assert _scep_attr(message, Attr.SENDER_NONCE, core.OctetString) == built.sender_nonce
-    assert len(built.sender_nonce) == 16
-    assert built.transaction_id == transaction_id_for(pki.device_key.public_key())
-    assert built.message_type is MessageType.PKCS_REQ
-    assert message.content is not None
-    opened = decrypt(message.content, pki.ra_key, pki.ra)
-    assert opened.cipher is cipher
-    assert opened.content == pki.csr.public_bytes(serialization.Encoding.DER)
-
-
-def test_attribute_encodings_are_printable_and_octet_strings(pki: Pki) -> None:
-    message = cms.parse_signed(pki.pkcsreq().der)
-    tags = {oid: message.attributes[oid.value].dump()[0] for oid in (Attr.MESSAGE_TYPE, Attr.TRANSACTION_ID)}
-    assert tags == {Attr.MESSAGE_TYPE: 0x13, Attr.TRANSACTION_ID: 0x13}
-    assert message.attributes[Attr.SENDER_NONCE.value].dump()[0] == 0x04
-
-
-def test_each_request_gets_a_fresh_nonce(pki: Pki) -> None:
-    assert pki.pkcsreq().sender_nonce != pki.pkcsreq().sender_nonce
-
-
-def test_renewal_and_explicit_transaction_id(pki: Pki) -> None:
-    built = pki.pkcsreq(renewal=True, transaction_id="renew-1")
-    message = cms.parse_signed(built.der)
-    assert built.message_type is MessageType.RENEWAL_REQ
-    assert _scep_attr(message, Attr.MESSAGE_TYPE, core.PrintableString) == "17"
-    assert _scep_attr(message, Attr.TRANSACTION_ID, core.PrintableString) == "renew-1"
-
-
-def test_explicit_sender_nonce(pki: Pki) -> None:
-    built = build_pki_request(
-        MessageType.PKCS_REQ, b"x", signer_cert=pki.signer, signer_key=pki.device_key, recipient=pki.ra,
-        transaction_id="T", sender_nonce=b"n" * 16,
-    )  # fmt: skip
-    assert built.sender_nonce == b"n" * 16
-    assert _scep_attr(cms.parse_signed(built.der), Attr.SENDER_NONCE, core.OctetString) == b"n" * 16
-
-
-def _opened(pki: Pki, built: BuiltRequest) -> bytes:
-    message = cms.parse_signed(built.der)
-    message.verify()
-    assert message.content is not None
-    return decrypt(message.content, pki.ra_key, pki.ra).content
-
-
-def test_cert_poll_content_is_issuer_and_subject(pki: Pki) -> None:
-    built = build_cert_poll(
-        pki.ca.subject, _name("device-1"), transaction_id="T-1", signer_cert=pki.signer,
-        signer_key=pki.device_key, recipient=pki.ra,
-    )  # fmt: skip
-    assert built.message_type is MessageType.CERT_POLL
-    assert built.transaction_id == "T-1"
-    content = core.Sequence.load(_opened(pki, built))
-    assert asn1_x509.Name.load(content[0].dump()).dump() == pki.ca.subject.public_bytes()
-    assert asn1_x509.Name.load(content[1].dump()).dump() == _name("device-1").public_bytes()
-
-
-@pytest.mark.parametrize(("builder", "message_type"), [(build_get_cert, "21"), (build_get_crl, "22")])
-def test_get_cert_and_get_crl_content_is_issuer_and_serial(
-    pki: Pki, builder: Callable[..., BuiltRequest], message_type: str
-) -> None:
-    built = builder(pki.ca.subject, 0x1234, signer_cert=pki.signer, signer_key=pki.device_key, recipient=pki.ra)
-    assert _scep_attr(cms.parse_signed(built.der), Attr.MESSAGE_TYPE, core.PrintableString) == message_type
-    content = asn1_cms.IssuerAndSerialNumber.load(_opened(pki, built))
-    assert content["serial_number"].native == 0x1234
-    assert content["issuer"].dump() == pki.ca.subject.public_bytes()
-    assert built.transaction_id.isalnum()
-
-
-@pytest.mark.parametrize("transaction_id", ["", "under_score", "ünïcode", "new\nline"])
-def test_transaction_id_must_be_printable(pki: Pki, transaction_id: str) -> None:
-    with pytest.raises(ValueError, match="PrintableString"):
-        build_pki_request(
-            MessageType.PKCS_REQ, b"x", signer_cert=pki.signer, signer_key=pki.device_key, recipient=pki.ra,
-            transaction_id=transaction_id,
-        )  # fmt: skip
-
-
-def test_builder_refuses_misuse(pki: Pki) -> None:
-    common = {"signer_cert": pki.signer, "signer_key": pki.device_key, "transaction_id": "T"}
-    with pytest.raises(ValueError, match="CertRep"):
-        build_pki_request(MessageType.CERT_REP, b"x", recipient=pki.ra, **common)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="sender_nonce"):
-        build_pki_request(MessageType.PKCS_REQ, b"x", recipient=pki.ra, sender_nonce=b"", **common)  # type: ignore[arg-type]
-    ec_key = ec.generate_private_key(ec.SECP256R1())
-    with pytest.raises(ValueError, match="RSA"):
-        build_pki_request(MessageType.PKCS_REQ, b"x", recipient=_cert("EC RA", ec_key), **common)  # type: ignore[arg-type]
-
-
 # --- CertRep ---------------------------------------------------------------------------------------------
 
 
@@ -305,8 +76,8 @@ def test_cert_rep_success(pki: Pki, cipher: ContentCipher) -> None:
     assert rep.sender_nonce == b"\x01" * 16
     assert rep.content_cipher is cipher
     assert rep.digest is DigestAlgorithm.SHA512
-    assert [c.subject for c in rep.certificates] == [_name("device-1"), pki.ca.subject]
-    assert rep.certificate_for(pki.device_key.public_key()).subject == _name("device-1")
+    assert [c.subject for c in rep.certificates] == [name("device-1"), pki.ca.subject]
+    assert rep.certificate_for(pki.device_key.public_key()).subject == name("device-1")
     with pytest.raises(ScepClientError, match="no certificate for"):
         rep.certificate_for(pki.ra_key.public_key())
 
@@ -351,7 +122,7 @@ def test_cert_rep_get_crl(pki: Pki) -> None:
 
 def test_cert_rep_signed_by_trusted_key_in_another_certificate(pki: Pki) -> None:
     request = pki.pkcsreq()
-    reissued = _cert("Test RA", pki.ra_key, issuer=(pki.ca, pki.ca_key), usage=_key_usage())
+    reissued = pki.authority.issue("Test RA", key=pki.ra_key, usage=RA_USAGE).cert
     rep = pki.parse(make_cert_rep(pki, request, signer=(reissued, pki.ra_key)), request)
     assert rep.status is PKIStatus.SUCCESS
 
@@ -389,8 +160,8 @@ def test_cert_rep_rejections(pki: Pki, case: str) -> None:
 
 def test_cert_rep_untrusted_signer(pki: Pki) -> None:
     request = pki.pkcsreq()
-    rogue_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    rogue = _cert("Test RA", rogue_key, usage=_key_usage())
+    rogue_key = new_key()
+    rogue = self_signed("Test RA", rogue_key, ca=False, usage=RA_USAGE)
     with pytest.raises(ScepClientError, match="not one of the CA/RA"):
         pki.parse(make_cert_rep(pki, request, signer=(rogue, rogue_key)), request)
     with pytest.raises(ScepClientError, match="not one of the CA/RA"):
@@ -458,7 +229,7 @@ def test_cert_rep_with_constructed_encrypted_content(pki: Pki) -> None:
     ber = _tlv(0x30, asn1_cms.ContentType("enveloped_data").dump() + _tlv(0xA0, ber_enveloped))
     rep = pki.parse(make_cert_rep(pki, request, envelope=ber), request)
     assert rep.content_cipher is ContentCipher.DES
-    assert rep.certificates[0].subject == _name("device-1")
+    assert rep.certificates[0].subject == name("device-1")
 
 
 def _tlv(tag: int, body: bytes) -> bytes:
@@ -533,178 +304,3 @@ def test_vector_request_is_not_a_cert_rep(pki: Pki, req_name: str) -> None:
     der = _vector(req_name)
     with pytest.raises(ScepClientError, match="messageType is '19'"):
         pki.parse(der, _request_from(req_name), trusted=[_signer_of(der)])
-
-
-# --- GetCACert, GetCACaps, recipient choice ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("content_type", ["application/x-x509-ca-cert", "Application/X-X509-CA-Cert; charset=x"])
-def test_get_ca_cert_single(pki: Pki, content_type: str) -> None:
-    body = pki.ca.public_bytes(serialization.Encoding.DER)
-    assert parse_get_ca_cert(body, content_type) == [pki.ca]
-
-
-def test_get_ca_cert_ra_chain(pki: Pki) -> None:
-    body = cms.certs_only([pki.ra, pki.ca])
-    assert parse_get_ca_cert(body, "application/x-x509-ca-ra-cert") == [pki.ra, pki.ca]
-
-
-@pytest.mark.parametrize("content_type", ["application/octet-stream", ""])
-def test_get_ca_cert_sniffs_unknown_types(pki: Pki, content_type: str) -> None:
-    assert parse_get_ca_cert(pki.ca.public_bytes(serialization.Encoding.DER), content_type) == [pki.ca]
-    assert parse_get_ca_cert(pki.ca.public_bytes(serialization.Encoding.PEM), content_type) == [pki.ca]
-    assert parse_get_ca_cert(cms.certs_only([pki.ra, pki.ca]), content_type) == [pki.ra, pki.ca]
-
-
-@pytest.mark.parametrize(
-    ("body", "content_type", "message"),
-    [
-        (b"garbage", "application/x-x509-ca-cert", "not a certificate"),
-        (b"garbage", "application/x-x509-ca-ra-cert", "not a certificates-only"),
-        (b"garbage", "text/html", "not a certificates-only"),
-        (cms.certs_only([]), "application/x-x509-ca-ra-cert", "no certificate"),
-    ],
-)
-def test_get_ca_cert_rejects(body: bytes, content_type: str, message: str) -> None:
-    with pytest.raises(ScepClientError, match=message):
-        parse_get_ca_cert(body, content_type)
-
-
-def test_pick_recipient(pki: Pki) -> None:
-    signing_ra = _cert("Sign RA", pki.ra_key, issuer=(pki.ca, pki.ca_key), usage=_key_usage(encipherment=False))
-    bare_ra = _cert("Bare RA", pki.ra_key, issuer=(pki.ca, pki.ca_key))
-    ec_ra = _cert("EC RA", ec.generate_private_key(ec.SECP256R1()), issuer=(pki.ca, pki.ca_key), usage=_key_usage())
-    assert pick_recipient([pki.ca]) == pki.ca
-    assert pick_recipient([pki.ca, pki.ra]) == pki.ra
-    assert pick_recipient([signing_ra, pki.ca, pki.ra]) == pki.ra
-    assert pick_recipient([signing_ra, pki.ca]) == pki.ca
-    assert pick_recipient([pki.ca, bare_ra, signing_ra]) == bare_ra
-    assert pick_recipient([ec_ra, pki.ca]) == pki.ca
-
-
-def test_pick_recipient_lowest_ca_in_chain(pki: Pki) -> None:
-    sub_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    sub = _cert("Sub CA", sub_key, issuer=(pki.ca, pki.ca_key), ca=True)
-    assert pick_recipient([pki.ca, sub]) == sub
-    assert pick_recipient([sub, pki.ca]) == sub
-
-
-def test_pick_recipient_without_rsa() -> None:
-    with pytest.raises(ScepClientError, match="no RSA certificate"):
-        pick_recipient([_cert("EC CA", ec.generate_private_key(ec.SECP256R1()), ca=True)])
-
-
-def test_parse_caps() -> None:
-    text = "Renewal\r\nsha-256\r\nAES\nPOSTPKIOperation\n\nX-Vendor-Thing\r\n"
-    assert parse_caps(text) == {"Renewal", "SHA-256", "AES", "POSTPKIOperation", "X-Vendor-Thing"}
-    assert parse_caps("") == frozenset()
-
-
-@pytest.mark.parametrize(
-    ("caps", "expected"),
-    [
-        ({"SCEPStandard"}, (ContentCipher.AES128, DigestAlgorithm.SHA256)),
-        ({"AES", "SHA-512"}, (ContentCipher.AES128, DigestAlgorithm.SHA512)),
-        ({"DES3", "SHA-1"}, (ContentCipher.DES3, DigestAlgorithm.SHA1)),
-        (set(), (ContentCipher.DES3, DigestAlgorithm.SHA1)),
-    ],
-)
-def test_choose_algorithms(caps: set[str], expected: tuple[ContentCipher, DigestAlgorithm]) -> None:
-    assert choose_algorithms(frozenset(caps)) == expected
-
-
-# --- HTTP transport (a fake adapter: no sockets) -----------------------------------------------------
-
-
-class FakeAdapter(requests.adapters.BaseAdapter):
-    """Answers every request with a canned response and records what was sent."""
-
-    def __init__(self, status: int = 200, body: bytes = b"", content_type: str = "", error: bool = False) -> None:
-        super().__init__()
-        self.status, self.body, self.content_type, self.error = status, body, content_type, error
-        self.sent: list[requests.PreparedRequest] = []
-
-    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
-        self.sent.append(request)
-        if self.error:
-            raise requests.ConnectionError("connection refused")
-        response = requests.Response()
-        response.status_code = self.status
-        response._content = self.body
-        response.headers["Content-Type"] = self.content_type
-        response.request = request
-        response.url = request.url or ""
-        return response
-
-    def close(self) -> None:
-        pass
-
-
-def _client(adapter: FakeAdapter) -> ScepHttpClient:
-    session = requests.Session()
-    session.mount("http://", adapter)
-    return ScepHttpClient("http://127.0.0.1:9/scep", session=session, timeout=3)
-
-
-def _query(request: requests.PreparedRequest) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(request.url or "").query, keep_blank_values=True)
-
-
-def test_http_get_ca_caps() -> None:
-    adapter = FakeAdapter(body=b"AES\r\nSHA-256\r\n", content_type="text/plain")
-    assert _client(adapter).get_ca_caps() == {"AES", "SHA-256"}
-    assert adapter.sent[0].method == "GET"
-    assert _query(adapter.sent[0]) == {"operation": ["GetCACaps"]}
-
-
-def test_http_get_ca_caps_error_means_none() -> None:
-    assert _client(FakeAdapter(status=404, body=b"nope")).get_ca_caps() == frozenset()
-
-
-def test_http_get_ca_cert(pki: Pki) -> None:
-    adapter = FakeAdapter(body=cms.certs_only([pki.ra, pki.ca]), content_type="application/x-x509-ca-ra-cert")
-    assert _client(adapter).get_ca_cert("default") == [pki.ra, pki.ca]
-    assert _query(adapter.sent[0]) == {"operation": ["GetCACert"], "message": ["default"]}
-
-
-def test_http_pki_operation_post() -> None:
-    adapter = FakeAdapter(body=b"reply", content_type="application/x-pki-message")
-    assert _client(adapter).pki_operation(b"\x30\x00+/") == b"reply"
-    sent = adapter.sent[0]
-    assert sent.method == "POST"
-    assert sent.body == b"\x30\x00+/"
-    assert sent.headers["Content-Type"] == "application/x-pki-message"
-    assert _query(sent) == {"operation": ["PKIOperation"]}
-
-
-def test_http_pki_operation_get_escapes_base64() -> None:
-    der = bytes(range(256)) * 3  # base64 of this holds '+', '/' and '=' padding
-    adapter = FakeAdapter(body=b"reply")
-    assert _client(adapter).pki_operation(der, method="GET") == b"reply"
-    sent = adapter.sent[0]
-    raw_query = urlsplit(sent.url or "").query
-    assert "+" not in raw_query and "/" not in raw_query
-    assert sent.method == "GET"
-    assert base64.b64decode(_query(sent)["message"][0]) == der
-
-
-def test_http_pki_operation_errors() -> None:
-    with pytest.raises(ScepHttpError) as info:
-        _client(FakeAdapter(status=500, body=b"E" * 500)).pki_operation(b"x")
-    assert info.value.status_code == 500
-    assert info.value.body == "E" * 200
-    assert "HTTP 500" in str(info.value)
-    with pytest.raises(ScepHttpError) as info:
-        _client(FakeAdapter(error=True)).pki_operation(b"x")
-    assert info.value.status_code is None
-    with pytest.raises(ValueError, match="POST or GET"):
-        _client(FakeAdapter()).pki_operation(b"x", method="PUT")
-
-
-def test_http_client_closes_only_its_own_session() -> None:
-    with ScepHttpClient("http://127.0.0.1:9/scep") as own:
-        assert isinstance(own.session, requests.Session)
-    adapter = FakeAdapter()
-    client = _client(adapter)
-    client.close()
-    assert client.session.adapters["http://"] is adapter
