@@ -75,7 +75,7 @@ class FileKey(LocalKey):
     backend: FileBackend = field(repr=False, compare=False)
 
     def stage(self, name: str) -> StagedFile:
-        return self.backend.stage(name, self.key)
+        return self.backend.stage(name, self._key)
 
 
 def load_private_key(path: Path, passphrase: bytes | None) -> PrivateKey:

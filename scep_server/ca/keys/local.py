@@ -20,34 +20,34 @@ from scep_server.ca.keys.generate import PrivateKey
 class LocalKey:
     """An RSA or EC private key in memory, as a Signer (and, for RSA, a Decrypter)."""
 
-    key: PrivateKey = field(repr=False)
+    _key: PrivateKey = field(repr=False)  # private: holders of a Signer never see the key itself
 
     def public_key(self) -> PublicKey:
-        return self.key.public_key()
+        return self._key.public_key()
 
     @property
     def signature_hash(self) -> SigningHash:
-        return signature_hash_for(self.key.public_key())
+        return signature_hash_for(self._key.public_key())
 
     def sign(self, data: bytes, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
         digest = algorithm or self.signature_hash
-        if isinstance(self.key, rsa.RSAPrivateKey):
-            return self.key.sign(data, PKCS1v15(), digest)
-        return self.key.sign(data, ec.ECDSA(digest))
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            return self._key.sign(data, PKCS1v15(), digest)
+        return self._key.sign(data, ec.ECDSA(digest))
 
     def sign_certificate(
         self, builder: x509.CertificateBuilder, algorithm: SigningHash | None = None
     ) -> x509.Certificate:
-        return builder.sign(self.key, algorithm or self.signature_hash)
+        return builder.sign(self._key, algorithm or self.signature_hash)
 
     def sign_crl(self, builder: x509.CertificateRevocationListBuilder) -> x509.CertificateRevocationList:
-        return builder.sign(self.key, self.signature_hash)
+        return builder.sign(self._key, self.signature_hash)
 
     def sign_ocsp_response(self, builder: ocsp.OCSPResponseBuilder) -> ocsp.OCSPResponse:
-        return builder.sign(self.key, self.signature_hash)
+        return builder.sign(self._key, self.signature_hash)
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         """RSA decryption; TypeError for an EC key, which cannot decrypt."""
-        if not isinstance(self.key, rsa.RSAPrivateKey):
+        if not isinstance(self._key, rsa.RSAPrivateKey):
             raise TypeError("an EC key cannot decrypt: SCEP key transport needs RSA")
-        return self.key.decrypt(ciphertext, padding)
+        return self._key.decrypt(ciphertext, padding)

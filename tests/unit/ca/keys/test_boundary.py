@@ -41,13 +41,20 @@ def _modules() -> list[Path]:
 
 
 def key_material_uses(source: str) -> list[str]:
-    """``line: what`` for every call, import or name of private key material in ``source``."""
+    """``line: what`` for every call, import or name of private key material in ``source``, and every read
+    of another object's ``_key`` (where a local key keeps the key it wraps)."""
     found = []
     for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "_key" and not _is_self(node.value):
+            found.append(f"{node.lineno}: ._key")
         for name in _names(node):
             if name in FORBIDDEN_NAMES or name in FORBIDDEN_CALLS:
                 found.append(f"{getattr(node, 'lineno', '?')}: {name}")
     return found
+
+
+def _is_self(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
 
 
 def _names(node: ast.AST) -> list[str]:
@@ -80,6 +87,8 @@ def test_every_exemption_names_an_existing_module() -> None:
         ("def f(k: rsa.RSAPrivateKey) -> None: ...", ["1: RSAPrivateKey"]),
         ("from x import EllipticCurvePrivateKey as K", ["1: EllipticCurvePrivateKey"]),
         ("import a\nKeys = a.PrivateKeyTypes", ["2: PrivateKeyTypes"]),
+        ("raw = runtime.ca.ca_key._key", ["1: ._key"]),
+        ("self._key = connect()", []),
         ("key.public_key().public_bytes(a, b)\nsigner.sign(data)", []),
     ],
 )
