@@ -39,10 +39,10 @@ from scep_server.ca.keys import (
     key_matches,
     open_backend,
 )
-from scep_server.ca.keys.atomic import make_private_dir
 from scep_server.ca.material import RA_KEY_BITS, issue_ra, self_signed_ca
 from scep_server.config import CAConfig, ServerConfig
 from scep_server.errors import CAError, ConfigError
+from scep_server.files import make_private_dir
 from scep_server.pki.chain import is_issued_by, is_self_signed
 from scep_server.pki.names import parse_name
 

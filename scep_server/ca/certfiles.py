@@ -9,8 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from scep_server.ca.keys import NewKey
-from scep_server.ca.keys.atomic import CERT_FILE_MODE, read_file, stage, write_atomic
 from scep_server.errors import CAError
+from scep_server.files import CERT_FILE_MODE, read_file, stage, write_atomic
 
 
 def save_certificate(path: Path, cert: x509.Certificate) -> None:

@@ -31,9 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from scep_server.ca.authority import CertificateAuthority, key_backend
 from scep_server.ca.certfiles import load_single_certificate, replace_pair
 from scep_server.ca.keys import KeyBackend, KeySpec, NewKey, Signer, key_matches
-from scep_server.ca.keys.atomic import KEY_FILE_MODE
 from scep_server.ca.material import MATERIAL_BACKDATE, authority_key_identifier
 from scep_server.errors import CAError, ConfigError
+from scep_server.files import KEY_FILE_MODE
 from scep_server.pki.chain import is_issued_by
 from scep_server.pki.names import parse_name
 

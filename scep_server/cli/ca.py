@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from scep_server.ca.authority import ca_exists, check_keys_at_rest, import_ca, init_ca, load_ca, rotate_ra
-from scep_server.ca.keys.atomic import make_private_dir
 from scep_server.cli.common import Subcommands, fail, migrate
 from scep_server.cli.output import print_fields
 from scep_server.config import ServerConfig
+from scep_server.files import make_private_dir
 from scep_server.runtime import ca_passphrase
 
 

@@ -11,8 +11,8 @@ from typing import TypeAlias
 
 from scep_server.ca.authority import CA_CERT
 from scep_server.ca.certfiles import load_certificates
-from scep_server.ca.keys.atomic import make_private_dir
 from scep_server.config import ServerConfig
+from scep_server.files import make_private_dir
 from scep_server.store import Store
 
 Command = Callable[[ServerConfig, argparse.Namespace], int]

@@ -9,10 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from scep_server.ca.authority import CertificateAuthority, ca_exists, check_keys_at_rest, init_ca
-from scep_server.ca.keys.atomic import make_private_dir
 from scep_server.cli.beside import start_beside
 from scep_server.cli.common import Subcommands
 from scep_server.config import ServerConfig
+from scep_server.files import make_private_dir
 from scep_server.runtime import build_runtime, ca_passphrase
 
 log = logging.getLogger("scep_server.cli")

@@ -4,7 +4,7 @@ Keys are encrypted with the CA passphrase when one is set; without one a key is 
 warning, and ``serve`` and ``import-ca`` refuse unencrypted keys unless the configuration allows them
 (:meth:`FileBackend.check_at_rest`). A key file found unencrypted while a passphrase is configured is
 encrypted with it in place when it is loaded: setting ``ca.key_passphrase`` is how an admin asks for
-encrypted keys, so it is never ignored. Files are written atomically (:mod:`.atomic`).
+encrypted keys, so it is never ignored. Files are written atomically (:mod:`scep_server.files`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scep_server.ca.keys import KeyContext, KeySpec, register
-from scep_server.ca.keys.atomic import KEY_FILE_MODE, StagedFile, read_file, stage, write_atomic
 from scep_server.ca.keys.generate import PrivateKey, generate_private_key
 from scep_server.ca.keys.local import LocalKey
 from scep_server.ca.keys.pem import parse_private_key, pkcs8_pem
 from scep_server.errors import CAError, ConfigError
+from scep_server.files import KEY_FILE_MODE, StagedFile, read_file, stage, write_atomic
 
 PASSPHRASE_HINT = "set SCEP_CA_PASSPHRASE (or ca.key_passphrase)"
 UNENCRYPTED_KEYS_REFUSED = (

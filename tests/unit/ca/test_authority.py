@@ -28,10 +28,10 @@ from scep_server.ca.authority import (
     rotate_ra,
 )
 from scep_server.ca.keys import key_matches
-from scep_server.ca.keys.atomic import StagedFile
 from scep_server.ca.keys.generate import PrivateKey, generate_private_key
 from scep_server.config import CAConfig
 from scep_server.errors import CAError, ConfigError
+from scep_server.files import StagedFile
 from tests.support import pki
 
 from .support import CA_KINDS, NOW

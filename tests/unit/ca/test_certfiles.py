@@ -17,8 +17,8 @@ from scep_server.ca.certfiles import (
     save_certificates,
 )
 from scep_server.ca.keys import KeyContext, KeySpec, Signer, key_matches, open_backend
-from scep_server.ca.keys.atomic import StagedFile
 from scep_server.errors import CAError
+from scep_server.files import StagedFile
 from tests.support.pki import certificate_builder
 
 from .keys.support import cached_key, self_signed

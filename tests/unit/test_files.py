@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scep_server.ca.keys.atomic import make_private_dir, read_file, stage, write_atomic
 from scep_server.errors import CAError
+from scep_server.files import make_private_dir, read_file, stage, write_atomic
 
 
 def mode(path: Path) -> int:
