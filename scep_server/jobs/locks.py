@@ -24,6 +24,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ INTUNE_REVOCATION_SYNC = "intune-revocation-sync"
 INTUNE_REVOCATION_ROUND = "intune-revocations"
 
 LOCK_FILE_MODE = 0o600
+WARNING_EVERY = 60.0  # seconds between two warnings that a lock cannot even be tried
 _KEY_PREFIX = "scep-server"
 _APPLICATION_NAME_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
 # libpq defaults for the lock's own connection, unless the database URL sets them: a holder whose
@@ -158,6 +160,7 @@ class AdvisoryLock:
         self._key: int | None = None
         self._held = False
         self._mutex = threading.Lock()
+        self._last_warning = -WARNING_EVERY
 
     @property
     def name(self) -> str:
@@ -179,8 +182,12 @@ class AdvisoryLock:
             except SQLAlchemyError as exc:
                 if self._held:
                     log.warning("lost lock %s: its database session failed (%s)", self._name, describe(exc))
-                else:
-                    log.debug("cannot try lock %s: %s", self._name, describe(exc))
+                elif time.monotonic() - self._last_warning >= WARNING_EVERY:
+                    # Once in a while, not every try: a pooler in transaction mode or max_connections
+                    # keeps every try failing, and then the singleton tasks run nowhere.
+                    self._last_warning = time.monotonic()
+                    log.warning("cannot try lock %s (its tasks run nowhere until this passes): %s",
+                                self._name, describe(exc))
                 self._disconnect()
                 return False
 

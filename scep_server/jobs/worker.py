@@ -5,6 +5,8 @@ holds and takes the free ones, so when a holder dies another process takes its t
 interval. Every tick (``interval`` seconds, sooner when woken) it runs, in order, the singleton tasks
 whose lock it holds and every task that claims its rows by lease (tasks.py says which is which, and
 why), each at most once per its ``every``. A task that raises is logged and does not stop the others.
+A task that hangs (a call that never returns) would keep its locks while running nothing: when the task
+thread shows no progress for ``stall_after`` seconds, the lock thread lets every lock go until it does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scep_server.jobs.locks import Lock
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
+DEFAULT_STALL_AFTER = 300.0  # longer than any task's own timeouts and retries
 LockProvider = Callable[[str], Lock]
 
 
@@ -51,10 +54,10 @@ class BackgroundWorker:
 
     def __init__(
         self, tasks: list[Task], *, locks: LockProvider, interval: float = DEFAULT_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, stall_after: float = DEFAULT_STALL_AFTER,
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        if interval <= 0 or stall_after <= interval:
+            raise ValueError("interval must be positive and stall_after longer than it")
         self._tasks = tasks  # the list, not a copy: wiring adds tasks after the worker exists
         self._make_lock = locks
         self._interval = interval
@@ -62,6 +65,9 @@ class BackgroundWorker:
         self._locks: dict[str, Lock] = {}
         self._locks_mutex = threading.Lock()
         self._last_run: dict[str, float] = {}
+        self._stall_after = stall_after
+        self._progress = clock()  # when the task thread last started or finished a task
+        self._stalled = False
         self.wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -104,13 +110,17 @@ class BackgroundWorker:
         self.run_due()
 
     def elect(self) -> bool:
-        """Try the lock of every singleton task; True when one was taken just now."""
+        """Try the lock of every singleton task; True when one was taken just now. While the task thread
+        is stuck, let every lock go instead, so that another process runs the tasks."""
+        if self._stuck():
+            return False
         names = dict.fromkeys(task.lock for task in self._tasks if task.lock is not None)
         taken = [self._hold(self._lock(name)) for name in names]
         return any(taken)
 
     def run_due(self) -> None:
         """Run, in order, every task that is due and whose lock, if it has one, is held."""
+        self._progress = self._clock()
         for task in self._tasks:
             if task.lock is not None and not self._holds(task.lock):
                 self._last_run.pop(task.name, None)  # on taking over, the new holder runs it at once
@@ -158,6 +168,22 @@ class BackgroundWorker:
             task.run()
         except Exception:  # one failing task must not stop the others or the thread
             log.exception("background task %s failed", task.name)
+        finally:
+            self._progress = self._clock()
+
+    def _stuck(self) -> bool:
+        stuck = self._clock() - self._progress > self._stall_after
+        if stuck and not self._stalled:
+            log.error("background tasks made no progress for %.0f s: letting go of locks %s",
+                      self._stall_after, ", ".join(sorted(self.holding())) or "(none held)")
+            with self._locks_mutex:
+                locks = list(self._locks.values())
+            for lock in locks:
+                _let_go(lock)
+        elif self._stalled and not stuck:
+            log.warning("background tasks make progress again: trying the locks again")
+        self._stalled = stuck
+        return stuck
 
     def _elect_loop(self) -> None:
         while not self._stopping.is_set():

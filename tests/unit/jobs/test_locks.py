@@ -243,3 +243,15 @@ def test_an_unreachable_database_holds_no_lock() -> None:
     lock = AdvisoryLock(lock_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"), "x")
     assert not lock.try_acquire() and not lock.held
     lock.release()
+
+
+def test_a_lock_that_cannot_be_tried_warns_once_in_a_while(caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on port 1: every try fails to connect, as with a pooler refusing sessions.
+    engine = create_engine("postgresql+psycopg://scep@127.0.0.1:1/none?connect_timeout=1", poolclass=NullPool)
+    lock = AdvisoryLock(engine, CRL_PUBLISHING)
+    try:
+        assert [lock.try_acquire() for _ in range(3)] == [False, False, False]
+    finally:
+        engine.dispose()
+    warnings = [r for r in caplog.records if "cannot try lock crl-publishing" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"

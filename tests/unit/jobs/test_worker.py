@@ -151,8 +151,31 @@ def test_the_thread_elects_one_runner_among_workers_sharing_a_lock_file(tmp_path
             worker.stop()
 
 
+def test_a_stuck_task_thread_lets_the_locks_go_until_it_moves_again(caplog: pytest.LogCaptureFixture) -> None:
+    clock, locks = FakeClock(0.0), SharedLocks()
+    worker = BackgroundWorker([Task("publish", lambda: None, lock="crl")], locks=locks, clock=clock,
+                              interval=1, stall_after=30)
+    worker.run_once()
+    assert locks.holders["crl"] is not None and worker.holding() == {"crl"}
+    clock.advance(29)
+    assert worker.elect() is False and worker.holding() == {"crl"}  # slow is not stuck
+    clock.advance(2)  # the task thread has shown no progress for 31 s: a task hangs
+    assert worker.elect() is False
+    assert locks.holders == {} and worker.holding() == frozenset()
+    assert "made no progress for 30 s: letting go of locks crl" in caplog.text
+    other = BackgroundWorker([Task("publish", lambda: None, lock="crl")], locks=locks, clock=clock, interval=1)
+    other.run_once()
+    assert other.holding() == {"crl"}  # another process runs the singleton meanwhile
+    other.stop()
+    worker.run_due()  # the task thread moves again
+    assert worker.elect() is True and worker.holding() == {"crl"}
+    assert "make progress again" in caplog.text
+
+
 def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError):
         Task("x", lambda: None, every=0)
     with pytest.raises(ValueError):
         BackgroundWorker([], locks=SharedLocks(), interval=0)
+    with pytest.raises(ValueError):
+        BackgroundWorker([], locks=SharedLocks(), interval=5, stall_after=5)
