@@ -48,8 +48,11 @@ lock:
 	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
 	rm -rf .lock-venv
 
+# One table of throughput figures (bench/README.md); e.g. make bench BENCH_ARGS="--duration 20 --scale".
+BENCH_ARGS ?=
 bench: $(STAMP) system-deps
-	$(BIN)/python bench/enroll.py
+	bash .ci/start-postgres.sh || echo "bench: no PostgreSQL, its row will say skipped"
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Every fuzz target for FUZZ_SECONDS under atheris; findings land in var/fuzz/TARGET (fuzz/README.md).
 FUZZ_TARGETS ?= envelope_raw envelope_attributes envelope_pkcs envelope_content ocsp_request
