@@ -17,6 +17,7 @@
      │   └─ CertificateNotFound
      ├─ Conflict                 the state does not allow it (any more): 409 in the API, never an outage
      │   ├─ AlreadyRevoked  DuplicateCertificate  TransactionNotPending  OutboxEntryNotPending
+     │   └─ TransactionExists
      ├─ InvalidInput             an operator's argument is not acceptable: 400 in the API, exit 2 in the CLI
      │   └─ UnknownRevocationReason
      ├─ ScepClientError          the client side: a SCEP server's answer we cannot use (scep/client/)

@@ -72,6 +72,9 @@ class ChallengeValidator(Protocol):
     name: str
     # Whether a RenewalReq (authenticated by the certificate it renews) is validated too.
     validates_renewals: bool
+    # Whether notify_issued may refuse the delivery or must hear of each issuance before the device
+    # does (Intune). False lets a new transaction be validated, signed and stored in one step.
+    confirms_issuance: bool
 
     def validate(self, request: ValidationRequest) -> None:
         """Return to accept; raise ChallengeRejected to refuse, ValidatorUnavailable when undecided."""

@@ -83,6 +83,7 @@ class IntuneChallenge:
 
     name = "intune"
     # Intune decides every certificate: a RenewalReq is asked about too (fail closed without a challenge).
+    confirms_issuance = True
     validates_renewals = True
     settings_class = IntuneChallengeConfig
     may_be_unavailable = True

@@ -35,6 +35,7 @@ class StaticChallenge:
     """Accept a request whose challengePassword equals the profile's shared secret."""
 
     name = "static"
+    confirms_issuance = False
     validates_renewals = False
     settings_class = StaticChallengeConfig
     may_be_unavailable = False

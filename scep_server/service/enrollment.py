@@ -61,7 +61,16 @@ from scep_server.service.issuance import Deferred, IssuanceService
 from scep_server.service.outcome import OperationStatus, Outcome
 from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlCache
-from scep_server.store import CertificateRecord, CertStatus, Store, TransactionRecord, TransactionState, serial_storable
+from scep_server.store import (
+    AuditEvent,
+    CertificateRecord,
+    CertStatus,
+    NewTransaction,
+    Store,
+    TransactionRecord,
+    TransactionState,
+    serial_storable,
+)
 
 log = logging.getLogger("scep_server.scep")
 
@@ -110,7 +119,8 @@ class EnrollmentService:
         except Exception as exc:  # 503s and the unexpected: still one audit record
             self._audit(profile, context, _error_status(exc), str(exc)[:200], ip)
             raise
-        self._audit(profile, context, outcome.status, outcome.detail, ip)
+        if not outcome.audited:
+            self._audit(profile, context, outcome.status, outcome.detail, ip)
         return replace(outcome, message_type=_type_name(context.message_type))
 
     def _dispatch(self, profile: Profile, request: PkiRequest, ip: str | None) -> Outcome:
@@ -141,25 +151,53 @@ class EnrollmentService:
             self._check_renewal_signer(profile, request)
         else:
             self._check_pkcsreq_signer(profile, request)
+        transaction = NewTransaction(
+            profile=profile.name, transaction_id=context.transaction_id, message_type=int(request.message_type),
+            csr_der=request.csr_der, requester_ip=ip, signer_key_sha256=_signer_key_digest(request),
+            subject_sha256=name_digest(request.csr.subject),
+        )
+        validation = ValidationRequest(profile.name, context.transaction_id, request.csr, request.csr_der, ip)
+        if self.issuance.issues_at_once(profile):
+            at_once = self._enroll_at_once(profile, request, transaction, validation)
+            if at_once is not None:
+                return at_once
         record, claimed = self.store.claim_transaction(
             profile=profile.name, transaction_id=context.transaction_id,
-            message_type=int(request.message_type), csr_der=request.csr_der, requester_ip=ip,
-            signer_key_sha256=_signer_key_digest(request), subject_sha256=name_digest(request.csr.subject),
+            message_type=transaction.message_type, csr_der=request.csr_der, requester_ip=ip,
+            signer_key_sha256=transaction.signer_key_sha256, subject_sha256=transaction.subject_sha256,
             stale_after=self.claim_lease,
         )
         if not claimed:
             return self._replay(request, record)
-        validation = ValidationRequest(profile.name, context.transaction_id, request.csr, request.csr_der, ip)
         result = self.issuance.decide(profile, validation, record, renewal=request.renewal)
         if isinstance(result, Deferred):
             return Outcome(message.cert_rep_pending(context, self.signer), OperationStatus.PENDING, result.reason)
-        log.info(
-            "PKIOperation SUCCESS profile=%s transaction=%s type=%s serial=%x ip=%s",
-            profile.name, context.transaction_id, request.message_type.name, result.serial_number, ip,
-        )
+        _log_success(profile, request, result, ip)
         if record.serial is not None:  # stored by a handler that did not finish: counted when it was issued
             return self._success(request, [result], f"re-delivered {result.serial_number:x}")
         return replace(self._success(request, [result], f"issued {result.serial_number:x}"), issued=True)
+
+    def _enroll_at_once(
+        self, profile: Profile, request: CertificateRequest, transaction: NewTransaction,
+        validation: ValidationRequest,
+    ) -> Outcome | None:
+        """A new transaction decided and stored in one step (see ``IssuanceService.record_at_once``); None
+        when it is not new, or not issued at once: the claimed path then answers it."""
+        if self.store.get_transaction(profile.name, transaction.transaction_id) is not None:
+            return None
+        certificate = self.issuance.prepare_at_once(profile, validation)
+        if certificate is None:
+            return None
+        detail = f"issued {certificate.serial_number:x}"
+        event = AuditEvent(
+            profile=profile.name, operation="PKIOperation", message_type=request.context.message_type,
+            transaction_id=transaction.transaction_id, outcome=str(OperationStatus.SUCCESS), detail=detail,
+            requester_ip=transaction.requester_ip,
+        )
+        if not self.issuance.record_at_once(profile, validation, certificate, transaction, event):
+            return None
+        _log_success(profile, request, certificate, transaction.requester_ip)
+        return replace(self._success(request, [certificate], detail), issued=True, audited=True)
 
     def _replay(self, request: CertificateRequest, record: TransactionRecord) -> Outcome:
         """A transactionID we have seen: same request → same answer; a different request → refused."""
@@ -311,6 +349,14 @@ class EnrollmentService:
             )
         except StoreError as exc:
             log.error("audit record lost: %s (transaction=%s)", exc, context.transaction_id)
+
+
+def _log_success(profile: Profile, request: CertificateRequest, certificate: x509.Certificate, ip: str | None) -> None:
+    log.info(
+        "PKIOperation SUCCESS profile=%s transaction=%s type=%s serial=%x ip=%s",
+        profile.name, request.context.transaction_id, request.message_type.name, certificate.serial_number,
+        ip,
+    )
 
 
 def _error_status(exc: Exception) -> str:

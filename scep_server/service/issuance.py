@@ -22,6 +22,12 @@ Invariants:
   (its transaction ISSUED with it) is never withdrawn;
 - a stored certificate whose device never came back for it (``ABANDONED_AFTER``) is revoked and its
   transaction failed (``withdraw_abandoned``, run in the background).
+
+A validator that decides locally and confirms nothing (``confirms_issuance`` False: ``static``) lets a
+new transaction skip the claim: ``prepare_at_once`` validates and signs, ``record_at_once`` stores the
+transaction ISSUED with its certificate and audit record in one database transaction, and only then is
+the certificate handed out. A concurrent request of the same transaction that was stored first wins;
+the loser's certificate is stored withdrawn (superseded) and never handed out.
 """
 
 from __future__ import annotations
@@ -55,7 +61,17 @@ from scep_server.errors import (
 from scep_server.pki.reasons import CRLReason
 from scep_server.service.profile import Profile
 from scep_server.service.revocation import RevocationService
-from scep_server.store import AlreadyRevoked, NewCertificate, Store, TransactionNotPending, TransactionRecord
+from scep_server.store import (
+    AlreadyRevoked,
+    AuditEvent,
+    DuplicateCertificate,
+    NewCertificate,
+    NewTransaction,
+    Store,
+    TransactionExists,
+    TransactionNotPending,
+    TransactionRecord,
+)
 
 log = logging.getLogger("scep_server.service.issuance")
 
@@ -107,6 +123,45 @@ class IssuanceService:
         except PKIFailure as failure:
             self._fail(profile, validation, failure)
         return self._issue_validated(profile, validation)
+
+    def issues_at_once(self, profile: Profile) -> bool:
+        """Whether a new transaction of ``profile`` may be decided and stored in one step (see the module)."""
+        return not profile.validator.confirms_issuance
+
+    def prepare_at_once(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate | None:
+        """Validate and sign for a transaction not stored yet (``issues_at_once``). None, with nothing
+        recorded, when the request is refused, undecided or cannot be built: the caller then takes the
+        claimed path, which decides it again and records why."""
+        try:
+            profile.validator.validate(validation)
+            check_csr(validation.csr, profile.policy)
+            return build_certificate(validation.csr, self.ca, profile.policy)
+        except Exception:  # noqa: BLE001 - every refusal is recorded by the claimed path, which repeats it
+            return None
+
+    def record_at_once(
+        self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate,
+        transaction: NewTransaction, event: AuditEvent,
+    ) -> bool:
+        """Store the transaction ISSUED with ``certificate`` and ``event``; True once it may be handed out.
+        False when a concurrent request of the transaction was stored first: ``certificate`` is then stored
+        withdrawn (superseded), and the caller answers as for a retry."""
+        new = self._new_certificate(certificate, profile, validation)
+        try:
+            self.store.record_enrollment(transaction, new, event)
+        except TransactionExists:
+            self.store.record_withdrawn(new, reason=int(CRLReason.SUPERSEDED), revoked_at=datetime.now(UTC))
+            log.warning("profile=%s transaction=%s: a concurrent request was stored first; certificate %x "
+                        "was stored withdrawn", profile.name, validation.transaction_id, certificate.serial_number)
+            return False
+        except DuplicateCertificate as exc:
+            raise Unavailable(f"the certificate store failed: {exc}") from exc
+        log.info(
+            "issued serial=%x profile=%s transaction=%s subject=%r",
+            certificate.serial_number, profile.name, validation.transaction_id,
+            certificate.subject.rfc4514_string()[:200],
+        )
+        return True
 
     def retry_deferred(self, profile: Profile, record: TransactionRecord, now: datetime | None = None) -> None:
         """One background attempt at a deferred transaction (already leased by the caller)."""

@@ -35,3 +35,4 @@ class Outcome:
     detail: str | None = None
     message_type: str = "unknown"
     issued: bool = False
+    audited: bool = False  # its audit record was stored with the enrollment

@@ -30,20 +30,10 @@ class AuditRepository(Repository):
         The transactionID may come from a malformed request, so an over-long one is truncated rather
         than refused: the log must record the failure.
         """
-        check_length(profile, PROFILE_LENGTH, "profile")
-        check_length(operation, LABEL_LENGTH, "operation")
-        check_length(outcome, LABEL_LENGTH, "outcome")
-        check_length(requester_ip, IP_LENGTH, "requester_ip")
-        row = {
-            "occurred_at": utcnow(),
-            "profile": profile,
-            "operation": operation,
-            "message_type": message_type,
-            "transaction_id": None if transaction_id is None else transaction_id[:TRANSACTION_ID_LENGTH],
-            "outcome": outcome,
-            "detail": detail,
-            "requester_ip": requester_ip,
-        }
+        row = event_row(
+            profile=profile, operation=operation, message_type=message_type, transaction_id=transaction_id,
+            outcome=outcome, detail=detail, requester_ip=requester_ip,
+        )
         with guard(), self._writer.begin() as conn:
             conn.execute(insert(scep_events).values(**row))
 
@@ -60,6 +50,33 @@ class AuditRepository(Repository):
             query = query.where(c.transaction_id == transaction_id)
         with guard(), self._engine.connect() as conn:
             return [_operation_record(row) for row in conn.execute(query)]
+
+
+def event_row(
+    *,
+    profile: str,
+    operation: str,
+    message_type: int | None,
+    transaction_id: str | None,
+    outcome: str,
+    detail: str | None,
+    requester_ip: str | None,
+) -> dict[str, Any]:
+    """The ``scep_events`` row of one PKIOperation (see ``AuditRepository.record_operation``)."""
+    check_length(profile, PROFILE_LENGTH, "profile")
+    check_length(operation, LABEL_LENGTH, "operation")
+    check_length(outcome, LABEL_LENGTH, "outcome")
+    check_length(requester_ip, IP_LENGTH, "requester_ip")
+    return {
+        "occurred_at": utcnow(),
+        "profile": profile,
+        "operation": operation,
+        "message_type": message_type,
+        "transaction_id": None if transaction_id is None else transaction_id[:TRANSACTION_ID_LENGTH],
+        "outcome": outcome,
+        "detail": detail,
+        "requester_ip": requester_ip,
+    }
 
 
 def _operation_record(row: Row[Any]) -> OperationRecord:

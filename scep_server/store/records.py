@@ -32,6 +32,32 @@ class OutboxState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class NewTransaction:
+    """A SCEP transaction as first claimed (see ``Store.claim_transaction`` for the fields)."""
+
+    profile: str
+    transaction_id: str
+    message_type: int
+    csr_der: bytes
+    requester_ip: str | None
+    signer_key_sha256: str | None
+    subject_sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One PKIOperation for the audit log (see ``Store.record_operation``); never a secret in ``detail``."""
+
+    profile: str
+    operation: str
+    message_type: int | None
+    transaction_id: str | None
+    outcome: str
+    detail: str | None
+    requester_ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class NewCertificate:
     """A certificate the CA has just signed, as handed to ``Store.record_issued``."""
 
@@ -154,6 +180,16 @@ class DuplicateCertificate(Conflict):
         super().__init__(f"issuer {issuer} already has a certificate with serial {serial:x}")
         self.serial = serial
         self.issuer = issuer
+
+
+class TransactionExists(Conflict):
+    """The transaction was already stored (by a concurrent request of it, say): ``record_enrollment``
+    stored nothing."""
+
+    def __init__(self, profile: str, transaction_id: str) -> None:
+        super().__init__(f"transaction {transaction_id!r} of profile {profile!r} exists already")
+        self.profile = profile
+        self.transaction_id = transaction_id
 
 
 class TransactionNotPending(Conflict):

@@ -21,12 +21,15 @@ from scep_server.store.crls import CrlRepository, PublishedCrlRecord
 from scep_server.store.deferred import DeferredRepository
 from scep_server.store.deliveries import DeliveryRepository
 from scep_server.store.engine import SchemaRepository, open_engine
+from scep_server.store.enrollments import EnrollmentRepository
 from scep_server.store.intune_revocations import IntuneRevocationRecord, IntuneRevocationRepository
 from scep_server.store.outbox import OutboxRepository
 from scep_server.store.records import (
+    AuditEvent,
     CertificateRecord,
     CertStatus,
     NewCertificate,
+    NewTransaction,
     OperationRecord,
     OutboxRecord,
     TransactionRecord,
@@ -44,6 +47,7 @@ class Store:
         self.transactions = TransactionRepository(engine)
         self.deferred = DeferredRepository(engine)
         self.deliveries = DeliveryRepository(engine)
+        self.enrollments = EnrollmentRepository(engine)
         self.certificates = CertificateRepository(engine)
         self.revocations = RevocationRepository(engine)
         self.audit = AuditRepository(engine)
@@ -142,6 +146,12 @@ class Store:
         self, *, profile: str, transaction_id: str | None, certificate: NewCertificate
     ) -> CertificateRecord:
         return self.deliveries.record_issued(profile=profile, transaction_id=transaction_id, certificate=certificate)
+
+    def record_enrollment(self, transaction: NewTransaction, certificate: NewCertificate, event: AuditEvent) -> None:
+        self.enrollments.record_enrollment(transaction, certificate, event)
+
+    def record_withdrawn(self, certificate: NewCertificate, *, reason: int, revoked_at: datetime) -> None:
+        self.enrollments.record_withdrawn(certificate, reason=reason, revoked_at=revoked_at)
 
     def record_undelivered(
         self, *, profile: str, transaction_id: str, csr_sha256: str, certificate: NewCertificate

@@ -72,7 +72,7 @@ class TransactionRepository(Repository):
         check_length(requester_ip, IP_LENGTH, "requester_ip")
         for digest in (signer_key_sha256, subject_sha256):
             check_length(digest, DIGEST_LENGTH, "digest")
-        values = _claim_values(message_type, csr_der, requester_ip, signer_key_sha256, subject_sha256)
+        values = claim_values(message_type, csr_der, requester_ip, signer_key_sha256, subject_sha256)
         with guard():
             for _ in range(RACE_ATTEMPTS):
                 outcome = self._try_claim(profile, transaction_id, values, stale_after)
@@ -202,7 +202,7 @@ def transaction_record(row: Row[Any]) -> TransactionRecord:
 # -- claiming ----------------------------------------------------------------------------------------
 
 
-def _claim_values(
+def claim_values(
     message_type: int, csr_der: bytes, requester_ip: str | None, signer_key_sha256: str | None,
     subject_sha256: str | None,
 ) -> dict[str, Any]:

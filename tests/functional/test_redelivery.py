@@ -23,6 +23,7 @@ from scep_server.intune.contract import ChallengeSpec
 from scep_server.jobs.tasks import DeferredValidations
 from scep_server.scep import client
 from scep_server.scep.types import PKIStatus
+from scep_server.service.issuance import IssuanceService
 from scep_server.store import CertStatus, TransactionState
 from scep_server.store.tables import transactions
 
@@ -51,6 +52,12 @@ def _dies_once(monkeypatch: pytest.MonkeyPatch, owner: type, name: str, *, after
     return calls
 
 
+def _claimed_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have the static profile take the claimed path, Intune's: a new static transaction is otherwise
+    issued in one database transaction (see ``issuance``), which leaves no store-then-complete window."""
+    monkeypatch.setattr(StaticChallenge, "confirms_issuance", True)
+
+
 def _lease_runs_out(server: ScepTestServer) -> None:
     with server.runtime.store.engine.begin() as conn:
         conn.execute(update(transactions).values(updated_at=datetime.now(UTC) - timedelta(minutes=10)))
@@ -75,6 +82,7 @@ def _successes(env: IntuneEnv, transaction_id: str) -> list[int]:
 def test_finding5_reclaimed_transaction_redelivers_the_stored_certificate(
     server: ScepTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _claimed_path(monkeypatch)
     _dies_once(monkeypatch, StaticChallenge, "notify_issued")
     device = Device(common_name="killed-mid-issuance")
     built = server.pkcsreq(device)
@@ -91,6 +99,22 @@ def test_finding5_reclaimed_transaction_redelivers_the_stored_certificate(
     assert server.runtime.store.list_operations(limit=1)[0].detail == f"re-delivered {held.serial_number:x}"
     assert _valid_of(server, built.transaction_id) == [held.serial_number]
     assert server.issued_count() == 1
+
+
+def test_finding5_a_handler_dying_after_an_enrollment_stored_at_once_leaves_it_to_the_retry(
+    server: ScepTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _dies_once(monkeypatch, IssuanceService, "record_at_once", after=True)
+    device = Device(common_name="killed-after-storing")
+    built = server.pkcsreq(device)
+    _die_in(server, built)
+    stored = server.runtime.store.get_transaction("default", built.transaction_id)
+    assert stored is not None and stored.state is TransactionState.ISSUED and stored.serial is not None
+    reply = server.send(server.pkcsreq(device, transaction_id=built.transaction_id), device)
+    held = reply.certificate_for(device.key.public_key())
+    assert held.serial_number == stored.serial
+    assert server.runtime.store.list_operations(limit=1)[0].detail == f"re-sent {held.serial_number:x}"
+    assert _valid_of(server, built.transaction_id) == [held.serial_number] and server.issued_count() == 1
 
 
 def test_finding5_redelivery_to_intune_is_acknowledged_again_first(
@@ -163,6 +187,7 @@ def test_finding5_background_retry_of_a_deferred_transaction_redelivers(
 def test_finding5_certificate_never_collected_is_revoked(
     server: ScepTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _claimed_path(monkeypatch)
     _dies_once(monkeypatch, StaticChallenge, "notify_issued")
     device = Device(common_name="never-came-back")
     built = server.pkcsreq(device)

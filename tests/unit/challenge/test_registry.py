@@ -37,6 +37,7 @@ class OtpChallenge:
 
     name = "otp"
     validates_renewals = False
+    confirms_issuance = True
     settings_class = OtpChallengeConfig
     may_be_unavailable = False
 

@@ -35,6 +35,7 @@ class RecordingValidator:
 
     name: str = "recording"
     validates_renewals: bool = False
+    confirms_issuance: bool = True  # False: new transactions are issued in one step
     unavailable: bool = False  # validate() raises ValidatorUnavailable
     refuse_acknowledgement: bool = False  # notify_issued() raises ValidatorUnavailable
     validated: list[str] = field(default_factory=list)

@@ -1,0 +1,111 @@
+"""An enrollment decided at once, stored in one database transaction.
+
+For validators that decide locally and need not confirm the issuance (``static``), the transaction, its
+certificate and its audit record are written together, ISSUED: one write (one fsync on SQLite) per
+enrollment instead of a claim, a link, a completion and an audit record. The transaction must not exist
+yet; a concurrent request of the same transaction that got in first makes this one store nothing
+(``TransactionExists``), and the certificate it signed is then kept as withdrawn (``record_withdrawn``),
+so that every certificate the CA signed is in the store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from scep_server.errors import StoreError
+from scep_server.store.audit import event_row
+from scep_server.store.base import Repository, check_length, describe, guard, required, utcnow
+from scep_server.store.certificates import certificate_query, certificate_values
+from scep_server.store.records import (
+    AuditEvent,
+    DuplicateCertificate,
+    NewCertificate,
+    NewTransaction,
+    TransactionExists,
+    TransactionState,
+)
+from scep_server.store.revocations import revocation
+from scep_server.store.tables import DIGEST_LENGTH, IP_LENGTH, certificates, scep_events, transactions
+from scep_server.store.transactions import check_key, claim_values, transaction_key
+
+
+class EnrollmentRepository(Repository):
+    """Enrollments stored in one database transaction."""
+
+    def record_enrollment(self, transaction: NewTransaction, certificate: NewCertificate, event: AuditEvent) -> None:
+        """Store the transaction ISSUED with its certificate and its audit record, all or nothing.
+
+        ``TransactionExists`` when the transaction is stored already, ``DuplicateCertificate`` when the
+        serial is taken; nothing is stored then.
+        """
+        _check_transaction(transaction)
+        if (certificate.profile, certificate.transaction_id) != (transaction.profile, transaction.transaction_id):
+            raise ValueError("the certificate must name its profile and transaction")
+        values = certificate_values(certificate)
+        events = _event_values(event)
+        with guard():
+            try:
+                with self._writer.begin() as conn:
+                    inserted = conn.execute(insert(certificates).values(**values))
+                    cert_id = required(inserted.inserted_primary_key)[0]
+                    issued = _issued_values(transaction, values["serial_hex"], cert_id)
+                    conn.execute(insert(transactions).values(**issued))
+                    conn.execute(insert(scep_events).values(**events))
+            except IntegrityError as exc:
+                self._raise_conflict(exc, transaction, certificate)
+
+    def record_withdrawn(self, certificate: NewCertificate, *, reason: int, revoked_at: datetime) -> None:
+        """Store a certificate that was signed and never handed out as revoked (``reason``)."""
+        values = {**certificate_values(certificate), **revocation(reason, revoked_at)}
+        with guard(), self._writer.begin() as conn:
+            conn.execute(insert(certificates).values(**values))
+
+    def _raise_conflict(self, exc: IntegrityError, transaction: NewTransaction, certificate: NewCertificate) -> None:
+        with self._engine.connect() as conn:
+            if _transaction_exists(conn, transaction):
+                raise TransactionExists(transaction.profile, transaction.transaction_id) from None
+            if conn.execute(certificate_query(certificate.serial, certificate.issuer)).first() is not None:
+                raise DuplicateCertificate(certificate.serial, certificate.issuer) from None
+        raise StoreError(describe(exc)) from exc
+
+
+def _check_transaction(transaction: NewTransaction) -> None:
+    check_key(transaction.profile, transaction.transaction_id)
+    check_length(transaction.requester_ip, IP_LENGTH, "requester_ip")
+    for digest in (transaction.signer_key_sha256, transaction.subject_sha256):
+        check_length(digest, DIGEST_LENGTH, "digest")
+
+
+def _issued_values(transaction: NewTransaction, hex_serial: str, cert_id: int) -> dict[str, object]:
+    now = utcnow()
+    claimed = claim_values(
+        transaction.message_type, transaction.csr_der, transaction.requester_ip,
+        transaction.signer_key_sha256, transaction.subject_sha256,
+    )
+    return {
+        **claimed,
+        "profile": transaction.profile,
+        "transaction_id": transaction.transaction_id,
+        "state": TransactionState.ISSUED.value,
+        "serial_hex": hex_serial,
+        "certificate_id": cert_id,
+        "csr_der": None,  # the request may carry a shared secret: keep only its hash once decided
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _event_values(event: AuditEvent) -> dict[str, object]:
+    return event_row(
+        profile=event.profile, operation=event.operation, message_type=event.message_type,
+        transaction_id=event.transaction_id, outcome=event.outcome, detail=event.detail,
+        requester_ip=event.requester_ip,
+    )
+
+
+def _transaction_exists(conn: Connection, transaction: NewTransaction) -> bool:
+    query = select(transactions.c.id).where(transaction_key(transaction.profile, transaction.transaction_id))
+    return conn.execute(query).first() is not None
