@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol
 
 from asn1crypto import algos, cms, core
@@ -253,46 +254,74 @@ def sign(
     extra_certificates: Sequence[x509.Certificate] = (),
     signing_time: datetime | None = None,
 ) -> bytes:
-    """Build a ContentInfo(SignedData) over ``content`` (None: no eContent) with ``attributes`` signed."""
-    all_attrs = cms.CMSAttributes(
+    """Build a ContentInfo(SignedData) over ``content`` (None: no eContent) with ``attributes`` signed.
+
+    What does not change between messages of one signer (versions, algorithms, the certificates, the
+    signer's identifier) is encoded once (``_signer_parts``); each message encodes only its content,
+    its signed attributes and its signature, and the SignedData is their DER in schema order.
+    """
+    parts = _signer_parts(
+        signer_cert.public_bytes(serialization.Encoding.DER),
+        tuple(c.public_bytes(serialization.Encoding.DER) for c in extra_certificates),
+        digest,
+        _signature_algorithm(signer_key, digest),
+    )
+    signed_attrs = cms.CMSAttributes(
         [
             make_attribute(Attr.CONTENT_TYPE, cms.ContentType("data")),
             make_attribute(Attr.MESSAGE_DIGEST, core.OctetString(digest_of(digest, content or b""))),
             make_attribute(Attr.SIGNING_TIME, cms.Time({"utc_time": signing_time or datetime.now(UTC)})),
             *attributes,
-        ]
-    )
-    to_sign = b"\x31" + all_attrs.dump()[1:]
-    signature_algo, signature = _sign_bytes(signer_key, digest, to_sign)
+        ],
+        implicit=0,
+    ).dump()
+    # RFC 5652 §5.4: the signature covers the attributes' explicit SET OF encoding, not the [0] one.
+    signature = signer_key.sign(b"\x31" + signed_attrs[1:], digest.hash())
     signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier({"issuer_and_serial_number": issuer_and_serial(signer_cert)}),
-            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest.value}),
-            "signed_attrs": all_attrs,
-            "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": signature_algo}),
-            "signature": signature,
-        }
+        contents=parts.signer_head + signed_attrs + parts.signature_algorithm + core.OctetString(signature).dump()
     )
-    encap: dict[str, object] = {"content_type": "data"}
-    if content is not None:
-        encap["content"] = content
-    certs = [signer_cert, *extra_certificates]
+    encap = cms.EncapsulatedContentInfo({"content_type": "data"} if content is None
+                                        else {"content_type": "data", "content": content})
     signed = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest.value})],
-            "encap_content_info": encap,
-            "certificates": [_asn1_cert(c) for c in certs],
-            "signer_infos": [signer_info],
-        }
+        contents=parts.head + encap.dump() + parts.certificates + cms.SignerInfos([signer_info]).dump()
     )
     return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
 
 
-def _sign_bytes(key: CmsSigner, digest: DigestAlgorithm, data: bytes) -> tuple[str, bytes]:
-    algorithm = "rsassa_pkcs1v15" if isinstance(key.public_key(), rsa.RSAPublicKey) else f"{digest.value}_ecdsa"
-    return algorithm, key.sign(data, digest.hash())
+@dataclass(frozen=True, slots=True)
+class _SignerParts:
+    """The DER of a signer's SignedData fields that every message repeats."""
+
+    head: bytes  # version, digestAlgorithms
+    certificates: bytes  # [0] IMPLICIT CertificateSet
+    signer_head: bytes  # SignerInfo version, sid, digestAlgorithm
+    signature_algorithm: bytes
+
+
+@lru_cache(maxsize=32)
+def _signer_parts(
+    signer_der: bytes, extra_ders: tuple[bytes, ...], digest: DigestAlgorithm, signature_algorithm: str
+) -> _SignerParts:
+    signer = asn1_x509.Certificate.load(signer_der)
+    tbs = signer["tbs_certificate"]
+    digest_algorithm = algos.DigestAlgorithm({"algorithm": digest.value})
+    sid = cms.SignerIdentifier(
+        {"issuer_and_serial_number": {"issuer": tbs["issuer"], "serial_number": tbs["serial_number"]}}
+    )
+    certificates = cms.CertificateSet(
+        [cms.CertificateChoices({"certificate": asn1_x509.Certificate.load(der)}) for der in (signer_der, *extra_ders)],
+        implicit=0,
+    )
+    return _SignerParts(
+        head=cms.CMSVersion("v1").dump() + cms.DigestAlgorithms([digest_algorithm]).dump(),
+        certificates=certificates.dump(),
+        signer_head=cms.CMSVersion("v1").dump() + sid.dump() + digest_algorithm.dump(),
+        signature_algorithm=algos.SignedDigestAlgorithm({"algorithm": signature_algorithm}).dump(),
+    )
+
+
+def _signature_algorithm(key: CmsSigner, digest: DigestAlgorithm) -> str:
+    return "rsassa_pkcs1v15" if isinstance(key.public_key(), rsa.RSAPublicKey) else f"{digest.value}_ecdsa"
 
 
 def make_attribute(oid: Attr, value: core.Asn1Value) -> cms.CMSAttribute:

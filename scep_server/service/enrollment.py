@@ -183,7 +183,7 @@ class EnrollmentService:
     ) -> Outcome | None:
         """A new transaction decided and stored in one step (see ``IssuanceService.record_at_once``); None
         when it is not new, or not issued at once: the claimed path then answers it."""
-        if self.store.get_transaction(profile.name, transaction.transaction_id) is not None:
+        if self.store.transaction_exists(profile.name, transaction.transaction_id):
             return None
         certificate = self.issuance.prepare_at_once(profile, validation)
         if certificate is None:

@@ -55,8 +55,11 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
+    # A database server can drop a pooled connection; a SQLite file cannot, so it skips the extra
+    # round trip a ping costs on every checkout.
+    pre_ping = parsed.get_backend_name() != "sqlite"
     try:
-        engine = create_engine(parsed, pool_size=pool_size, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(parsed, pool_size=pool_size, pool_pre_ping=pre_ping, connect_args=connect_args)
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"unsupported database URL: {exc}") from None
     if engine.dialect.name == "sqlite":

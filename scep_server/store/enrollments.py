@@ -31,6 +31,11 @@ from scep_server.store.revocations import revocation
 from scep_server.store.tables import DIGEST_LENGTH, IP_LENGTH, certificates, scep_events, transactions
 from scep_server.store.transactions import check_key, claim_values, transaction_key
 
+# Built once: the parameters are bound per call, so each enrollment skips constructing the statements.
+INSERT_CERTIFICATE = insert(certificates)
+INSERT_TRANSACTION = insert(transactions)
+INSERT_EVENT = insert(scep_events)
+
 
 class EnrollmentRepository(Repository):
     """Enrollments stored in one database transaction."""
@@ -49,11 +54,9 @@ class EnrollmentRepository(Repository):
         with guard():
             try:
                 with self._writer.begin() as conn:
-                    inserted = conn.execute(insert(certificates).values(**values))
-                    cert_id = required(inserted.inserted_primary_key)[0]
-                    issued = _issued_values(transaction, values["serial_hex"], cert_id)
-                    conn.execute(insert(transactions).values(**issued))
-                    conn.execute(insert(scep_events).values(**events))
+                    cert_id = required(conn.execute(INSERT_CERTIFICATE, values).inserted_primary_key)[0]
+                    conn.execute(INSERT_TRANSACTION, _issued_values(transaction, values["serial_hex"], cert_id))
+                    conn.execute(INSERT_EVENT, events)
             except IntegrityError as exc:
                 self._raise_conflict(exc, transaction, certificate)
 
@@ -61,7 +64,7 @@ class EnrollmentRepository(Repository):
         """Store a certificate that was signed and never handed out as revoked (``reason``)."""
         values = {**certificate_values(certificate), **revocation(reason, revoked_at)}
         with guard(), self._writer.begin() as conn:
-            conn.execute(insert(certificates).values(**values))
+            conn.execute(INSERT_CERTIFICATE, values)
 
     def _raise_conflict(self, exc: IntegrityError, transaction: NewTransaction, certificate: NewCertificate) -> None:
         with self._engine.connect() as conn:

@@ -114,6 +114,9 @@ class Store:
             profile=profile, transaction_id=transaction_id, fail_info=fail_info, reason=reason
         )
 
+    def transaction_exists(self, profile: str, transaction_id: str) -> bool:
+        return self.transactions.transaction_exists(profile, transaction_id)
+
     def get_transaction(self, profile: str, transaction_id: str) -> TransactionRecord | None:
         return self.transactions.get_transaction(profile, transaction_id)
 

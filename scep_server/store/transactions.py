@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 PENDING = transactions.c.state == TransactionState.PENDING.value
 ISSUED = transactions.c.state == TransactionState.ISSUED.value
 DEFERRED = PENDING & transactions.c.deferred
+_EXISTS = select(transactions.c.id).where(
+    transactions.c.profile == bindparam("profile"), transactions.c.transaction_id == bindparam("transaction_id")
+)
 
 
 class TransactionRepository(Repository):
@@ -109,6 +112,11 @@ class TransactionRepository(Repository):
         }
         with guard(), self._writer.begin() as conn:
             update_transaction(conn, ISSUED, profile, transaction_id, changes)
+
+    def transaction_exists(self, profile: str, transaction_id: str) -> bool:
+        """Whether the transaction is stored, in whatever state (cheaper than reading it)."""
+        with guard(), self._engine.connect() as conn:
+            return conn.execute(_EXISTS, {"profile": profile, "transaction_id": transaction_id}).first() is not None
 
     def get_transaction(self, profile: str, transaction_id: str) -> TransactionRecord | None:
         with guard(), self._engine.connect() as conn:

@@ -135,13 +135,13 @@ def test_a_concurrent_request_stored_first_wins_and_the_loser_certificate_is_wit
     built, first = _enroll(service, device)
     winner = _certificate(service, built, first, device)
     # The second request looks before the first is stored, and writes after it was.
-    looked_up, calls = store.get_transaction, []
+    looked_up, calls = store.transaction_exists, []
 
-    def first_sees_nothing(profile: str, transaction_id: str) -> TransactionRecord | None:
+    def first_sees_nothing(profile: str, transaction_id: str) -> bool:
         calls.append(transaction_id)
-        return None if len(calls) == 1 else looked_up(profile, transaction_id)
+        return len(calls) > 1 and looked_up(profile, transaction_id)
 
-    monkeypatch.setattr(store, "get_transaction", first_sees_nothing)
+    monkeypatch.setattr(store, "transaction_exists", first_sees_nothing)
     again = service.pki_operation(service.profiles["unit"], built.der, "192.0.2.7")
     assert _certificate(service, built, again, device).serial_number == winner.serial_number
     assert not again.issued

@@ -99,3 +99,10 @@ def test_a_withdrawn_certificate_is_stored_revoked(store: Store, make_certificat
     stored = store.get_certificate(0x56)
     assert stored is not None
     assert (stored.status, stored.revocation_reason, stored.revoked_at) == (CertStatus.REVOKED, SUPERSEDED, when)
+
+
+def test_transaction_exists_tells_stored_transactions_of_a_profile(store: Store, make_certificate: Factory) -> None:
+    assert not store.transaction_exists("default", "tx-5")
+    store.record_enrollment(_transaction("tx-5"), make_certificate(0x57, transaction_id="tx-5"), _event("tx-5"))
+    assert store.transaction_exists("default", "tx-5")
+    assert not store.transaction_exists("other", "tx-5")
