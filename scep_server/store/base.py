@@ -13,9 +13,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from scep_server.errors import StoreError, StoreUnavailable
+from scep_server.store.writer import Writer
 
-# Execution option of the writer engine; on SQLite it makes the transaction start BEGIN IMMEDIATE.
-WRITE_OPTION = "scep_server_write"
 # How often an operation that lost a race to a concurrent writer looks again before giving up.
 RACE_ATTEMPTS = 5
 
@@ -27,7 +26,7 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self._writer = Writer(engine)
 
 
 @contextmanager

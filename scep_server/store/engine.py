@@ -27,7 +27,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from scep_server.errors import StoreError
-from scep_server.store.base import WRITE_OPTION, Repository, describe, guard
+from scep_server.store.base import Repository, describe, guard
+from scep_server.store.writer import WRITE_OPTION
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,127 @@
+"""SQLite writers take turns before BEGIN IMMEDIATE: threads on a lock, processes on a file lock beside
+the database. A turn released soon lets the next writer in; one held past the timeout is
+StoreUnavailable; PostgreSQL writers take no turn."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from scep_server.errors import StoreUnavailable
+from scep_server.store import Store
+from scep_server.store.writer import Writer, WriterTurn
+
+HOLD_FLOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+open(sys.argv[1] + ".released", "w").close()  # written while still holding the lock
+"""
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store.open(f"sqlite:///{tmp_path / 'w.db'}")
+    store.migrate()
+    return store
+
+
+def test_a_writer_waits_for_the_turn_of_another_thread_and_then_writes(tmp_path: Path) -> None:
+    with _store(tmp_path) as store:
+        writer, held, order = Writer(store.engine), threading.Event(), []
+
+        def first() -> None:
+            with writer.begin() as conn:
+                conn.execute(text("SELECT 1"))
+                held.set()
+                time.sleep(0.3)
+                order.append("first")
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        held.wait(5)
+        with writer.begin() as conn:
+            order.append("second")
+            conn.execute(text("SELECT 1"))
+        thread.join()
+        assert order == ["first", "second"]
+
+
+def test_every_repository_of_a_store_shares_one_turn(tmp_path: Path) -> None:
+    with _store(tmp_path) as store:
+        assert Writer(store.engine)._turn is Writer(store.engine)._turn is not None
+
+
+def test_a_turn_held_by_another_thread_past_the_timeout_is_store_unavailable() -> None:
+    turn, held, done = WriterTurn(None, timeout=0.2), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with turn.taken():
+            held.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    try:
+        with pytest.raises(StoreUnavailable, match="no write turn"), turn.taken():
+            pass
+    finally:
+        done.set()
+        thread.join()
+    with turn.taken():  # released: the next one gets it
+        pass
+
+
+def _holding_process(lock: Path, seconds: float) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-c", HOLD_FLOCK, str(lock), str(seconds)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_turn_held_by_another_process_past_the_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    lock = tmp_path / "db.write-lock"
+    proc = _holding_process(lock, 30)
+    try:
+        with pytest.raises(StoreUnavailable, match="another process"), WriterTurn(lock, timeout=0.3).taken():
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with WriterTurn(lock, timeout=5).taken():  # the holder died: its lock went with it
+        pass
+
+
+def test_a_turn_another_process_releases_soon_is_taken(tmp_path: Path) -> None:
+    lock = tmp_path / "db.write-lock"
+    proc = _holding_process(lock, 0.3)
+    try:
+        with WriterTurn(lock, timeout=10).taken():
+            assert (tmp_path / "db.write-lock.released").exists()  # it got in only once the holder let go
+    finally:
+        proc.wait()
+    assert proc.returncode == 0
+
+
+def test_the_lock_file_lies_beside_the_database_owner_only(tmp_path: Path) -> None:
+    with _store(tmp_path) as store:
+        store.record_operation(profile="default", operation="PKIOperation", message_type=None,
+                               transaction_id=None, outcome="SUCCESS", detail=None, requester_ip=None)
+        lock = tmp_path / "w.db.write-lock"
+        assert lock.exists() and lock.stat().st_mode & 0o077 == 0
+
+
+def test_in_memory_and_postgresql_engines_need_no_file() -> None:
+    assert Writer(create_engine("sqlite://"))._turn is not None
+    assert Writer(create_engine("sqlite://"))._turn._lock_path is None  # type: ignore[union-attr]
+    assert Writer(create_engine("postgresql+psycopg://u@127.0.0.1/none"))._turn is None
