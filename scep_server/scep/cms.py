@@ -266,15 +266,16 @@ def sign(
         digest,
         _signature_algorithm(signer_key, digest),
     )
-    signed_attrs = cms.CMSAttributes(
-        [
-            make_attribute(Attr.CONTENT_TYPE, cms.ContentType("data")),
-            make_attribute(Attr.MESSAGE_DIGEST, core.OctetString(digest_of(digest, content or b""))),
-            make_attribute(Attr.SIGNING_TIME, cms.Time({"utc_time": signing_time or datetime.now(UTC)})),
-            *attributes,
-        ],
-        implicit=0,
-    ).dump()
+    every_attribute = [
+        make_attribute(Attr.CONTENT_TYPE, cms.ContentType("data")),
+        make_attribute(Attr.MESSAGE_DIGEST, core.OctetString(digest_of(digest, content or b""))),
+        make_attribute(Attr.SIGNING_TIME, cms.Time({"utc_time": signing_time or datetime.now(UTC)})),
+        *attributes,
+    ]
+    # A DER SET OF lists its members' encodings in ascending order (X.690 §11.6); asn1crypto would
+    # re-encode every member to find it, here each member is encoded once.
+    members = b"".join(sorted(attribute.dump() for attribute in every_attribute))
+    signed_attrs = cms.CMSAttributes(contents=members, implicit=0).dump()
     # RFC 5652 §5.4: the signature covers the attributes' explicit SET OF encoding, not the [0] one.
     signature = signer_key.sign(b"\x31" + signed_attrs[1:], digest.hash())
     signer_info = cms.SignerInfo(
@@ -325,10 +326,10 @@ def _signature_algorithm(key: CmsSigner, digest: DigestAlgorithm) -> str:
 
 
 def make_attribute(oid: Attr, value: core.Asn1Value) -> cms.CMSAttribute:
-    """One signed attribute with a single value."""
-    if oid.value in cms.CMSAttributeType._map:  # asn1crypto knows its value type: hand it the typed value
-        return cms.CMSAttribute({"type": oid.value, "values": [value]})
-    return cms.CMSAttribute({"type": oid.value, "values": [core.Any.load(value.dump())]})
+    """One signed attribute with a single value: its type and the SET OF holding the value's DER (a set
+    of one member needs no ordering), without building and re-encoding the value as an Any."""
+    values = cms.SetOfAny(contents=value.dump())
+    return cms.CMSAttribute(contents=cms.CMSAttributeType(oid.value).dump() + values.dump())
 
 
 def issuer_and_serial(cert: x509.Certificate) -> cms.IssuerAndSerialNumber:

@@ -70,7 +70,8 @@ def _whole_structure(content: bytes | None, cert: x509.Certificate, extra: list[
         "version": "v1",
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest.value})],
         "encap_content_info": encap,
-        "certificates": [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in [cert, *extra]],
+        "certificates": [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+                         for c in [cert, *extra]],
         "signer_infos": [signer_info],
     })
     return bytes(asn1_cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
@@ -125,3 +126,19 @@ def test_signers_do_not_share_their_fixed_parts() -> None:
         signed = cms.parse_signed(der)
         signed.verify()
         assert signed.signer.serial == serial
+
+
+@pytest.mark.parametrize(("oid", "value"), [
+    (Attr.CONTENT_TYPE, asn1_cms.ContentType("data")),
+    (Attr.MESSAGE_DIGEST, core.OctetString(b"\x05" * 32)),
+    (Attr.SIGNING_TIME, asn1_cms.Time({"utc_time": WHEN})),
+    (Attr.TRANSACTION_ID, core.PrintableString("0123ABCD")),
+    (Attr.SENDER_NONCE, core.OctetString(b"\x07" * 16)),
+    (Attr.FAIL_INFO_TEXT, core.UTF8String("no such transaction")),
+])
+def test_an_attribute_is_encoded_as_asn1crypto_encodes_the_whole_attribute(oid: Attr, value: core.Asn1Value) -> None:
+    known = oid.value in asn1_cms.CMSAttributeType._map
+    whole = asn1_cms.CMSAttribute({"type": oid.value, "values": [value if known else core.Any.load(value.dump())]})
+    built = cms.make_attribute(oid, value)
+    assert built.dump() == whole.dump()
+    assert asn1_cms.CMSAttribute.load(built.dump())["values"][0].dump() == value.dump()
