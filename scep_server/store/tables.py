@@ -106,8 +106,14 @@ certificates = Table(
     CheckConstraint("status IN ('valid', 'revoked')", name="status"),
     Index(None, "profile", "transaction_id"),
     Index(None, "subject"),
-    Index(None, "status"),
-    Index(None, "issued_at"),
+    # Each listing's equality filter, then its order (newest first): a page is read off the index, unsorted.
+    Index(None, "issued_at", "id"),
+    Index(None, "status", "issued_at", "id"),
+    Index(None, "profile", "issued_at", "id"),
+    Index(None, "profile", "status", "issued_at", "id"),
+    # The CRL's scan of one issuer's revoked serials in order; serial_hex alone finds any issuer's serial.
+    Index(None, "issuer", "status", "serial_hex"),
+    Index(None, "serial_hex"),
 )
 
 transactions = Table(

@@ -21,7 +21,7 @@ TABLES = {
     "certificates", "scep_transactions", "crl_state", "scep_events", "intune_outbox", "intune_revocations",
     "published_crls",
 }
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _schema_diff(store: Store, target: MetaData) -> list[object]:
