@@ -72,24 +72,25 @@ def encrypt(
         encrypted_key = public_key.encrypt(key, _key_transport_padding(key_transport))
     except ValueError:  # e.g. OAEP with SHA-512 cannot wrap a key for an RSA-1024 modulus
         raise BadAlg(f"a {cipher.name} key cannot be wrapped with {key_transport.name} for this RSA key") from None
+    # Each field is encoded by asn1crypto once and the structures are their fields' DER in schema order,
+    # which saves asn1crypto building the nested values and then encoding them again.
     recipient_info = cms.KeyTransRecipientInfo(
+        contents=cms.CMSVersion("v0").dump()
+        + cms.RecipientIdentifier({"issuer_and_serial_number": rid}).dump()
+        + _key_encryption_algorithm(key_transport).dump()
+        + core.OctetString(encrypted_key).dump()
+    )
+    encrypted_content_info = cms.EncryptedContentInfo(
         {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": rid}),
-            "key_encryption_algorithm": _key_encryption_algorithm(key_transport),
-            "encrypted_key": encrypted_key,
+            "content_type": "data",
+            "content_encryption_algorithm": {"algorithm": cipher.asn1_name, "parameters": iv},
+            "encrypted_content": _encrypt_content(cipher, key, iv, content),
         }
     )
     enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [cms.RecipientInfo({"ktri": recipient_info})],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": cipher.asn1_name, "parameters": iv},
-                "encrypted_content": _encrypt_content(cipher, key, iv, content),
-            },
-        }
+        contents=cms.CMSVersion("v0").dump()
+        + cms.RecipientInfos(contents=recipient_info.dump()).dump()  # a SET OF one member: no ordering
+        + encrypted_content_info.dump()
     )
     return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump())
 
