@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from gunicorn.config import Config
 
 from scep_server import cli
 from scep_server.logs import EscapingFormatter, escape_controls, escape_handler_output
-from scep_server.serve import ScepLogger, logged_target
+from scep_server.serve import ACCESS_LOG_FORMAT, ScepLogger, logged_target
 
 FORGED = "\r\n2030-01-01 00:00:00,000 INFO scep_server.service.enrollment [1] PKIOperation SUCCESS forged"
 
@@ -161,3 +162,12 @@ def test_gunicorn_error_log_lines_are_escaped(gunicorn_logs: GunicornLogs) -> No
 ])  # fmt: skip
 def test_logged_target(raw_uri: str, query: str, logged: str) -> None:
     assert logged_target(raw_uri, query) == logged
+
+
+def test_the_access_atoms_are_the_fields_of_the_access_log_format(gunicorn_logs: GunicornLogs) -> None:
+    env = {"REQUEST_METHOD": "POST", "RAW_URI": "/ocsp", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1",
+           "REMOTE_ADDR": "192.0.2.9", "HTTP_USER_AGENT": "openssl"}
+    response = SimpleNamespace(status="200 OK", headers=[("Content-Type", "application/ocsp-response")], sent=0)
+    atoms = gunicorn_logs.logger.atoms(response, SimpleNamespace(headers=[]), env, timedelta(milliseconds=1))
+    assert set(re.findall(r"%\((\w+)\)s", ACCESS_LOG_FORMAT)) == set(atoms)
+    assert (atoms["s"], atoms["b"], atoms["r"], atoms["a"]) == ("200", "0", "POST /ocsp HTTP/1.1", "openssl")
