@@ -24,7 +24,8 @@ from scep_server.ca.authority import CertificateAuthority, ca_exists, init_ca, l
 from scep_server.ca.responder import DelegatedResponder, responder_policy
 from scep_server.config import CAConfig
 from scep_server.scep import client
-from scep_server.service.publishing import OcspResponder, RevocationWatch
+from scep_server.service.ocsp import OcspResponder
+from scep_server.service.publishing import RevocationWatch
 from scep_server.store import CertificateRecord, CertStatus, Store
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # issue and revocation time of every stand-in record

@@ -23,8 +23,9 @@ from scep_server.service.enrollment import EnrollmentService
 from scep_server.service.intune_outbox import NotificationOutbox
 from scep_server.service.intune_sync import RevocationSync
 from scep_server.service.issuance import IssuanceService
+from scep_server.service.ocsp import OcspResponder
 from scep_server.service.profile import GetCertScope, Profile
-from scep_server.service.publishing import CrlCache, OcspResponder
+from scep_server.service.publishing import CrlCache
 from scep_server.service.revocation import RevocationService
 from scep_server.store import Store
 

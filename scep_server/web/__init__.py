@@ -25,6 +25,10 @@ def create_app(
     config = config or load_config(os.environ.get("SCEP_SERVER_CONFIG"))
     app = Flask("scep_server")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    current = runtime_override or build_runtime(config)
+    app.extensions[RUNTIME_EXTENSION] = current
+    # Inside ProxyFix, so that the access log names the same client for a cached OCSP answer.
+    app.wsgi_app = ocsp.CachedAnswers(app.wsgi_app, current.ocsp, config.max_body_bytes)  # type: ignore[method-assign]
     if config.trusted_proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -32,8 +36,6 @@ def create_app(
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=config.trusted_proxy_hops, x_proto=config.trusted_proxy_hops
         )
-    current = runtime_override or build_runtime(config)
-    app.extensions[RUNTIME_EXTENSION] = current
     if start_background:
         current.background.start()
     _publish_expiry(current)

@@ -28,7 +28,8 @@ from scep_server.config import CAConfig, ServerConfig
 from scep_server.errors import StoreUnavailable
 from scep_server.pki.names import parse_name
 from scep_server.runtime import build_runtime, ca_passphrase
-from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL, OcspAnswer, OcspResponder
+from scep_server.service.ocsp import OcspAnswer, OcspResponder
+from scep_server.service.publishing import DEFAULT_CHECK_INTERVAL
 from scep_server.store import NewCertificate
 from scep_server.web import create_app
 from scep_server.web.ocsp import decode_get_request

@@ -6,11 +6,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from scep_server.store import AlreadyRevoked, CertificateNotFound, CertStatus, NewCertificate, Store
-from scep_server.store.revocations import RevocationRepository
 
 Factory = Callable[..., NewCertificate]
 ISSUER = "CN=Test CA,O=scep-server"
@@ -25,42 +26,58 @@ def _issue_and_revoke(store: Store, make_certificate: Factory, serial: int, issu
     return when
 
 
-def test_iter_revoked_reads_in_batches(
-    store: Store, make_certificate: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_iter_revoked_streams_one_query_in_batches(store: Store, make_certificate: Factory) -> None:
     serials = [0x0A, 0xFF, 0x100, 1 << 100, (1 << 160) - 1]
     expected = {(s, _issue_and_revoke(store, make_certificate, s), s % 5) for s in serials}
     for serial in (2, 3):
         store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(serial))
     _issue_and_revoke(store, make_certificate, 0x0B, issuer=OTHER_ISSUER)
 
-    batches: list[int] = []
-    original = RevocationRepository._revoked_batch
+    fetch_sizes: list[int | None] = []
 
-    def spy(self: RevocationRepository, issuer: str, after: str, size: int) -> list[tuple[str, datetime, int | None]]:
-        rows = original(self, issuer, after, size)
-        batches.append(len(rows))
-        return rows
+    def spy(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "revocation_reason" in statement:
+            fetch_sizes.append(context.execution_options.get("yield_per"))
 
-    monkeypatch.setattr(RevocationRepository, "_revoked_batch", spy)
-    revoked = store.iter_revoked(ISSUER, batch_size=2)
-    first = next(revoked)
-    assert batches == [2]  # nothing beyond the first batch has been read yet
-    rest = list(revoked)
-    assert batches == [2, 2, 1]
-    got = [first, *rest]
+    engine = store.revocations._engine
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        got = list(store.iter_revoked(ISSUER, batch_size=2))
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    assert fetch_sizes == [2]  # one query, fetched two rows at a time
     assert len(got) == len(set(got)) == 5
     assert set(got) == expected
     assert all(revoked_at.tzinfo is UTC for _, revoked_at, _ in got)
 
 
+def test_iter_revoked_reads_times_back_in_utc(store: Store, make_certificate: Factory) -> None:
+    store.record_issued(profile="default", transaction_id=None, certificate=make_certificate(5))
+    revoked_at = datetime(2031, 6, 1, 1, 30, 15, 250, tzinfo=timezone(timedelta(hours=2)))
+    store.revoke(5, ISSUER, reason=1, revoked_at=revoked_at)
+    [(serial, when, reason)] = store.iter_revoked(ISSUER)
+    assert (serial, reason) == (5, 1)
+    assert when == revoked_at and when.tzinfo is UTC and when.hour == 23
+
+
 def test_iter_revoked_with_exact_multiple_and_nothing(store: Store, make_certificate: Factory) -> None:
     for serial in (1, 2, 3, 4):
         _issue_and_revoke(store, make_certificate, serial)
-    assert sorted(s for s, _, _ in store.iter_revoked(ISSUER, batch_size=2)) == [1, 2, 3, 4]
+    assert [s for s, _, _ in store.iter_revoked(ISSUER, batch_size=2)] == [1, 2, 3, 4]  # serial_hex order
     assert list(store.iter_revoked("CN=Nobody")) == []
     with pytest.raises(ValueError):
         store.iter_revoked(ISSUER, batch_size=0)
+
+
+def test_iter_revoked_gives_its_connection_back_when_left_early(store: Store, make_certificate: Factory) -> None:
+    for serial in (1, 2, 3):
+        _issue_and_revoke(store, make_certificate, serial)
+    pool = store.revocations._engine.pool
+    revoked = store.iter_revoked(ISSUER, batch_size=1)
+    next(revoked)
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    del revoked  # as when a CRL build fails on an entry
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 def test_next_crl_number_counts_per_issuer(store: Store, db_url: str) -> None:
