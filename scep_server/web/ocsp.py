@@ -31,7 +31,7 @@ from scep_server.web import errors
 from scep_server.web.context import runtime
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 bp = Blueprint("ocsp", __name__)
 
