@@ -84,6 +84,9 @@ class _CachedResponse:
                           max_age)  # fmt: skip
 
 
+MAX_KEPT_REQUEST_BYTES = 1024  # larger requests are answered from the CertID index only
+
+
 class OcspResponder:
     """Answers OCSP requests (RFC 6960) about the CA's certificates from the store (see the module doc)."""
 
@@ -208,7 +211,10 @@ class OcspResponder:
 
     def _keep(self, der: bytes, cert_ids: tuple[bytes, ...], entry: _CachedResponse) -> None:
         with self._lock:
-            self._put(self._by_request, der, entry)
+            # Real requests are a few hundred bytes; a padded one must not make the bytes index hold
+            # up to the body limit per entry (memory an unauthenticated client could fill).
+            if len(der) <= MAX_KEPT_REQUEST_BYTES:
+                self._put(self._by_request, der, entry)
             self._put(self._by_cert_ids, cert_ids, entry)
 
     def _put(self, cache: OrderedDict[_Key, _CachedResponse], key: _Key, entry: _CachedResponse) -> None:
