@@ -196,6 +196,13 @@ def _linked_but_undelivered(stack: Stack, devices: list[Device]) -> int:
     return sum(1 for r in records if r is not None and r.serial is not None and r.state.value == "pending")
 
 
+def _states(stack: Stack, devices: list[Device]) -> list[tuple[str, str | None, bool]]:
+    with stack.store() as store:
+        records = [store.get_transaction(d.profile, d.transaction_id) for d in devices]
+    return [("absent", None, False) if r is None else (r.state.value, r.fail_reason, r.serial is not None)
+            for r in records]
+
+
 def test_finding5_kill_9_mid_burst_leaves_one_valid_certificate_per_transaction(stack: Stack) -> None:
     devices = [_device(stack, "default", f"burst-{n}") for n in range(40)]
     pool = _burst(stack, devices)
@@ -215,7 +222,10 @@ def test_finding5_kill_9_before_intune_acknowledges_redelivers_after_a_new_ackno
         pool = _burst(stack, devices)
         deadline = time.monotonic() + 90  # a wait, not a timing claim: a loaded machine is slow to get there
         while _linked_but_undelivered(stack, devices) < len(devices):  # every certificate stored, none delivered
-            assert time.monotonic() < deadline, "the burst never reached the success notifications"
+            assert time.monotonic() < deadline, (
+                f"the burst never reached the success notifications: {_states(stack, devices)}\n"
+                f"{stack.server.log_text()[-4000:]}"
+            )
             time.sleep(0.1)
         killed = _kill_workers(stack.server)
         pool.shutdown(wait=True)
