@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Row, insert, select
 
 from scep_server.store.base import Repository, check_length, check_page, guard, utcnow
-from scep_server.store.records import OperationRecord
+from scep_server.store.records import AuditEvent, OperationRecord
 from scep_server.store.tables import IP_LENGTH, LABEL_LENGTH, PROFILE_LENGTH, TRANSACTION_ID_LENGTH, scep_events
 
 
@@ -30,10 +30,7 @@ class AuditRepository(Repository):
         The transactionID may come from a malformed request, so an over-long one is truncated rather
         than refused: the log must record the failure.
         """
-        row = event_row(
-            profile=profile, operation=operation, message_type=message_type, transaction_id=transaction_id,
-            outcome=outcome, detail=detail, requester_ip=requester_ip,
-        )
+        row = event_row(AuditEvent(profile, operation, message_type, transaction_id, outcome, detail, requester_ip))
         with guard(), self._writer.begin() as conn:
             conn.execute(insert(scep_events).values(**row))
 
@@ -52,30 +49,22 @@ class AuditRepository(Repository):
             return [_operation_record(row) for row in conn.execute(query)]
 
 
-def event_row(
-    *,
-    profile: str,
-    operation: str,
-    message_type: int | None,
-    transaction_id: str | None,
-    outcome: str,
-    detail: str | None,
-    requester_ip: str | None,
-) -> dict[str, Any]:
+def event_row(event: AuditEvent) -> dict[str, Any]:
     """The ``scep_events`` row of one PKIOperation (see ``AuditRepository.record_operation``)."""
-    check_length(profile, PROFILE_LENGTH, "profile")
-    check_length(operation, LABEL_LENGTH, "operation")
-    check_length(outcome, LABEL_LENGTH, "outcome")
-    check_length(requester_ip, IP_LENGTH, "requester_ip")
+    check_length(event.profile, PROFILE_LENGTH, "profile")
+    check_length(event.operation, LABEL_LENGTH, "operation")
+    check_length(event.outcome, LABEL_LENGTH, "outcome")
+    check_length(event.requester_ip, IP_LENGTH, "requester_ip")
+    transaction_id = event.transaction_id
     return {
         "occurred_at": utcnow(),
-        "profile": profile,
-        "operation": operation,
-        "message_type": message_type,
+        "profile": event.profile,
+        "operation": event.operation,
+        "message_type": event.message_type,
         "transaction_id": None if transaction_id is None else transaction_id[:TRANSACTION_ID_LENGTH],
-        "outcome": outcome,
-        "detail": detail,
-        "requester_ip": requester_ip,
+        "outcome": event.outcome,
+        "detail": event.detail,
+        "requester_ip": event.requester_ip,
     }
 
 

@@ -50,7 +50,7 @@ class EnrollmentRepository(Repository):
         if (certificate.profile, certificate.transaction_id) != (transaction.profile, transaction.transaction_id):
             raise ValueError("the certificate must name its profile and transaction")
         values = certificate_values(certificate)
-        events = _event_values(event)
+        events = event_row(event)
         with guard():
             try:
                 with self._writer.begin() as conn:
@@ -99,14 +99,6 @@ def _issued_values(transaction: NewTransaction, hex_serial: str, cert_id: int) -
         "created_at": now,
         "updated_at": now,
     }
-
-
-def _event_values(event: AuditEvent) -> dict[str, object]:
-    return event_row(
-        profile=event.profile, operation=event.operation, message_type=event.message_type,
-        transaction_id=event.transaction_id, outcome=event.outcome, detail=event.detail,
-        requester_ip=event.requester_ip,
-    )
 
 
 def _transaction_exists(conn: Connection, transaction: NewTransaction) -> bool:

@@ -143,17 +143,10 @@ class OutboxRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class OperationRecord:
-    """One entry of the append-only log of SCEP PKIOperation requests."""
+class OperationRecord(AuditEvent):
+    """One entry of the append-only log of SCEP PKIOperation requests: the event and when it was stored."""
 
     occurred_at: datetime
-    profile: str
-    operation: str
-    message_type: int | None
-    transaction_id: str | None
-    outcome: str
-    detail: str | None
-    requester_ip: str | None
 
 
 class CertificateNotFound(NotFound):
