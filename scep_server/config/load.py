@@ -297,6 +297,9 @@ def _validate_profile(profile: ProfileConfig, where: str) -> None:
             raise ConfigError(f"{where}.extended_key_usage: unknown EKU {eku!r} (a name or dotted OID)")
     if profile.get_cert not in ("own", "any"):
         raise ConfigError(f"{where}.get_cert must be 'own' or 'any'")
+    cap = profile.max_concurrent_operations
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 100000:
+        raise ConfigError(f"{where}.max_concurrent_operations must be an integer from 0 (no cap) to 100000")
     _validate_name_policy(profile, where)
 
 
@@ -326,3 +329,5 @@ def _validate_server(config: ServerConfig) -> None:
         raise ConfigError("max_body_bytes must be >= 1024")
     if config.public_url and not re.match(r"^https?://", config.public_url):
         raise ConfigError("public_url must start with http:// or https://")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format must be text or json, not {config.log_format!r}")

@@ -152,6 +152,9 @@ class ProfileConfig:
     allow_renewal: bool = True
     get_cert: str = "own"  # GetCert answers: own (the signer's own certificates) | any (any of this profile)
     require_signer_subject: bool = False  # a PKCSReq signer must carry the CSR subject too (its key always)
+    # PKIOperations of this profile in flight at once in one worker process; past it HTTP 503 with
+    # Retry-After (PENDING where the validator defers). 0: no cap beyond the worker's threads.
+    max_concurrent_operations: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +240,7 @@ class ServerConfig:
     # Bearer token of the admin API (/admin/...); unset: the admin API is off.
     admin_token: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_SERVER_ADMIN_TOKEN"))
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json: one JSON object per line for the app, gunicorn and access logs
     # A development setup (config/dev.yaml): ``serve`` accepts unencrypted CA/RA keys. Only set in the file.
     dev: bool = False
     ca: CAConfig = field(default_factory=CAConfig)
