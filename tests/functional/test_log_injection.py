@@ -37,7 +37,7 @@ def cli_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
         root.handlers, root.level = saved, level
 
 
-def test_a_crlf_transaction_id_is_logged_on_one_line(
+def test_finding6_a_crlf_transaction_id_is_logged_on_one_line(
     server: ScepTestServer, cli_log: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Our client refuses to build such a transactionID; an attacker's does not.

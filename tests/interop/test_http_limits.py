@@ -158,7 +158,7 @@ def pkioperation_get(srv: ScepServerProcess, key_size: int) -> GetRequest:
 # --------------------------------------------------------------------------------------------- the request line
 
 
-def test_an_8_mb_request_line_is_refused_with_414_for_little_cpu(server: ScepServerProcess) -> None:
+def test_finding4_an_8_mb_request_line_is_refused_with_414_for_little_cpu(server: ScepServerProcess) -> None:
     line = b"GET /scep?operation=PKIOperation&message=" + b"A" * (8 * 1024 * 1024) + b" HTTP/1.1\r\n\r\n"
     assert server.proc is not None
     before = server_cpu_seconds(server.proc.pid)
@@ -185,7 +185,7 @@ def _send_ignoring_errors(sock: socket.socket, data: bytes) -> None:
         pass  # the server closes once it has answered
 
 
-def test_a_request_line_over_the_limit_gets_414_and_one_at_the_limit_is_served(server: ScepServerProcess) -> None:
+def test_finding4_a_line_over_the_limit_gets_414_and_one_at_the_limit_is_served(server: ScepServerProcess) -> None:
     def request(line_length: int) -> bytes:
         prefix = b"GET /scep?operation=GetCACaps&pad="
         line = prefix + b"x" * (line_length - len(prefix) - len(b" HTTP/1.1")) + b" HTTP/1.1"
@@ -227,7 +227,7 @@ def test_a_pkioperation_get_too_long_for_the_line_gets_414(server: ScepServerPro
 # --------------------------------------------------------------------------------------------- slow clients
 
 
-def test_slow_clients_do_not_stop_livez(server: ScepServerProcess) -> None:
+def test_finding4_slow_clients_do_not_stop_livez(server: ScepServerProcess) -> None:
     """100 connections trickling header bytes, half of them on a second, kept-alive request."""
     slow: list[socket.socket] = []
     stop = threading.Event()
