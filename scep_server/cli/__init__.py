@@ -15,14 +15,14 @@ import sys
 from collections.abc import Sequence
 
 from scep_server import __version__
-from scep_server.cli import ca, certs, intune, serve, tools
+from scep_server.cli import backup, ca, certs, intune, serve, tools
 from scep_server.cli.common import PROG, Command
 from scep_server.config import load_config
 from scep_server.errors import ScepServerError
 
 __all__ = ["configure_logging", "main"]
 
-COMMAND_GROUPS = (ca, serve, tools, intune, certs)
+COMMAND_GROUPS = (ca, serve, tools, intune, certs, backup)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
