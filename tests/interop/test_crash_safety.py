@@ -6,9 +6,15 @@ same transactionID and CSR, a new nonce) until it gets its certificate. Afterwar
 exactly one valid certificate in the store, and it is the one its device holds: a certificate stored by
 a killed worker was re-delivered, not left valid beside a second one.
 
-The ``intune`` profile makes the window certain: Intune's emulator holds every successNotification for
-a few seconds, so the workers die with certificates stored but not acknowledged; the retry must have
+The ``intune`` profile makes the window certain: Intune's emulator holds every successNotification
+(``ACK_LATENCY``), so the workers die with certificates stored but not acknowledged; the retry must have
 Intune acknowledge them before they are delivered. The stale-claim lease is 2 s here (300 s by default).
+
+Every worker runs as many threads as the Intune burst has devices. A gthread worker accepts every
+connection it is woken for, whether or not a thread is free, and gunicorn does not balance connections
+between its workers: one worker often takes five of the six. With four threads, the fifth request then
+waits for a thread until the first notification is acknowledged, so the six are never stored and
+unacknowledged at once, however long the acknowledgement takes.
 """
 
 from __future__ import annotations
@@ -42,8 +48,11 @@ from tests.support.servers import CHALLENGE, ScepServerProcess, running_emulator
 pytestmark = pytest.mark.interop
 
 LEASE_SECONDS = 2
+ACK_DEVICES = 6
+THREADS_PER_WORKER = ACK_DEVICES  # whichever worker accepts them, every device of the burst gets a thread
 ACK_LATENCY = 25.0  # seconds the emulator sits on each successNotification: all six must be waiting at once,
-# so it is far longer than a loaded machine takes to bring the last device to its notification
+# so it is far longer than a loaded machine takes to bring the last device to its notification. It costs
+# nothing when the test passes: the workers are killed as soon as all six wait.
 RETRY_DEADLINE = 90.0
 
 
@@ -76,7 +85,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("crash")
     with running_emulator(root / "emulator") as emulator:
-        with ScepServerProcess(root / "server", _config(emulator)) as server:
+        with ScepServerProcess(root / "server", _config(emulator), threads=THREADS_PER_WORKER) as server:
             trusted = [server.ca_certificate(), x509.load_pem_x509_certificate(server.ra_pem_path.read_bytes())]
             yield Stack(emulator, server, trusted)
 
@@ -216,7 +225,7 @@ def test_finding5_kill_9_mid_burst_leaves_one_valid_certificate_per_transaction(
 
 def test_finding5_kill_9_before_intune_acknowledges_redelivers_after_a_new_acknowledgement(stack: Stack) -> None:
     state = stack.emulator.emulator
-    devices = [_device(stack, "intune", f"ack-{n}") for n in range(6)]
+    devices = [_device(stack, "intune", f"ack-{n}") for n in range(ACK_DEVICES)]
     state.inject_fault("successNotification", latency=ACK_LATENCY)
     try:
         pool = _burst(stack, devices)
