@@ -182,13 +182,21 @@ class EnrollmentService:
         validation: ValidationRequest,
     ) -> Outcome | None:
         """A new transaction decided and stored in one step (see ``IssuanceService.record_at_once``); None
-        when it is not new, or not issued at once: the claimed path then answers it."""
+        when it is not new, or not issued at once: the claimed path then answers it.
+
+        The CertRep is built before anything is stored: a reply that cannot be built (``BadAlg`` when the
+        device's RSA key is too small for the key transport it asked for, say) fails the request with
+        nothing stored and the one audit record of the failure, instead of leaving the transaction ISSUED
+        while the device is told FAILURE. Its certificate, and one the store then fails to record
+        (``StoreUnavailable``: the device is answered 503 and retries), never leaves the server; only its
+        serial number is spent."""
         if self.store.transaction_exists(profile.name, transaction.transaction_id):
             return None
-        certificate = self.issuance.prepare_at_once(profile, validation)
+        certificate = self.issuance.prepare_at_once(profile, validation, renewal=request.renewal)
         if certificate is None:
             return None
         detail = f"issued {certificate.serial_number:x}"
+        success = self._success(request, [certificate], detail)
         event = AuditEvent(
             profile=profile.name, operation="PKIOperation", message_type=request.context.message_type,
             transaction_id=transaction.transaction_id, outcome=str(OperationStatus.SUCCESS), detail=detail,
@@ -197,7 +205,7 @@ class EnrollmentService:
         if not self.issuance.record_at_once(profile, validation, certificate, transaction, event):
             return None
         _log_success(profile, request, certificate, transaction.requester_ip)
-        return replace(self._success(request, [certificate], detail), issued=True, audited=True)
+        return replace(success, issued=True, audited=True)
 
     def _replay(self, request: CertificateRequest, record: TransactionRecord) -> Outcome:
         """A transactionID we have seen: same request → same answer; a different request → refused."""

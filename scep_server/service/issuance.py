@@ -24,10 +24,14 @@ Invariants:
   transaction failed (``withdraw_abandoned``, run in the background).
 
 A validator that decides locally and confirms nothing (``confirms_issuance`` False: ``static``) lets a
-new transaction skip the claim: ``prepare_at_once`` validates and signs, ``record_at_once`` stores the
-transaction ISSUED with its certificate and audit record in one database transaction, and only then is
-the certificate handed out. A concurrent request of the same transaction that was stored first wins;
-the loser's certificate is stored withdrawn (superseded) and never handed out.
+new transaction skip the claim: ``prepare_at_once`` validates (a RenewalReq only if the validator
+``validates_renewals``, as on the claimed path) and signs, the caller builds its reply, ``record_at_once``
+stores the transaction ISSUED with its certificate and audit record in one database transaction, and
+only then is the certificate handed out. A concurrent request of the same transaction that was stored
+first wins; the loser's certificate is stored withdrawn (superseded) and never handed out. A
+certificate whose reply cannot be built, or that the store fails to record, is neither stored nor
+handed out: the request fails (a CertRep FAILURE, or a 503 the device retries) with nothing stored, and
+only the certificate's serial number is spent.
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ class IssuanceService:
     ) -> x509.Certificate | Deferred:
         """Validate and issue for a freshly claimed transaction. Raises PKIFailure (already recorded) on refusal."""
         try:
-            if not renewal or profile.validator.validates_renewals:
+            if _validates(profile, renewal=renewal):
                 profile.validator.validate(validation)
         except ValidatorUnavailable as exc:
             if profile.defer_when_unavailable:
@@ -128,12 +132,16 @@ class IssuanceService:
         """Whether a new transaction of ``profile`` may be decided and stored in one step (see the module)."""
         return not profile.validator.confirms_issuance
 
-    def prepare_at_once(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate | None:
-        """Validate and sign for a transaction not stored yet (``issues_at_once``). None, with nothing
-        recorded, when the request is refused, undecided or cannot be built: the caller then takes the
-        claimed path, which decides it again and records why."""
+    def prepare_at_once(
+        self, profile: Profile, validation: ValidationRequest, *, renewal: bool
+    ) -> x509.Certificate | None:
+        """Validate (as ``process`` does: a RenewalReq only if the validator ``validates_renewals``) and sign
+        for a transaction not stored yet (``issues_at_once``). None, with nothing recorded, when the request
+        is refused, undecided or cannot be built: the caller then takes the claimed path, which decides it
+        again and records why."""
         try:
-            profile.validator.validate(validation)
+            if _validates(profile, renewal=renewal):
+                profile.validator.validate(validation)
             check_csr(validation.csr, profile.policy)
             return build_certificate(validation.csr, self.ca, profile.policy)
         except Exception:  # noqa: BLE001 - every refusal is recorded by the claimed path, which repeats it
@@ -145,23 +153,41 @@ class IssuanceService:
     ) -> bool:
         """Store the transaction ISSUED with ``certificate`` and ``event``; True once it may be handed out.
         False when a concurrent request of the transaction was stored first: ``certificate`` is then stored
-        withdrawn (superseded), and the caller answers as for a retry."""
+        withdrawn (superseded), and the caller answers as for a retry.
+
+        When the store fails (``StoreError``, ``StoreUnavailable`` among them) the error goes on to the
+        caller, which answers 503 with Retry-After, and ``certificate`` is never handed out: no certificate
+        leaves the server unrecorded. Nothing was stored, so the device's retry is issued afresh and this
+        certificate's serial number is spent; only when a lost connection left the commit in doubt may it
+        have been stored after all, and the retry then finds the transaction and is sent this one."""
         new = self._new_certificate(certificate, profile, validation)
         try:
             self.store.record_enrollment(transaction, new, event)
         except TransactionExists:
-            self.store.record_withdrawn(new, reason=int(CRLReason.SUPERSEDED), revoked_at=datetime.now(UTC))
-            log.warning("profile=%s transaction=%s: a concurrent request was stored first; certificate %x "
-                        "was stored withdrawn", profile.name, validation.transaction_id, certificate.serial_number)
+            self._record_superseded(profile, validation, new)
             return False
         except DuplicateCertificate as exc:
             raise Unavailable(f"the certificate store failed: {exc}") from exc
+        except StoreError as exc:
+            _log_not_stored(profile, validation, certificate, exc)
+            raise
         log.info(
             "issued serial=%x profile=%s transaction=%s subject=%r",
             certificate.serial_number, profile.name, validation.transaction_id,
             certificate.subject.rfc4514_string()[:200],
         )
         return True
+
+    def _record_superseded(self, profile: Profile, validation: ValidationRequest, new: NewCertificate) -> None:
+        try:
+            self.store.record_withdrawn(new, reason=int(CRLReason.SUPERSEDED), revoked_at=datetime.now(UTC))
+        except StoreError as exc:
+            log.error("profile=%s transaction=%s: a concurrent request was stored first, and certificate %x "
+                      "could not be stored withdrawn (%s); it was not handed out", profile.name,
+                      validation.transaction_id, new.serial, exc)
+            raise
+        log.warning("profile=%s transaction=%s: a concurrent request was stored first; certificate %x "
+                    "was stored withdrawn", profile.name, validation.transaction_id, new.serial)
 
     def retry_deferred(self, profile: Profile, record: TransactionRecord, now: datetime | None = None) -> None:
         """One background attempt at a deferred transaction (already leased by the caller)."""
@@ -361,3 +387,17 @@ class IssuanceService:
             sha1_thumbprint=sha1,
             sha256_thumbprint=sha256,
         )
+
+
+def _validates(profile: Profile, *, renewal: bool) -> bool:
+    """Whether the validator decides this request: a RenewalReq, already vouched for by its signer (a
+    valid certificate of ours), only if the validator asks to see renewals too."""
+    return not renewal or profile.validator.validates_renewals
+
+
+def _log_not_stored(
+    profile: Profile, validation: ValidationRequest, certificate: x509.Certificate, exc: StoreError
+) -> None:
+    log.error("profile=%s transaction=%s: certificate %x could not be stored (%s); it was not handed out and "
+              "the device is told to retry", profile.name, validation.transaction_id, certificate.serial_number,
+              exc)

@@ -5,7 +5,8 @@ certificate and its audit record are written together, ISSUED: one write (one fs
 enrollment instead of a claim, a link, a completion and an audit record. The transaction must not exist
 yet; a concurrent request of the same transaction that got in first makes this one store nothing
 (``TransactionExists``), and the certificate it signed is then kept as withdrawn (``record_withdrawn``),
-so that every certificate the CA signed is in the store.
+so that a certificate signed for a transaction another request won is on record, revoked. When the
+database fails, nothing of the enrollment is stored, and its certificate must not be handed out.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class EnrollmentRepository(Repository):
         """Store the transaction ISSUED with its certificate and its audit record, all or nothing.
 
         ``TransactionExists`` when the transaction is stored already, ``DuplicateCertificate`` when the
-        serial is taken; nothing is stored then.
+        serial is taken, ``StoreUnavailable`` or ``StoreError`` when the database fails (no write turn, a
+        lost connection, a failed statement); nothing is stored then.
         """
         _check_transaction(transaction)
         if (certificate.profile, certificate.transaction_id) != (transaction.profile, transaction.transaction_id):

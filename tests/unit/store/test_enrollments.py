@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text
 
+from scep_server.errors import StoreUnavailable
 from scep_server.store import (
     AuditEvent,
     CertStatus,
@@ -106,3 +108,25 @@ def test_transaction_exists_tells_stored_transactions_of_a_profile(store: Store,
     store.record_enrollment(_transaction("tx-5"), make_certificate(0x57, transaction_id="tx-5"), _event("tx-5"))
     assert store.transaction_exists("default", "tx-5")
     assert not store.transaction_exists("other", "tx-5")
+
+
+def _fail_audit_inserts(store: Store) -> None:
+    """Make the database refuse the audit record, the last row an enrollment writes, as a full disk would."""
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "sqlite":
+            conn.execute(text("CREATE TRIGGER failing_audit BEFORE INSERT ON scep_events "
+                              "BEGIN INSERT INTO no_such_table VALUES (1); END"))
+            return
+        conn.execute(text("CREATE FUNCTION failing_audit() RETURNS trigger LANGUAGE plpgsql AS "
+                          "$$ BEGIN RAISE EXCEPTION 'no space left' USING ERRCODE = 'disk_full'; END $$"))
+        conn.execute(text("CREATE TRIGGER failing_audit BEFORE INSERT ON scep_events "
+                          "FOR EACH ROW EXECUTE FUNCTION failing_audit()"))
+
+
+def test_a_database_failing_mid_enrollment_stores_none_of_it(store: Store, make_certificate: Factory) -> None:
+    _fail_audit_inserts(store)
+    with pytest.raises(StoreUnavailable):
+        store.record_enrollment(_transaction("tx-6"), make_certificate(0x58, transaction_id="tx-6"), _event("tx-6"))
+    assert store.get_certificate(0x58) is None
+    assert store.get_transaction("default", "tx-6") is None
+    assert not store.transaction_exists("default", "tx-6")
