@@ -122,6 +122,7 @@ class FileLock:
         except OSError as exc:
             log.warning("cannot open the lock file %s: %s", self._path, exc.strerror)
             return False
+        _give_to_directory_owner(fd, self._path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # BlockingIOError: another descriptor holds it
@@ -143,6 +144,19 @@ class FileLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
+
+
+def _give_to_directory_owner(fd: int, path: Path) -> None:
+    """When root opens a lock file (a CLI command run with sudo, say), it gets the owner of the directory
+    it lives in (the database's, the server's user): a root-owned 0600 lock file would keep the server
+    from ever taking the lock, and so from running that task."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(path.parent)
+        os.fchown(fd, owner.st_uid, owner.st_gid)
+    except OSError as exc:
+        log.warning("cannot give the lock file %s its directory's owner: %s", path, exc.strerror)
 
 
 class AdvisoryLock:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from scep_server.store import writer
 from scep_server.store.audit import AuditRepository
 from scep_server.store.certificates import CertificateRepository
 from scep_server.store.crls import CrlRepository, PublishedCrlRecord
@@ -65,6 +66,7 @@ class Store:
         return self._engine
 
     def close(self) -> None:
+        writer.close_turn(self._engine)
         self._engine.dispose()
 
     def __enter__(self) -> Store:

@@ -27,6 +27,7 @@ from scep_server.jobs.locks import (
     advisory_key,
 )
 from scep_server.store import Store
+from tests.support.env import require
 
 # Takes the lock named by argv[1] and says whether it got it, then lives until it is killed.
 HOLDER = """
@@ -255,3 +256,16 @@ def test_a_lock_that_cannot_be_tried_warns_once_in_a_while(caplog: pytest.LogCap
         engine.dispose()
     warnings = [r for r in caplog.records if "cannot try lock crl-publishing" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+def test_a_lock_file_root_opens_belongs_to_its_directorys_owner(tmp_path: Path) -> None:
+    require(os.geteuid() == 0, "only root can give a file to another user")
+    directory = tmp_path / "data"
+    directory.mkdir()
+    os.chown(directory, 65534, 65534)
+    lock = FileLock(directory / "crl-publishing.lock", "crl-publishing")
+    assert lock.try_acquire()
+    try:
+        assert (directory / "crl-publishing.lock").stat().st_uid == 65534
+    finally:
+        lock.release()
