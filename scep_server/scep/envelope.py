@@ -54,6 +54,27 @@ class EnvelopeRejected(BadMessageCheck):
         self.reason = reason
 
 
+def check_recipient(
+    recipient: x509.Certificate | SignerCertificate, cipher: ContentCipher, key_transport: KeyTransport
+) -> None:
+    """``BadAlg`` when :func:`encrypt` could not envelope anything to ``recipient`` with ``cipher`` and
+    ``key_transport``, found from the key's size without encrypting (RFC 8017 §7.1.1, §7.2.1 limits)."""
+    public_key = recipient.public_key if isinstance(recipient, SignerCertificate) else recipient.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise BadAlg("the recipient certificate has no RSA key: SCEP key transport needs RSA")
+    if cipher.key_size > _largest_wrappable(public_key.key_size, key_transport):
+        raise BadAlg(f"a {cipher.name} key cannot be wrapped with {key_transport.name} for this RSA key")
+
+
+def _largest_wrappable(modulus_bits: int, transport: KeyTransport) -> int:
+    """The longest message, in octets, that ``transport`` encrypts under a modulus of ``modulus_bits``."""
+    octets = (modulus_bits + 7) // 8
+    if transport.is_oaep:
+        digest_size = (transport.oaep_hash or DigestAlgorithm.SHA1).hash().digest_size
+        return octets - 2 * digest_size - 2
+    return octets - 11
+
+
 def encrypt(
     content: bytes,
     recipient: x509.Certificate | SignerCertificate,

@@ -33,7 +33,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from scep_server.errors import BadAlg, BadRequest, BadTime, FailInfo, RequestError
 from scep_server.pki.csr import csr_signature_valid
 from scep_server.scep import cms
-from scep_server.scep.envelope import CmsDecrypter, Envelope, EnvelopeRejected, encrypt, parse_enveloped
+from scep_server.scep.envelope import (
+    CmsDecrypter,
+    Envelope,
+    EnvelopeRejected,
+    check_recipient,
+    encrypt,
+    parse_enveloped,
+)
 from scep_server.scep.types import Attr, ContentCipher, DigestAlgorithm, KeyTransport, MessageType, PKIStatus
 
 log = logging.getLogger("scep_server.scep")
@@ -383,6 +390,11 @@ def cert_rep_success(
     inner = cms.certs_only(certificates or [], crls or [])
     envelope = encrypt(inner, context.signer, cipher, key_transport)
     return _cert_rep(context, responder, PKIStatus.SUCCESS, envelope, [])
+
+
+def check_success_reply(context: ReplyContext, cipher: ContentCipher, key_transport: KeyTransport) -> None:
+    """``BadAlg`` when no CertRep SUCCESS could be enveloped to the requester as it asked."""
+    check_recipient(context.signer, cipher, key_transport)
 
 
 def cert_rep_pending(context: ReplyContext, responder: CertRepSigner) -> bytes:

@@ -161,6 +161,9 @@ class EnrollmentService:
             at_once = self._enroll_at_once(profile, request, transaction, validation)
             if at_once is not None:
                 return at_once
+        # Decided here, a request whose reply could not reach the device would be stored, issued and
+        # acknowledged to the validator while the device is told FAILURE: refuse it before any of that.
+        message.check_success_reply(context, request.cipher, request.key_transport)
         record, claimed = self.store.claim_transaction(
             profile=profile.name, transaction_id=context.transaction_id,
             message_type=transaction.message_type, csr_der=request.csr_der, requester_ip=ip,

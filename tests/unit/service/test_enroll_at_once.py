@@ -264,3 +264,20 @@ def test_a_renewal_the_validator_sees_is_refused_without_its_challenge(
     assert refused.status is OperationStatus.FAILURE_BAD_REQUEST
     assert built.transaction_id in validator.validated
     assert _transaction(store, built).state is TransactionState.FAILED
+
+
+def test_on_the_claimed_path_too_a_reply_that_cannot_be_built_is_refused_before_validation(
+    ca: CertificateAuthority, store: Store, validator: RecordingValidator, crls: CrlCache, issuance: IssuanceService,
+) -> None:
+    validator.confirms_issuance = True  # as Intune: validated, stored, then acknowledged
+    service = _small_key_service(ca, store, validator, crls, issuance)
+    made = Applicant(rsa.generate_private_key(public_exponent=65537, key_size=1024),
+                     x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "small-key-claimed")]))
+    device = Device(made, made.signer)
+    built = client.build_pkcsreq(device.csr(), signer_cert=device.signer, signer_key=device.key,
+                                 recipient=ca.ra_cert, key_transport=KeyTransport.oaep(DigestAlgorithm.SHA512))
+    outcome = service.pki_operation(service.profiles["unit"], built.der, "192.0.2.8")
+    assert (outcome.status, outcome.issued) == (OperationStatus.FAILURE_BAD_ALG, False)
+    assert (validator.validated, validator.issued) == ([], [])
+    assert store.get_transaction("unit", built.transaction_id) is None
+    assert store.list_certificates(limit=10) == []
