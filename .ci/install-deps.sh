@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the interop tests drive: micromdm scepclient/scepserver (scep), certmonger with
-# its scep-submit helper, dbus-daemon for certmonger's private session bus, and the openssl CLI.
+# its scep-submit helper, dbus-daemon for certmonger's private session bus, the openssl CLI, and
+# prometheus for promtool, which checks and unit-tests deploy/prometheus/alerts.yml (the daemon is not run).
 # Idempotent: installs only what is missing, with one `apt-get update`; a no-op when all are present.
 set -euo pipefail
 
 # Extra package names may be given as arguments (start-postgres.sh passes postgresql).
-PACKAGES=(scep certmonger dbus-daemon openssl "$@")
+PACKAGES=(scep certmonger dbus-daemon openssl prometheus "$@")
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]

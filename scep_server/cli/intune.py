@@ -6,7 +6,7 @@ import argparse
 
 from scep_server.cli.common import Subcommands, ca_issuer, fail, open_store
 from scep_server.config import ServerConfig
-from scep_server.intune.check import check_services
+from scep_server.intune.check import run_checks
 from scep_server.intune.client import IntuneClient
 from scep_server.intune.transport import IntuneTransport
 from scep_server.runtime import revocation_sync
@@ -17,30 +17,38 @@ NOT_CONFIGURED = "intune.tenant and intune.client_id are not set"
 
 def register(sub: Subcommands) -> None:
     intune = sub.add_parser("intune", help="Intune integration").add_subparsers(required=True, metavar="ACTION")
-    intune.add_parser("check", help="get tokens, discover the services, report what works").set_defaults(
-        func=cmd_intune_check
+    check = intune.add_parser(
+        "check", help="get both tokens, check the app's Intune role, discover the services, report what works",
+        description="Exit status: 0 every check passed, 1 a check failed (named on stderr), 2 the "
+                    "configuration cannot be used.",
     )
+    check.add_argument("--probe", action="store_true",
+                       help="also send Intune one validateRequest with a deliberately invalid CSR (expects a refusal)")
+    check.set_defaults(func=cmd_intune_check)
     intune.add_parser(
         "sync-revocations", help="download Intune's revocation requests, revoke, upload results (for cron)"
     ).set_defaults(func=cmd_intune_sync_revocations)
 
 
 def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:
-    """Troubleshooting for admins: can we get tokens, find Intune's services, and would we call them?"""
+    """Troubleshooting for admins: one line per check; exit 1 naming the failed checks, 2 when it cannot run."""
     if not config.intune.configured:
         return fail(NOT_CONFIGURED, status=2)
-    transport = IntuneTransport(config.intune)
+    transport = IntuneTransport(config.intune)  # ConfigError (exit 2): unreadable credential files
     try:
-        checks = check_services(transport)
+        results = []
+        for result in run_checks(transport, probe=args.probe):
+            print(result.line(), flush=True)
+            results.append(result)
     finally:
         transport.close()
-    print(f"Entra ID token and Graph discovery OK for tenant {config.intune.tenant}")
-    for check in checks:
-        print(f"  {check.line()}")
-    unusable = [check for check in checks if check.required and not check.usable]
-    for check in unusable:
-        fail(check.line())
-    return 1 if unusable else 0
+    failed = [result for result in results if result.failed]
+    for result in failed:
+        fail(f"{result.name}: {result.detail}")
+    if failed:
+        return fail(f"intune check failed: {', '.join(dict.fromkeys(r.name for r in failed))}")
+    print(f"intune check passed for tenant {config.intune.tenant}")
+    return 0
 
 
 def cmd_intune_sync_revocations(config: ServerConfig, args: argparse.Namespace) -> int:

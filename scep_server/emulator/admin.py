@@ -9,13 +9,15 @@ POST     /admin/challenges           ChallengeSpec JSON -> 201 {"challenge", "sp
 GET      /admin/validations          {"value": [every validateRequest]}
 GET      /admin/notifications        {"value": [every success/failure notification]}
 POST     /admin/faults               {"endpoint", "status", "latency", "hang", "malformedJson",
-                                     "authFailure", "times", "code", "retryAfter"} -> 204
+                                     "authFailure", "times", "seconds", "code", "retryAfter"} -> 204
 GET      /admin/faults               the active faults per endpoint
 DELETE   /admin/faults               clear every fault -> 204
 GET      /admin/counters             calls per endpoint and tokens:<scope>
 POST     /admin/revocations          {"serials": [...], "issuerName", "caConfiguration"?} -> 201 {"requestContexts"}
 GET      /admin/revocation-results   {"value": [every uploaded result]}
-POST     /admin/apps                 {"clientId", "clientSecret"?, "certificate"? (PEM), "intuneRoles"?} -> 201
+POST     /admin/apps                 {"clientId", "clientSecret"?, "certificate"? (PEM), "intuneRoles"?,
+                                     "secretExpires"? (ISO 8601)} -> 201
+POST     /admin/apps/<id>/roles      {"intuneRoles": [...]}: grant or revoke the consent -> 204
 POST     /admin/services             {"providerName", "uri"} -> 204
 POST     /admin/untarget             {"certificateRequestId"} -> 204
 =======  ==========================  ===========================================================
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
@@ -37,7 +40,8 @@ from scep_server.intune.contract import ChallengeSpec
 ADMIN_TOKEN_KEY = "EMULATOR_ADMIN_TOKEN"
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 _FAULT_KEYS = {"status": "status", "latency": "latency", "hang": "hang", "malformedJson": "malformed_json",
-               "authFailure": "auth_failure", "times": "times", "code": "code", "retryAfter": "retry_after"}
+               "authFailure": "auth_failure", "times": "times", "code": "code", "retryAfter": "retry_after",
+               "seconds": "seconds"}
 
 
 @admin.before_request
@@ -115,14 +119,36 @@ def revocation_results() -> Response:
 def register_app() -> tuple[Response, int]:
     payload = _payload()
     client_id, secret, pem = payload.get("clientId"), payload.get("clientSecret"), payload.get("certificate")
-    roles = payload.get("intuneRoles", [INTUNE_ROLE])
     if not isinstance(client_id, str) or not all(v is None or isinstance(v, str) for v in (secret, pem)):
-        raise ValueError("an app is {clientId, clientSecret?, certificate? (PEM), intuneRoles?}")
+        raise ValueError("an app is {clientId, clientSecret?, certificate? (PEM), intuneRoles?, secretExpires?}")
+    certificate = x509.load_pem_x509_certificate(pem.encode()) if pem else None
+    expires = _timestamp(payload["secretExpires"]) if payload.get("secretExpires") is not None else None
+    emulator().register_app(client_id, secret=secret, certificate=certificate,
+                            intune_roles=_roles(payload.get("intuneRoles", [INTUNE_ROLE])), secret_expires=expires)
+    return jsonify(clientId=client_id), 201
+
+
+@admin.post("/apps/<client_id>/roles")
+def set_roles(client_id: str) -> tuple[str, int]:
+    """Grant or revoke the admin consent: the Intune roles the app's next tokens carry."""
+    emulator().set_intune_roles(client_id, _roles(_payload().get("intuneRoles")))
+    return "", 204
+
+
+def _roles(roles: Any) -> tuple[str, ...]:
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise ValueError("intuneRoles must be a list of strings")
-    certificate = x509.load_pem_x509_certificate(pem.encode()) if pem else None
-    emulator().register_app(client_id, secret=secret, certificate=certificate, intune_roles=tuple(roles))
-    return jsonify(clientId=client_id), 201
+    return tuple(roles)
+
+
+def _timestamp(value: Any) -> float:
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError("secretExpires must be an ISO 8601 time with its offset, e.g. 2030-01-01T00:00:00Z")
+    return moment.timestamp()
 
 
 @admin.post("/services")

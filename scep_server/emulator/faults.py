@@ -6,7 +6,8 @@ would have); ``auth_failure`` answers 401; ``status`` answers that status with a
 surface's own shape (and ``Retry-After`` when ``retry_after`` is set); ``malformed_json`` answers 200
 with a body that is not JSON; ``code`` (only the three ``ScepActions``) answers 200 with that Intune
 code, e.g. ``ScepProfileNoLongerTargetedToTheClient``, and is recorded like a real answer.
-A fault lasts for ``times`` calls, or until cleared when ``times`` is None.
+A fault lasts for ``times`` calls, or for ``seconds`` (on the emulator's clock, e.g. Entra ID refusing
+the app for a while), whichever ends first, or until cleared when neither is given.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ENDPOINTS = (
     "openid-configuration",
     "token",
     "discovery",
+    "application",
     "validateRequest",
     "successNotification",
     "failureNotification",
@@ -62,35 +64,41 @@ class Fault:
 
 
 class FaultTable:
-    """The active faults per endpoint and how many calls each has left. Not locked: its owner locks."""
+    """The active faults per endpoint, the calls each has left and when it ends. Not locked: its owner locks."""
 
     def __init__(self) -> None:
-        self._faults: dict[str, tuple[Fault, int | None]] = {}
+        self._faults: dict[str, tuple[Fault, int | None, float | None]] = {}
 
-    def set(self, endpoint: str, fault: Fault, times: int | None) -> None:
+    def set(self, endpoint: str, fault: Fault, times: int | None, *, until: float | None = None) -> None:
+        """``until``: the emulator clock's time the fault ends at (None: it does not end by itself)."""
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
         if fault.code is not None and endpoint not in CODE_ENDPOINTS:
             raise ValueError(f"code faults apply to {', '.join(CODE_ENDPOINTS)} only")
         if times is not None and (type(times) is not int or times < 1):
             raise ValueError("times must be a positive integer (or None: until cleared)")
-        self._faults[endpoint] = (fault, times)
+        self._faults[endpoint] = (fault, times, until)
 
     def clear(self) -> None:
         self._faults.clear()
 
-    def take(self, endpoint: str) -> Fault | None:
-        """The fault for this call of ``endpoint``, counting it against ``times``."""
+    def take(self, endpoint: str, now: float) -> Fault | None:
+        """The fault for this call of ``endpoint`` at ``now``, counting it against ``times``."""
         entry = self._faults.get(endpoint)
         if entry is None:
             return None
-        fault, times = entry
+        fault, times, until = entry
+        if until is not None and now >= until:
+            del self._faults[endpoint]
+            return None
         if times is not None:
             if times <= 1:
                 del self._faults[endpoint]
             else:
-                self._faults[endpoint] = (fault, times - 1)
+                self._faults[endpoint] = (fault, times - 1, until)
         return fault
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {name: {**fault.to_json(), "times": times} for name, (fault, times) in self._faults.items()}
+    def snapshot(self, now: float) -> dict[str, dict[str, Any]]:
+        return {name: {**fault.to_json(), "times": times,
+                       "secondsLeft": None if until is None else max(0.0, until - now)}
+                for name, (fault, times, until) in self._faults.items() if until is None or now < until}

@@ -1,8 +1,10 @@
-"""Microsoft Graph's service discovery for Intune's service principal (intune-api.md §3).
+"""Microsoft Graph's service discovery for Intune's service principal (intune-api.md §3), and the app lookup.
 
 ``GET /graph/v1.0/servicePrincipals/appId={INTUNE_APP_ID}/endpoints`` with a Graph token carrying
-``Application.Read.All``. Only Intune's well-known app id is known (others: 404), and only ``v1.0`` and
-``beta`` (others: 400), as Graph answers. Besides the two services a CA uses, the list holds one it
+``Application.Read.All``; ``GET /graph/v1.0/applications(appId='{client id}')`` with the same permission
+lists an app registration's credentials with their dates (a secret's value never, its ``hint`` only).
+For discovery only Intune's well-known app id is known (others: 404), and only ``v1.0`` and ``beta``
+(others: 400), as Graph answers. Besides the two services a CA uses, the list holds one it
 must skip (``IntuneEnrollmentFEService``), as Intune's real list holds many.
 """
 
@@ -29,6 +31,20 @@ def service_endpoints(version: str, app_id: str) -> Response:
                      "reference-property objects are not present.")
     context = f"{origin()}/graph/{version}/$metadata#servicePrincipals('appId%3D{app_id}')/endpoints"
     return jsonify({"@odata.context": context, "value": emulator().service_endpoints(origin())})
+
+
+@graph.get("/<version>/applications(appId='<app_id>')")
+@endpoint("application", Surface.GRAPH)
+def application(version: str, app_id: str) -> Response:
+    """An app registration by its client id: its password and key credentials' dates, never their values."""
+    emulator().authorize(request.headers.get("Authorization"), resource="graph", role=GRAPH_ROLES[0], origin=origin())
+    if version not in GRAPH_VERSIONS:
+        return error(Surface.GRAPH, 400, f"Invalid version: {version}")
+    registration = emulator().application(app_id)
+    if registration is None:
+        return error(Surface.GRAPH, 404, f"Resource '{app_id}' does not exist or one of its queried "
+                     "reference-property objects are not present.")
+    return jsonify({"@odata.context": f"{origin()}/graph/{version}/$metadata#applications/$entity", **registration})
 
 
 def _access_denied(exc: AccessDenied) -> Response:

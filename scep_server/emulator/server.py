@@ -172,12 +172,12 @@ class EmulatorServer:
 
     def register_client(
         self, client_id: str | None = None, secret: str | None = None, *,
-        intune_roles: tuple[str, ...] = (INTUNE_ROLE,),
+        intune_roles: tuple[str, ...] = (INTUNE_ROLE,), secret_expires: float | None = None,
     ) -> tuple[str, str]:
         """Register an app with a secret (generated when not given); ``settings()`` then includes it."""
         client_id = client_id or str(uuid.uuid4())
         secret = secret or secrets.token_urlsafe(30)
-        self.emulator.register_app(client_id, secret=secret, intune_roles=intune_roles)
+        self.emulator.register_app(client_id, secret=secret, intune_roles=intune_roles, secret_expires=secret_expires)
         self._client = (client_id, secret)
         return client_id, secret
 

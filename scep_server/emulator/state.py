@@ -16,6 +16,7 @@ the code that names the id the challenge was issued for.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -82,13 +83,29 @@ class IntuneEmulator:
 
     def register_app(
         self, client_id: str, *, secret: str | None = None, certificate: x509.Certificate | None = None,
-        intune_roles: tuple[str, ...] = (INTUNE_ROLE,),
+        intune_roles: tuple[str, ...] = (INTUNE_ROLE,), secret_expires: float | None = None,
     ) -> None:
-        """Register (or replace) an app; ``intune_roles`` are the Intune permissions consented to it."""
+        """Register (or replace) an app; ``intune_roles`` are the Intune permissions consented to it and
+        ``secret_expires`` (unix seconds) the secret's end (default: 180 days from now)."""
         if not client_id or (secret is None and certificate is None):
             raise ValueError("an app needs a client id and a secret or a certificate")
         with self._lock:
-            self._apps[client_id] = AppRegistration(client_id, secret, certificate, tuple(intune_roles))
+            self._apps[client_id] = AppRegistration(client_id, secret, certificate, tuple(intune_roles),
+                                                    created=self.clock(), secret_expires=secret_expires)
+
+    def set_intune_roles(self, client_id: str, intune_roles: tuple[str, ...]) -> None:
+        """Grant or revoke (``()``) the app's Intune permissions: tokens issued from now on carry these."""
+        with self._lock:
+            app = self._apps.get(client_id)
+            if app is None:
+                raise ValueError(f"no app {client_id!r} is registered")
+            self._apps[client_id] = dataclasses.replace(app, intune_roles=tuple(intune_roles))
+
+    def application(self, client_id: str) -> dict[str, Any] | None:
+        """The app registration as Graph lists it (None: no such app in this tenant)."""
+        with self._lock:
+            app = self._apps.get(client_id)
+        return None if app is None else app.graph_application(self.tenant_id)
 
     def knows_tenant(self, tenant: str) -> bool:
         return tenant.lower() in (self.tenant.lower(), self.tenant_id)
@@ -284,13 +301,15 @@ class IntuneEmulator:
     def inject_fault(
         self, endpoint: str, *, status: int | None = None, latency: float = 0, hang: float | None = None,
         malformed_json: bool = False, auth_failure: bool = False, times: int | None = None,
-        code: str | None = None, retry_after: int | None = None,
+        code: str | None = None, retry_after: int | None = None, seconds: float | None = None,
     ) -> None:
-        """Make ``endpoint`` misbehave for ``times`` calls (None: until cleared); see ``faults``."""
+        """Make ``endpoint`` misbehave for ``times`` calls and/or ``seconds`` (neither: until cleared)."""
         fault = Fault(status=status, latency=latency, hang=hang, malformed_json=malformed_json,
                       auth_failure=auth_failure, code=code, retry_after=retry_after)
+        if seconds is not None and (not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0):
+            raise ValueError("seconds must be a positive number (or None: until cleared)")
         with self._lock:
-            self._faults.set(endpoint, fault, times)
+            self._faults.set(endpoint, fault, times, until=None if seconds is None else self.clock() + seconds)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -298,13 +317,13 @@ class IntuneEmulator:
 
     def faults(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            return self._faults.snapshot()
+            return self._faults.snapshot(self.clock())
 
     def begin_call(self, endpoint: str) -> Fault | None:
         """Count a call of ``endpoint`` and take its fault, if any."""
         with self._lock:
             self._counters[endpoint] += 1
-            return self._faults.take(endpoint)
+            return self._faults.take(endpoint, self.clock())
 
     def counters(self) -> dict[str, int]:
         """Calls per endpoint, and ``tokens:<scope>`` per scope a token was issued for."""

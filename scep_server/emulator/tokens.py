@@ -29,6 +29,7 @@ from typing import Any
 
 import jwt
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import RSAAlgorithm
@@ -37,6 +38,7 @@ from jwt.types import Options
 INTUNE_ROLE = "scep_challenge_provider"
 GRAPH_ROLES = ("Application.Read.All",)
 TOKEN_LIFETIME = 3600
+SECRET_LIFETIME = 180 * 86400  # what Entra ID's portal proposes for a new client secret
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LEEWAY = 300  # Entra ID tolerates five minutes of clock skew
 _ASSERTION_ALGORITHMS = ("PS256", "RS256")
@@ -46,12 +48,42 @@ _UNVERIFIED: Options = {"verify_signature": True, "verify_aud": False, "verify_e
 
 @dataclass(frozen=True, slots=True)
 class AppRegistration:
-    """An Entra ID app: its credentials and the Intune application permissions consented to it."""
+    """An Entra ID app: its credentials, the Intune application permissions consented to it, and when
+    (unix seconds) it was registered and its secret expires."""
 
     client_id: str
     secret: str | None = None
     certificate: x509.Certificate | None = None
     intune_roles: tuple[str, ...] = (INTUNE_ROLE,)
+    created: float = 0.0
+    secret_expires: float | None = None
+
+    def graph_application(self, tenant_id: str) -> dict[str, Any]:
+        """The app registration as Graph's ``applications(appId=...)`` shows it: never a secret's value,
+        only its first three characters (``hint``) and its dates."""
+        object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{self.client_id}/application"))
+        passwords = []
+        if self.secret is not None:
+            end = self.secret_expires if self.secret_expires is not None else self.created + SECRET_LIFETIME
+            passwords.append({"customKeyIdentifier": None, "displayName": "scep-server", "hint": self.secret[:3],
+                              "keyId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{object_id}/secret")),
+                              "secretText": None, "startDateTime": _graph_time(self.created),
+                              "endDateTime": _graph_time(end)})
+        keys = []
+        if self.certificate is not None:
+            keys.append({"customKeyIdentifier": self.certificate.fingerprint(hashes.SHA1()).hex().upper(),
+                         "displayName": self.certificate.subject.rfc4514_string(),
+                         "keyId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{object_id}/certificate")),
+                         "type": "AsymmetricX509Cert", "usage": "Verify", "key": None,
+                         "startDateTime": _graph_time(self.certificate.not_valid_before_utc.timestamp()),
+                         "endDateTime": _graph_time(self.certificate.not_valid_after_utc.timestamp())})
+        return {"id": object_id, "appId": self.client_id, "displayName": "scep-server",
+                "passwordCredentials": passwords, "keyCredentials": keys}
+
+
+def _graph_time(unix: float) -> str:
+    """Graph's timestamps: ISO 8601 UTC with a ``Z``."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EntraError(Exception):

@@ -221,6 +221,35 @@ class IntuneTransport:
         self._directory.replace(services)
         return dict(services)
 
+    def access_token(self, resource: str, *, fresh: bool = False) -> str:
+        """The app's access token for ``resource`` (``"graph"`` or ``"intune"``), one attempt, for checks.
+
+        ``fresh`` drops the cached tokens first, so that Entra ID is asked now (what readiness proves).
+        Raises IntuneAuthError when Entra ID refuses the app, IntuneUnavailable when it cannot be asked.
+        """
+        scope = {"graph": self._graph_scope, "intune": self._intune_scope}[resource]
+        call = _Call(f"{resource} token", str(uuid.uuid4()))
+        try:
+            if fresh:
+                self._tokens.drop(call.activity_id)
+            return self._token(scope, call)
+        except requests.RequestException as exc:  # dropping: MSAL may fetch the authority's metadata first
+            raise self._unavailable(call, _Transient(f"cannot reach Entra ID: {type(exc).__name__}"), 1) from None
+        except _Transient as exc:
+            raise self._unavailable(call, exc, 1) from None
+
+    def graph_get(self, operation: str, url: str) -> Any:
+        """GET a Graph URL with the Graph token, one attempt; its JSON (for admins' checks and the expiry radar)."""
+        call = _Call(operation, str(uuid.uuid4()))
+        try:
+            headers = {"Authorization": f"Bearer {self._token(self._graph_scope, call)}",
+                       "client-request-id": call.activity_id, "Accept": "application/json"}
+            return self._checked(call, self._send(call, "GET", url, headers, 1), "Graph")
+        except _Transient as exc:
+            raise self._unavailable(call, exc, 1) from None
+        except _Unauthorized as exc:
+            raise IntuneAuthError(f"Graph refused the token: {exc.detail}", activity_id=call.activity_id) from None
+
     def service_problem(self, uri: str) -> str | None:
         """Why this transport would refuse to call the discovered ``uri``, or None (for admins' checks)."""
         return service_url_problem(uri, self.config.allowed_service_hosts)

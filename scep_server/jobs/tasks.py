@@ -17,6 +17,9 @@ one of them, and a runner that dies leaves its rows to the others when its lease
 * ``deferred-validations``: each transaction's retry is leased (``lease_deferred``).
 * ``undelivered-certificates``: the 24 h sweep; each transaction is failed, and its certificate revoked,
   in one conditional update on the locked row (``abandon_transaction``), so it is withdrawn only once.
+
+Per process (no lock, nothing shared): ``credential-expiry``, the expiry radar's hourly look, whose
+warnings and gauge are each process's own.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)
 OCSP_RENEWAL_CHECK_SECONDS = 60.0
 UNDELIVERED_SWEEP_SECONDS = 300.0
+CREDENTIAL_EXPIRY_SECONDS = 3600.0
 
 
 def crl_publishing(publish_due: Callable[[], bool]) -> Task:
@@ -114,3 +118,8 @@ class DeferredValidations:
                 log.info("deferred transaction=%s ended: %s", record.transaction_id, exc)
             done += 1
         return done
+
+
+def credential_expiry(survey: Callable[[], object]) -> Task:
+    """The expiry radar's hourly look (service/expiry.py). No lock: each process logs its own warnings."""
+    return Task("credential-expiry", survey, every=CREDENTIAL_EXPIRY_SECONDS)

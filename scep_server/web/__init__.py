@@ -11,6 +11,7 @@ from scep_server.config import ServerConfig, load_config
 from scep_server.runtime import Runtime, build_runtime
 from scep_server.web import admin, ca_files, errors, health, ocsp, prometheus, scep
 from scep_server.web.context import RUNTIME_EXTENSION
+from scep_server.web.request_ids import RequestIds
 
 __all__ = ["create_app"]
 
@@ -36,6 +37,9 @@ def create_app(
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=config.trusted_proxy_hops, x_proto=config.trusted_proxy_hops
         )
+    # Outermost: the cached OCSP answers get their request id too, and the log context lasts until the
+    # response is written.
+    app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]
     if start_background:
         current.background.start()
     _publish_expiry(current)

@@ -1,15 +1,35 @@
-"""/metrics for Prometheus."""
+"""/metrics for Prometheus: every worker's metrics (see :mod:`scep_server.metrics`) and the gauges read
+from the store and the CA directory when it is scraped (:mod:`.status_metrics`)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from flask import Blueprint, Response, current_app
 
 from scep_server import metrics
+from scep_server.service.status import OperationalStatus
+from scep_server.web.context import runtime
+from scep_server.web.status_metrics import readings
+
+__all__ = ["STATUS_EXTENSION", "bp", "operational_status"]
 
 bp = Blueprint("metrics", __name__)
+
+STATUS_EXTENSION = "scep_server.operational_status"  # app.extensions key of the OperationalStatus
 
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
-    return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+    current = readings(operational_status().current(), runtime().config)
+    body, content_type = metrics.render(lambda: current)
+    return Response(body, content_type=content_type)
+
+
+def operational_status() -> OperationalStatus:
+    """The app's OperationalStatus, made on first use."""
+    status = current_app.extensions.get(STATUS_EXTENSION)
+    if status is None:
+        current = runtime()
+        created = OperationalStatus(current.store, issuer=current.ca.issuer_name, ca_dir=current.config.ca_dir)
+        status = current_app.extensions.setdefault(STATUS_EXTENSION, created)
+    assert isinstance(status, OperationalStatus)
+    return status

@@ -17,11 +17,12 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from scep_server import metrics
+from scep_server import logs, metrics
 from scep_server.errors import PayloadTooLarge, RequestError
 from scep_server.scep import cms
-from scep_server.service.outcome import OperationStatus
+from scep_server.service.outcome import OperationStatus, Outcome
 from scep_server.service.profile import Profile
+from scep_server.web.backpressure import BUSY_RETRY_AFTER, OperationSlots
 from scep_server.web.budget import FailureBudget
 from scep_server.web.context import runtime
 
@@ -40,8 +41,11 @@ DEFAULT_PATHS = (
 PKI_MESSAGE = "application/x-pki-message"
 _BASE64_JUNK = re.compile(r"[\r\n\t]")
 BUDGET_EXTENSION = "scep_server.failure_budget"  # app.extensions key of the per-process FailureBudget
+SLOTS_EXTENSION = "scep_server.operation_slots"  # app.extensions key of the per-process OperationSlots
 # Outcomes that spend the requester's failure budget: the one envelope failure, bad signatures.
 _BUDGET_FAILURE = OperationStatus.FAILURE_BAD_MESSAGE_CHECK
+_ENROLLMENT_TYPES = frozenset({"PKCS_REQ", "RENEWAL_REQ"})
+_RESULTS = {429: "throttled", 503: "busy"}  # the scep_requests result of an answer refused before the service
 
 
 def _default_profile() -> Response:
@@ -64,6 +68,7 @@ def _handle(profile_name: str) -> Response:
     profile = runtime().profiles.get(profile_name)
     if profile is None:
         abort(404, description=f"no SCEP profile named {profile_name!r}")
+    logs.bind(profile=profile.name)  # until the request ends (web/request_ids.py starts each one afresh)
     operation = request.args.get("operation", "")
     handler = _OPERATIONS.get(operation)
     if handler is None:
@@ -74,7 +79,7 @@ def _handle(profile_name: str) -> Response:
     except Exception:
         metrics.SCEP_REQUESTS.labels(profile.name, operation, "error").inc()
         raise
-    result = "throttled" if response.status_code == 429 else "answered"
+    result = _RESULTS.get(response.status_code, "answered")
     metrics.SCEP_REQUESTS.labels(profile.name, operation, result).inc()
     return response
 
@@ -108,19 +113,58 @@ def _pki_operation(profile: Profile) -> Response:
     if wait is not None:
         log.warning("PKIOperation refused: failure budget spent profile=%s ip=%s retry_after=%ds",
                     profile.name, client, wait)
+        metrics.PKIOPERATION_REJECTED.labels(profile.name, "failure_budget").inc()
         return Response("too many failed PKIOperations from this address; retry later\n", status=429,
                         mimetype="text/plain", headers={"Retry-After": str(wait)})
+    with _operation_slots().slot(profile.name) as admitted:
+        if not admitted:
+            return _busy(profile)
+        with metrics.PKIOPERATIONS_IN_PROGRESS.labels(profile.name).track_inprogress():
+            return _answer(profile, client, budget)
+
+
+def _answer(profile: Profile, client: str | None, budget: FailureBudget) -> Response:
     der = _message_from_post() if request.method == "POST" else _message_from_query()
     current = runtime()
     started = time.perf_counter()
     outcome = current.service.pki_operation(profile, der, client)
     metrics.PKI_OPERATION_SECONDS.labels(profile.name).observe(time.perf_counter() - started)
     metrics.PKI_OPERATIONS.labels(profile.name, outcome.message_type, outcome.status).inc()
+    if outcome.message_type in _ENROLLMENT_TYPES:
+        metrics.ENROLLMENTS.labels(profile.name, _enrollment_outcome(outcome)).inc()
     if outcome.status is _BUDGET_FAILURE:
         budget.record_failure(client)
     if outcome.issued:
         metrics.CERTIFICATES_ISSUED.labels(profile.name).inc()
     return Response(outcome.reply, mimetype=PKI_MESSAGE)
+
+
+def _enrollment_outcome(outcome: Outcome) -> str:
+    if outcome.issued:
+        return "issued"
+    if outcome.status is OperationStatus.SUCCESS:
+        return "resent"
+    return "pending" if outcome.status is OperationStatus.PENDING else "failed"
+
+
+def _busy(profile: Profile) -> Response:
+    """Every slot of the profile is taken in this worker: the client is to come back shortly."""
+    log.info("PKIOperation refused: profile=%s has max_concurrent_operations=%s in progress",
+             profile.name, _operation_slots().cap(profile.name))
+    metrics.PKIOPERATION_REJECTED.labels(profile.name, "busy").inc()
+    return Response(f"profile {profile.name} is busy: too many PKIOperations in progress; "
+                    f"retry in {BUSY_RETRY_AFTER} seconds\n", status=503, mimetype="text/plain",
+                    headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
+def _operation_slots() -> OperationSlots:
+    """This worker process's PKIOperation slots (see :mod:`.backpressure`), made on first use."""
+    slots = current_app.extensions.get(SLOTS_EXTENSION)
+    if slots is None:
+        created = OperationSlots.from_config(runtime().config)
+        slots = current_app.extensions.setdefault(SLOTS_EXTENSION, created)
+    assert isinstance(slots, OperationSlots)
+    return slots
 
 
 def _failure_budget() -> FailureBudget:

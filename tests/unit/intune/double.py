@@ -39,6 +39,7 @@ INTUNE_APP_ID = "0000000a-0000-0000-c000-000000000000"
 SECRET = "s3cret~Value.With-Special_chars"
 INTUNE_RESOURCE = "https://api.manage.microsoft.com/"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TOKEN_KEY = "the double's access-token signing key, 32+ bytes long"
 
 
 def _validity() -> dict[str, dt.datetime]:
@@ -128,6 +129,7 @@ class CloudDouble:
         self.assertion_headers: list[dict[str, Any]] = []
         self.discovery_requests: list[dict[str, str]] = []
         self.services: dict[str, str] = {}
+        self.intune_roles: list[str] = ["scep_challenge_provider"]  # the consented Intune permissions
         self.script: defaultdict[str, deque[Scripted]] = defaultdict(deque)
         self.calls: list[dict[str, Any]] = []
         self.release = threading.Event()
@@ -210,10 +212,18 @@ class CloudDouble:
         refusal = self._check_secret(form) if self.mode == "secret" else self._check_assertion(form)
         if refusal:
             return _oauth_error("invalid_client", refusal)
-        token = f"at-{next(self._serial)}-{base64.urlsafe_b64encode(scope.encode()).decode()}"
+        token = self._access_token(scope)
         with self._lock:
             self.issued[token] = scope
         return jsonify({"token_type": "Bearer", "expires_in": 3599, "access_token": token})
+
+    def _access_token(self, scope: str) -> str:
+        """A JWT as Entra ID issues one (signed with a key of the double's own: only the claims are read)."""
+        roles = self.intune_roles if scope == f"{INTUNE_RESOURCE}.default" else ["Application.Read.All"]
+        claims: dict[str, Any] = {"aud": scope.removesuffix(".default"), "appid": CLIENT_ID, "jti": next(self._serial)}
+        if roles:
+            claims["roles"] = list(roles)
+        return jwt.encode(claims, TOKEN_KEY, algorithm="HS256")
 
     @staticmethod
     def _check_secret(form: Any) -> str | None:
