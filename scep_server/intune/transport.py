@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from msal.exceptions import MsalServiceError
 
-from scep_server import metrics
+from scep_server import logs, metrics
 from scep_server.config.model import IntuneConfig
 from scep_server.errors import IntuneAuthError, IntuneProtocolError, IntuneUnavailable
 from scep_server.intune.auth import AppTokens, normalise_scope
@@ -152,6 +152,10 @@ def system_ca_bundle() -> str | None:
     return None
 
 
+def _token_failed(reason: str) -> None:
+    metrics.ENTRA_TOKEN_FAILURES.labels(reason).inc()
+
+
 def _first_line(text: object) -> str:
     lines = str(text or "").strip().splitlines()
     return lines[0].strip() if lines else ""
@@ -192,6 +196,12 @@ class IntuneTransport:
         Intune's and our logs correlate; errors carry it as ``activity_id``.
         """
         call = _Call(operation, str(uuid.uuid4()))
+        with logs.log_context(activity_id=call.activity_id):
+            return self._post_with_retries(call, service, api_version, path, body)
+
+    def _post_with_retries(
+        self, call: _Call, service: str, api_version: str, path: str, body: Mapping[str, Any]
+    ) -> Reply:
         refreshed, retries, attempt = False, 0, 0
         while True:
             attempt += 1
@@ -199,7 +209,7 @@ class IntuneTransport:
                 return self._attempt(call, service, api_version, path, body, attempt)
             except _Unauthorized as exc:
                 if refreshed:
-                    raise IntuneAuthError(f"{operation}: {exc.detail} even with a new token",
+                    raise IntuneAuthError(f"{call.operation}: {exc.detail} even with a new token",
                                           activity_id=call.activity_id, status=401) from None
                 refreshed = True
                 self._drop_tokens(call)
@@ -369,6 +379,7 @@ class IntuneTransport:
         except (requests.RequestException, MsalServiceError) as exc:
             raise self._token_transport_failure(call, exc) from None
         except ValueError as exc:
+            _token_failed("malformed")
             raise IntuneProtocolError(f"Entra ID answered the token request with something unreadable: "
                                       f"{_first_line(self._redact(exc))}", activity_id=call.activity_id) from None
         return self._access_token(result, scope, call)
@@ -378,18 +389,23 @@ class IntuneTransport:
         if isinstance(token, str):
             return token
         if not isinstance(result, dict) or "error" not in result:
+            _token_failed("malformed")
             raise IntuneProtocolError("Entra ID answered the token request without a token",
                                       activity_id=call.activity_id)
         error, description = result.get("error"), _first_line(self._redact(result.get("error_description")))
         if error in TRANSIENT_OAUTH_ERRORS:
+            _token_failed("transient")
             raise _Transient(f"Entra ID: {error}: {description}")
+        _token_failed("refused")
         raise IntuneAuthError(f"Entra ID refused the app credentials: {error}: {description} (scope {scope})",
                               activity_id=call.activity_id)
 
     def _token_transport_failure(self, call: _Call, exc: Exception) -> Exception:
         if isinstance(exc, requests.exceptions.SSLError):
+            _token_failed("tls")
             return IntuneUnavailable(f"TLS with Entra ID failed (check intune.ca_bundle): {self._redact(exc)}",
                                      activity_id=call.activity_id)
+        _token_failed("transport")
         return _Transient(f"cannot get a token from Entra ID: {type(exc).__name__}")
 
     def _drop_tokens(self, call: _Call) -> None:

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+from scep_server import logs
 from scep_server.errors import ScepServerError
 from scep_server.jobs.locks import CRL_PUBLISHING, INTUNE_REVOCATION_SYNC, OCSP_RESPONDER_RENEWAL, Lock
 from scep_server.jobs.worker import Task
@@ -113,7 +114,8 @@ class DeferredValidations:
             ):
                 continue
             try:
-                self._issuance.retry_deferred(profile, record, now)
+                with logs.log_context(profile=record.profile, transaction_id=record.transaction_id):
+                    self._issuance.retry_deferred(profile, record, now)
             except ScepServerError as exc:
                 log.info("deferred transaction=%s ended: %s", record.transaction_id, exc)
             done += 1

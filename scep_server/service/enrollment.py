@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from scep_server import logs
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.csr import check_renewal_identity
 from scep_server.challenge import ValidationRequest
@@ -46,6 +47,7 @@ from scep_server.errors import (
     failure_for,
 )
 from scep_server.scep import message
+from scep_server.scep.cms import SignedMessage
 from scep_server.scep.envelope import EnvelopeRejected
 from scep_server.scep.message import (
     CertificateRequest,
@@ -103,6 +105,10 @@ class EnrollmentService:
         """Answer one pkiMessage. RequestError escapes when no CertRep can be built."""
         ip = requester_ip[:MAX_IP_CHARS] if requester_ip else None
         signed, context = message.read_envelope(der)
+        with logs.log_context(transaction_id=context.transaction_id):
+            return self._answer(profile, signed, context, ip)
+
+    def _answer(self, profile: Profile, signed: SignedMessage, context: ReplyContext, ip: str | None) -> Outcome:
         try:
             self._check_before_decrypting(profile, context)
             request = message.open_request(

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from scep_server import metrics
 from scep_server.errors import Conflict, IntuneError, NotFound, StoreError
 from scep_server.intune.client import IntuneClient
 from scep_server.intune.messages import RevocationRequest, RevocationResult, RevocationResultCode
@@ -68,10 +69,12 @@ class RevocationSync:
         uploaded, by two processes at once.
         """
         try:
-            return self.run_once()
+            report = self.run_once()
         except (IntuneError, StoreError, Conflict, NotFound) as exc:
             log.warning("Intune revocation sync failed, will retry: %s", exc)
             return None
+        metrics.INTUNE_REVOCATION_SYNC_LAST_SUCCESS.set_to_current_time()
+        return report
 
     def _handle(self, request: RevocationRequest) -> int:
         record = self._store.record_revocation_request(

@@ -396,3 +396,24 @@ def test_token_request_has_a_timeout(make_client: MakeClient, cloud: CloudDouble
     harness = make_client(read_timeout=0.3, max_retries=0)
     with pytest.raises(IntuneUnavailable, match="Entra ID"):
         harness.client.validate_request("tx", csr_der)
+
+
+def _token_failures(reason: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scep_server import metrics
+
+    body, _ = metrics.render()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode()) for sample in family.samples
+        if sample.name == "scep_entra_token_failures_total" and sample.labels.get("reason") == reason
+    )  # fmt: skip
+
+
+def test_a_refused_token_request_is_counted(make_client: MakeClient, cloud: CloudDouble, csr_der: bytes) -> None:
+    before = _token_failures("refused")
+    harness = make_client(client_secret=SecretSource(value="not-the-secret"))
+    with pytest.raises(IntuneAuthError):
+        harness.client.validate_request("tx-counted", csr_der)
+    assert _token_failures("refused") == before + 1
