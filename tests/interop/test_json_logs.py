@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
+from scep_server.scep import client
 from tests.support.processes import HOST
 from tests.support.servers import CHALLENGE, ScepServerProcess
 
@@ -118,3 +122,22 @@ def test_every_line_is_one_json_object_with_control_characters_escaped(server: S
         assert {"time", "level", "logger", "message", "process"} <= set(record), record
         assert ISO_UTC.match(record["time"]), record
     assert "\t" not in server.log_text()
+
+
+def test_a_pkioperations_records_carry_its_transaction_id(server: ScepServerProcess) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "json-logs-device")])
+    built = client.build_pkcsreq(
+        client.build_csr(key, subject, challenge_password="not-the-challenge"),
+        signer_cert=client.self_signed_signer(key, subject), signer_key=key,
+        recipient=x509.load_pem_x509_certificate(server.ra_pem_path.read_bytes()),
+    )  # fmt: skip
+    url = server.url(path="/scep") + "?operation=PKIOperation"
+    with requests.Session() as session:
+        session.trust_env = False
+        response = session.post(url, data=built.der, headers={"X-Request-Id": "pki-post"}, timeout=30)
+    assert response.status_code == 200
+    records = {record["logger"]: record for record in records_of(server, "pki-post", 2)}
+    app = records["scep_server.scep"]
+    assert app["transaction_id"] == built.transaction_id and app["profile"] == "default"
+    assert "FAILURE" in app["message"] and app["level"] == "WARNING"
