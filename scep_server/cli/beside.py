@@ -8,7 +8,9 @@ instead. The admin API takes the token from ``INTUNE_EMULATOR_ADMIN_TOKEN``, or 
 logged for the developer (the simulator's ``--admin-token``). Both reach the emulator in its environment.
 
 The emulator stops with the server: ``stop()`` when the server returns, and, however the server ends,
-when the pipe on the emulator's standard input closes (``--stop-with-stdin``).
+when the pipe on the emulator's standard input closes (``--stop-with-stdin``). Its port is checked
+first (:func:`check_emulator_port`, also run by ``config check --with-emulator``): a port in use is one
+ConfigError naming it, and no emulator is started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import secrets
 import select
+import socket
 import subprocess
 import sys
 import uuid
@@ -27,10 +30,14 @@ from urllib.parse import urlsplit
 from scep_server.config import SecretSource, ServerConfig
 from scep_server.errors import ConfigError
 
-__all__ = ["EmulatorProcess", "start_beside"]
+__all__ = ["STATE_DIR", "EmulatorProcess", "check_emulator_port", "start_beside", "state_dir"]
 
 log = logging.getLogger("scep_server.cli")
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+EMULATOR_HOST = "127.0.0.1"  # where it listens, whichever of LOCAL_HOSTS the authority names
+# Its state directory under the data dir when intune.ca_bundle does not place it (config/dev.yaml and the
+# simulator's --ca-bundle default say var/emulator/ca.pem).
+STATE_DIR = "emulator"
 DEFAULT_TENANT = "contoso.onmicrosoft.com"
 # The emulator's interface: its module, environment, state files and the first line it prints when ready.
 MODULE = "scep_server.emulator"
@@ -73,20 +80,40 @@ class EmulatorProcess:
                 stream.close()
 
 
+def state_dir(config: ServerConfig) -> Path:
+    """Where the emulator keeps its TLS CA (``ca.pem``): beside ``intune.ca_bundle``, else under the data dir."""
+    bundle = config.intune.ca_bundle
+    return Path(bundle).parent if bundle else Path(config.data_dir) / STATE_DIR
+
+
+def check_emulator_port(config: ServerConfig) -> None:
+    """ConfigError unless ``intune.authority`` is a local port the emulator can listen on now."""
+    port = _local_port(config.intune.authority)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the emulator's server binds
+        try:
+            probe.bind((EMULATOR_HOST, port))
+        except OSError as exc:
+            raise ConfigError(f"--with-emulator: the Intune emulator cannot listen on port {port} of {EMULATOR_HOST} "
+                              f"(intune.authority): {exc.strerror}; stop what listens there, or point "
+                              "intune.authority at another port") from None
+
+
 def start_beside(config: ServerConfig) -> tuple[EmulatorProcess, ServerConfig]:
     """Start an emulator at ``intune.authority``; return it and the configuration the server must use."""
     intune = config.intune
+    check_emulator_port(config)
     port = _local_port(intune.authority)
-    state_dir = Path(intune.ca_bundle).parent if intune.ca_bundle else Path(config.data_dir) / "emulator"
+    state = state_dir(config)
     given_token = os.environ.get(ADMIN_TOKEN_ENV) or None
     token = given_token or secrets.token_urlsafe(24)
     client_id, secret = intune.client_id or str(uuid.uuid4()), secrets.token_urlsafe(30)
     tenant = intune.tenant or DEFAULT_TENANT
-    command = [sys.executable, "-m", MODULE, "--port", str(port), "--state-dir", str(state_dir), "--tenant", tenant,
+    command = [sys.executable, "-m", MODULE, "--port", str(port), "--state-dir", str(state), "--tenant", tenant,
                "--client-id", client_id, "--stop-with-stdin"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                env={**_passed_environment(), SECRET_ENV: secret, ADMIN_TOKEN_ENV: token})
-    emulator = EmulatorProcess(process, f"https://127.0.0.1:{port}", tenant, token, state_dir / CA_FILE)
+    emulator = EmulatorProcess(process, f"https://{EMULATOR_HOST}:{port}", tenant, token, state / CA_FILE)
     _wait_until_listening(emulator)
     if given_token:
         log.info("Intune emulator on %s (admin API token from %s)", emulator.url, ADMIN_TOKEN_ENV)
@@ -103,7 +130,10 @@ def _local_port(authority: str) -> int:
     if parts.hostname not in LOCAL_HOSTS:
         raise ConfigError(f"--with-emulator needs intune.authority on https://127.0.0.1:PORT/ (the emulator), "
                           f"not {parts.hostname}: it would stand in for that host")
-    return parts.port or 443
+    try:
+        return parts.port or 443
+    except ValueError:
+        raise ConfigError(f"--with-emulator: intune.authority {authority!r} has no valid port") from None
 
 
 def _passed_environment() -> dict[str, str]:

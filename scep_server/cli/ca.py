@@ -9,6 +9,7 @@ from pathlib import Path
 from scep_server.ca.authority import ca_exists, check_keys_at_rest, import_ca, init_ca, load_ca, rotate_ra
 from scep_server.cli.common import Subcommands, fail, migrate
 from scep_server.cli.output import print_fields
+from scep_server.cli.preflight import require_startup
 from scep_server.config import ServerConfig
 from scep_server.files import make_private_dir
 from scep_server.runtime import ca_passphrase
@@ -36,10 +37,12 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_init(config: ServerConfig, args: argparse.Namespace) -> int:
-    if ca_exists(config.ca_dir):
-        if not args.if_missing:
-            return fail(f"a CA already exists in {config.ca_dir}")
-    else:
+    exists = ca_exists(config.ca_dir)
+    if exists and not args.if_missing:
+        return fail(f"a CA already exists in {config.ca_dir}")
+    # What `serve` would refuse is refused before a key is written (an unencrypted CA, a missing secret).
+    require_startup(config, "init")
+    if not exists:
         init_ca(config.ca_dir, config.ca, ca_passphrase(config))
         print(f"created CA in {config.ca_dir}")
     migrate(config)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from scep_server.config.parsing import enum_value, integer, parser, reject_unknown
+from scep_server.config.parsing import enum_value, integer, parser, reject_unknown, shown
 from scep_server.errors import ConfigError
 from scep_server.pki.sans import SAN_TYPES
 
@@ -74,9 +74,12 @@ class SecretSource:
         if isinstance(raw, str):
             return cls(value=raw)
         if not isinstance(raw, dict):
-            raise ConfigError(f"{where} must be a string or a mapping with env/file/value")
+            raise ConfigError(f"{where} must be a string or a mapping with env/file/value, not {shown(raw)}")
         reject_unknown(raw, {"env", "file", "value"}, where)
-        return cls(**{k: str(v) for k, v in raw.items()})
+        for key, value in raw.items():
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{where}.{key} must be a string (quote it), not {shown(value)}")
+        return cls(**raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG,
                                      description="Emulate Entra ID, Graph and Intune's third-party CA APIs over HTTPS")
     parser.add_argument("--port", type=int, default=8443, help="port on 127.0.0.1 (0: any free port)")
-    parser.add_argument("--state-dir", type=Path, default=Path("var/intune-emulator"),
+    parser.add_argument("--state-dir", type=Path, default=Path("var/emulator"),
                         help="where the emulator's TLS CA (ca.pem) and server certificate live")
     parser.add_argument("--tenant", default="contoso.onmicrosoft.com", help="tenant name (or GUID)")
     parser.add_argument("--client-id", help="register an app with this client id")

@@ -108,7 +108,7 @@ class EmulatorAdmin:
         try:
             with self._lock:
                 response = self._session.request(method, self.url + path, json=body, timeout=self._timeout)
-        except requests.RequestException as exc:
+        except (requests.RequestException, OSError) as exc:
             raise EmulatorAdminError(f"{method} {self.url}{path}: {exc}") from exc
         if response.status_code >= 300:
             raise EmulatorAdminError(f"{method} {path}: HTTP {response.status_code}: {response.text[:200]}")

@@ -39,6 +39,7 @@ from .conftest import CHALLENGE, CONFIG
 
 PASSPHRASE = "correct horse battery staple"
 KEY_FILES = ("ca.key", "ra.key")
+DEV = "dev: true\n"  # unencrypted keys accepted: what init and serve refuse otherwise
 
 
 def _mode(path: Path) -> int:
@@ -77,7 +78,7 @@ def _umask() -> int:
 @pytest.mark.usefixtures("no_passphrase", "keep_umask")
 def test_finding10_data_dir_and_subdirectories_are_0700_files_0600(tmp_path: Path) -> None:
     data_dir = tmp_path / "srv" / "scep" / "var"
-    assert main(["--config", str(_config_file(tmp_path, data_dir=data_dir)), "init"]) == 0
+    assert main(["--config", str(_config_file(tmp_path, DEV, data_dir=data_dir)), "init"]) == 0
     for directory in (tmp_path / "srv", tmp_path / "srv" / "scep", data_dir, data_dir / "ca"):
         assert _mode(directory) == 0o700, f"{directory} is {_mode(directory):o}"
     files = [path for path in (data_dir / "ca").iterdir() if path.is_file()]
@@ -101,7 +102,7 @@ def test_finding10_ocsp_responder_files_and_lock_are_0600(tmp_path: Path) -> Non
 def test_finding10_an_existing_open_data_dir_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "var").mkdir()
     (tmp_path / "var").chmod(0o755)
-    assert main(["--config", str(_config_file(tmp_path)), "init"]) == 0
+    assert main(["--config", str(_config_file(tmp_path, DEV)), "init"]) == 0
     assert f"chmod 700 {tmp_path / 'var'}" in caplog.text
     assert _mode(tmp_path / "var") == 0o755  # not ours to change: it may be shared on purpose
     assert _mode(tmp_path / "var" / "ca") == 0o700
@@ -115,7 +116,7 @@ def test_finding10_unencrypted_keys_are_written_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="scep_server.ca.keys.file")
-    assert main(["--config", str(_config_file(tmp_path)), "init"]) == 0
+    assert main(["--config", str(_config_file(tmp_path, DEV)), "init"]) == 0
     for name in KEY_FILES:
         assert f"{tmp_path / 'var' / 'ca' / name} unencrypted" in caplog.text
         assert b"ENCRYPTED" not in (tmp_path / "var" / "ca" / name).read_bytes()
@@ -206,7 +207,7 @@ def test_finding10_a_key_that_cannot_be_encrypted_in_place_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SCEP_CA_PASSPHRASE", raising=False)
-    path = _config_file(tmp_path)
+    path = _config_file(tmp_path, DEV)
     assert main(["--config", str(path), "init"]) == 0
     config = load_config(path, env={})
 

@@ -3,20 +3,27 @@ old subcommands, and the emulator ``serve --with-emulator`` starts beside the se
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
+import select
 import socket
 import stat
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from scep_server.cli import main
-from scep_server.cli.beside import EmulatorProcess, start_beside
+from scep_server.cli.beside import EmulatorProcess, start_beside, state_dir
+from scep_server.cli.serve import ServeOptions, default_workers, serve_options
+from scep_server.cli.tools import EMULATOR_STATE_DIR
 from scep_server.config import IntuneConfig, SecretSource, ServerConfig, load_config
 from scep_server.errors import ConfigError
 from scep_server.runtime import build_runtime
@@ -27,7 +34,7 @@ from tests.support.processes import free_port
 from .conftest import CHALLENGE, CONFIG, Device, ScepTestServer
 
 
-def _config_file(tmp_path: Path, extra: str = "") -> Path:
+def _config_file(tmp_path: Path, extra: str = "dev: true\n") -> Path:
     path = tmp_path / "scep.yaml"
     path.write_text(CONFIG.format(data_dir=tmp_path / "var", challenge=CHALLENGE) + extra)
     return path
@@ -204,9 +211,105 @@ def test_with_emulator_a_taken_port_is_reported(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(ConfigError, match="the Intune emulator did not start"):
-            start_beside(_beside_config(tmp_path, taken.getsockname()[1]))
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"the Intune emulator cannot listen on port {port} of 127.0.0.1"):
+            start_beside(_beside_config(tmp_path, port))
+    assert not (tmp_path / "emulator").exists()  # refused before the emulator was started
 
 
 def _started(tmp_path: Path) -> tuple[EmulatorProcess, ServerConfig]:
     return start_beside(_beside_config(tmp_path, free_port()))
+
+
+def test_with_emulator_serve_names_a_taken_port_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = _config_file(tmp_path, f"dev: true\nintune: {{authority: 'https://127.0.0.1:{port}/'}}\n")
+        argv = ["serve", "--init-if-missing", "--with-emulator", "--bind", f"127.0.0.1:{free_port()}"]
+        assert main(["--config", str(config), *argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"scep-server: --with-emulator: the Intune emulator cannot listen on port {port} of 127.0.0.1 "
+                   "(intune.authority): Address already in use; stop what listens there, or point "
+                   "intune.authority at another port"]
+    assert not (tmp_path / "var").exists()
+
+
+# --- the dev tools outside the checkout, and where the emulator keeps its CA ----------------------------
+
+
+def test_simulate_without_the_emulators_ca_says_so_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the checkout: no var/emulator/ca.pem
+    assert main(["simulate", "--profile", "all"]) == 2
+    assert main(["simulate", "--ca-bundle", str(tmp_path / "absent.pem")]) == 2
+    err = capfd.readouterr().err.splitlines()
+    assert err == [
+        f"scep-server simulate: no Intune emulator CA at var/emulator/ca.pem (under {tmp_path}): run it where "
+        "`make run` (serve --with-emulator) runs, or pass --ca-bundle <the emulator's state dir>/ca.pem",
+        f"scep-server simulate: no Intune emulator CA at {tmp_path / 'absent.pem'}: run it where "
+        "`make run` (serve --with-emulator) runs, or pass --ca-bundle <the emulator's state dir>/ca.pem",
+    ]
+    assert main(["simulate", "--list"]) == 0  # needs no emulator
+
+
+def test_intune_emulator_keeps_its_ca_where_simulate_and_dev_yaml_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = yaml.safe_load((Path(__file__).parents[2] / "config" / "dev.yaml").read_text(encoding="utf-8"))
+    assert Path(dev["intune"]["ca_bundle"]) == EMULATOR_STATE_DIR / "ca.pem"
+    assert state_dir(load_config(None, env={})) == EMULATOR_STATE_DIR  # serve --with-emulator, data_dir var
+    command = [sys.executable, "-c", "import sys; from scep_server.cli import main; sys.exit(main())",
+               "intune-emulator", "--port", "0"]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as emulator:
+        try:
+            assert emulator.stdout is not None
+            ready, _, _ = select.select([emulator.stdout], [], [], 30)
+            assert ready and emulator.stdout.readline().startswith("Intune emulator listening on ")
+            assert (tmp_path / EMULATOR_STATE_DIR / "ca.pem").is_file()
+        finally:
+            emulator.terminate()
+
+
+# --- serve's own options ------------------------------------------------------------------------------
+
+
+def test_default_workers_without_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert default_workers() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert default_workers() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_workers() == 8
+
+
+def test_serve_options_come_from_arguments_then_the_environment() -> None:
+    env = {"SCEP_SERVER_BIND": "0.0.0.0:9000", "SCEP_SERVER_WORKERS": "3", "SCEP_SERVER_THREADS": " 16 "}
+    assert serve_options(None, env) == ServeOptions("0.0.0.0:9000", 3, 16)
+    given = argparse.Namespace(bind="unix:/run/scep.sock", workers=5, threads=None)
+    assert serve_options(given, env) == ServeOptions("unix:/run/scep.sock", 5, 16)
+    assert serve_options(None, {}) == ServeOptions("127.0.0.1:8080", None, None)
+    with pytest.raises(ConfigError) as refused:
+        serve_options(None, {"SCEP_SERVER_BIND": "host:http", "SCEP_SERVER_WORKERS": "-1",
+                             "SCEP_SERVER_THREADS": "2000"})
+    assert str(refused.value).splitlines() == [
+        'SCEP_SERVER_BIND must be HOST:PORT (a port up to 65535) or unix:PATH, not "host:http"',
+        'SCEP_SERVER_WORKERS must be a whole number from 1 to 1024, not "-1"',
+        'SCEP_SERVER_THREADS must be a whole number from 1 to 1024, not "2000"',
+    ]
+
+
+def test_the_tools_are_not_started_with_a_log_level_they_cannot_use(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCEP_SERVER_LOG_LEVEL", "LOUD")
+    assert main(["simulate", "--list"]) == 2
+    assert capfd.readouterr().err.splitlines() == [
+        'scep-server simulate: SCEP_SERVER_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL '
+        '(in any case), not "LOUD"'
+    ]

@@ -41,7 +41,7 @@ def test_a_limits_section(tmp_path: Path) -> None:
     ("header_timeout_seconds: 0", "limits.header_timeout_seconds must be a number from 0.5 to 600"),
     ("body_timeout_seconds: '30'", "limits.body_timeout_seconds must be a number"),
     ("connections_per_worker: true", "limits.connections_per_worker must be an integer"),
-    ("max_requests: 5", "unknown key(s) in limits: max_requests"),
+    ("max_requests: 5", "unknown key limits.max_requests"),
 ])  # fmt: skip
 def test_bad_limits_are_refused(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,8 @@ def test_env_overrides_top_level_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("bogus: 1\n", "unknown key(s) in top level: bogus"),
+        ("bogus: 1\n", "unknown key bogus"),
+        ("data_dri: /srv\n", "unknown key data_dri (did you mean data_dir?)"),
         ("ca: {key_type: dsa}\n", "ca.key_type"),
         ("ca: {key_size: 1024}\n", "ca.key_size"),
         ("ca: {key_type: ec, curve: P-521}\n", "ca.curve"),
@@ -85,7 +87,7 @@ def test_env_overrides_top_level_keys(tmp_path: Path) -> None:
         ("profiles: {p: {min_rsa_bits: 4096, max_rsa_bits: 2048}}\n", "min_rsa_bits must not exceed max_rsa_bits"),
         ("profiles: {p: {key_usage: [fly]}}\n", "unknown usage"),
         ("profiles: {p: {extended_key_usage: [teleport]}}\n", "unknown EKU"),
-        ("profiles: {p: {challenge: {type: magic}}}\n", "challenge.type must be one of intune, static, not 'magic'"),
+        ("profiles: {p: {challenge: {type: magic}}}\n", 'challenge.type must be one of intune, static, not "magic"'),
         ("profiles: {p: {challenge: [static]}}\n", "profiles.p.challenge must be a mapping"),
         ("profiles: {p: {challenge: {on_validator_unavailable: later}}}\n", "must be 'fail' or 'pending'"),
         ("profiles: {p: {challenge: {pending_timeout_minutes: 0}}}\n", "pending_timeout_minutes must be an int"),
@@ -97,7 +99,7 @@ def test_env_overrides_top_level_keys(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(_write(tmp_path, text), env={})
 
 
@@ -139,7 +141,7 @@ profiles:
 
 def test_a_key_of_another_validator_is_unknown(tmp_path: Path) -> None:
     path = _write(tmp_path, "profiles: {mdm: {challenge: {type: intune, secret: x}}}\n")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) in profiles.mdm.challenge: secret"):
+    with pytest.raises(ConfigError, match=r"^unknown key profiles.mdm.challenge.secret$"):
         load_config(path, env=INTUNE_ENV)
 
 

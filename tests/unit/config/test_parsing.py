@@ -35,14 +35,14 @@ def test_absent_keys_keep_their_defaults() -> None:
 
 
 def test_values_are_parsed_by_their_fields_parser() -> None:
-    section = parse_section(Section, {"count": "3", "colour": "blue", "secret": {"env": "X"}, "names": ["a", 2]}, "s")
+    section = parse_section(Section, {"count": 3, "colour": "blue", "secret": {"env": "X"}, "names": ["a", "2"]}, "s")
     assert section == Section(count=3, colour=Colour.BLUE, secret=SecretSource(env="X"), names=("a", "2"))
     assert section.colour is Colour.BLUE
 
 
 def test_fixed_values_are_not_keys() -> None:
     assert parse_section(Section, {"count": 2}, "s", kind="fixed") == Section(kind="fixed", count=2)
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) in s: kind"):
+    with pytest.raises(ConfigError, match=r"^unknown key s.kind$"):
         parse_section(Section, {"kind": "mine"}, "s", kind="fixed")
 
 
@@ -51,10 +51,10 @@ def test_fixed_values_are_not_keys() -> None:
     ({"count": "many"}, "s.count must be an integer from 1 to 9"),
     ({"colour": "green"}, "s.colour must be 'red' or 'blue'"),
     ({"secret": 5}, "s.secret must be a string or a mapping with env/file/value"),
-    ({"secret": {"vault": "x"}}, r"unknown key\(s\) in s.secret: vault"),
+    ({"secret": {"vault": "x"}}, r"unknown key s.secret.vault \(did you mean value\?\)"),
     ({"names": "a"}, "s.names must be a list"),
     ({"count": 7, "colour": "blue"}, "s: no blue sevens"),
-    ({"size": 1, "weight": 2}, r"unknown key\(s\) in s: size, weight"),
+    ({"size": 1, "weight": 2}, r"^unknown key s.size\nunknown key s.weight$"),
 ])
 def test_errors_name_the_key(raw: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
