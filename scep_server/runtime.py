@@ -26,6 +26,7 @@ from scep_server.service.issuance import IssuanceService
 from scep_server.service.ocsp import OcspResponder
 from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlCache
+from scep_server.service.readiness import Readiness
 from scep_server.service.revocation import RevocationService
 from scep_server.store import Store
 
@@ -42,9 +43,11 @@ class Runtime:
     ocsp: OcspResponder
     revocations: RevocationService
     certificates: CertificateQueries
+    readiness: Readiness
 
     def close(self) -> None:
         self.background.stop()
+        self.readiness.close()
         self.store.close()
 
 
@@ -122,7 +125,12 @@ def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> R
     if any(p.defer_when_unavailable for p in profiles.values()):
         worker_tasks.append(jobs.deferred_validations(DeferredValidations(store, service.issuance, profiles)))
     certificates = CertificateQueries(store, revocations, issuer=ca.issuer_name)
-    return Runtime(config, ca, store, profiles, crls, service, background, ocsp, revocations, certificates)
+    readiness = Readiness.of_server(config, ca, store, crls)
+    readiness.radar.survey(local_only=True)  # the gauges set and a near expiry logged at start, without Graph
+    worker_tasks.append(jobs.credential_expiry(readiness.radar.survey))
+    return Runtime(
+        config, ca, store, profiles, crls, service, background, ocsp, revocations, certificates, readiness
+    )
 
 
 def _ocsp_responder(

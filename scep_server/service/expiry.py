@@ -23,7 +23,7 @@ from cryptography import x509
 from scep_server import metrics
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.certfiles import load_single_certificate
-from scep_server.ca.responder import OCSP_CERT
+from scep_server.ca.responder import OCSP_CERT, RENEW_WHEN_LEFT
 from scep_server.config.model import IntuneConfig
 from scep_server.errors import ScepServerError
 from scep_server.intune.check import CheckResult
@@ -81,11 +81,25 @@ class CredentialExpiry:
                 "problem": self.problem}
 
 
-class ExpiryWarnings:
-    """Logs a credential's tightest crossed threshold at most once per threshold per day (see the module doc)."""
+def renewed_thresholds(lifetime_days: float, renew_when_left: float = RENEW_WHEN_LEFT) -> tuple[int, ...]:
+    """The warning days for a credential the server renews itself (the OCSP responder's) once
+    ``renew_when_left`` of its ``lifetime_days`` is left: only those past its renewal point, so that a
+    healthy one, which always has less than 30 days, is never warned about; one is, once renewal fails."""
+    renewal_point = lifetime_days * renew_when_left
+    return tuple(days for days in WARNING_DAYS if days < renewal_point) or (min(WARNING_DAYS),)
 
-    def __init__(self, thresholds: tuple[int, ...] = WARNING_DAYS, logger: logging.Logger = log) -> None:
+
+class ExpiryWarnings:
+    """Logs a credential's tightest crossed threshold at most once per threshold per day (see the module doc).
+
+    ``per_credential`` gives some credentials thresholds of their own (:func:`renewed_thresholds`)."""
+
+    def __init__(
+        self, thresholds: tuple[int, ...] = WARNING_DAYS, logger: logging.Logger = log,
+        per_credential: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> None:
         self._thresholds = tuple(sorted(thresholds))
+        self._per_credential = {name: tuple(sorted(days)) for name, days in (per_credential or {}).items()}
         self._log = logger
         self._day: date | None = None
         self._said: set[tuple[str, int]] = set()
@@ -95,7 +109,8 @@ class ExpiryWarnings:
         days = expiry.days_left
         if days is None or expiry.not_after is None:
             return
-        threshold = 0 if expiry.expired else next((t for t in self._thresholds if days <= t), None)
+        thresholds = self._per_credential.get(expiry.credential, self._thresholds)
+        threshold = 0 if expiry.expired else next((t for t in thresholds if days <= t), None)
         if threshold is None or not self._first_today(expiry.credential, threshold, now.date()):
             return
         until = f"{expiry.not_after:%Y-%m-%d %H:%M} UTC"

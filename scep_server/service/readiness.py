@@ -37,7 +37,13 @@ from scep_server.config import ServerConfig
 from scep_server.errors import CAError
 from scep_server.intune.check import CheckResult
 from scep_server.intune.health import AppHealth
-from scep_server.service.expiry import CredentialExpiry, ExpiryRadar, server_credentials
+from scep_server.service.expiry import (
+    CredentialExpiry,
+    ExpiryRadar,
+    ExpiryWarnings,
+    renewed_thresholds,
+    server_credentials,
+)
 from scep_server.service.publishing import CrlCache
 from scep_server.store import Store
 
@@ -92,7 +98,9 @@ class Readiness:
             probes["intune_auth"] = app.auth
         crl_dates = CrlDates()
         probes["crl"] = lambda: check_crl(crls.current_der(), crl_dates)
-        radar = ExpiryRadar(server_credentials(ca, config.ca_dir, config.intune, app))
+        # The OCSP responder renews itself: it is warned about only once that renewal is overdue.
+        warnings = ExpiryWarnings(per_credential={"ocsp": renewed_thresholds(config.ca.ocsp_validity_days)})
+        radar = ExpiryRadar(server_credentials(ca, config.ca_dir, config.intune, app), warnings=warnings)
         return cls(probes, radar, app=app)
 
     @property

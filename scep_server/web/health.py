@@ -4,40 +4,21 @@
 (:mod:`scep_server.service.readiness`), 200 or 503 with the checks as JSON. ``/healthz`` keeps its old
 meaning, the store answers, so that existing probes and scripts see no change.
 
-The app's :class:`~scep_server.service.readiness.Readiness` is built when the blueprint is registered;
-the expiry radar is surveyed then too (the credentials read locally), so that the gauges are set and
-a credential near its end is logged at startup.
+The process's :class:`~scep_server.service.readiness.Readiness` is built with its runtime, which also
+surveys the expiry radar at start (the credentials read locally) and then hourly in the background.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, Response, jsonify
 
-from scep_server.runtime import Runtime
 from scep_server.service.readiness import Readiness
-from scep_server.web.context import RUNTIME_EXTENSION, runtime
+from scep_server.web.context import runtime
 
 bp = Blueprint("health", __name__)
 
-READINESS_EXTENSION = "scep_server.readiness"  # app.extensions key of the Readiness
-
-
-@bp.record_once
-def _build_readiness(state: BlueprintSetupState) -> None:
-    current = state.app.extensions[RUNTIME_EXTENSION]
-    if not isinstance(current, Runtime):
-        raise TypeError(f"app.extensions[{RUNTIME_EXTENSION!r}] is not a Runtime")
-    readiness = Readiness.of_server(current.config, current.ca, current.store, current.crls)
-    readiness.radar.survey(local_only=True)  # no Graph call at startup: only probes and the task ask
-    state.app.extensions[READINESS_EXTENSION] = readiness
-
-
 def readiness() -> Readiness:
-    value = current_app.extensions[READINESS_EXTENSION]
-    if not isinstance(value, Readiness):
-        raise TypeError(f"app.extensions[{READINESS_EXTENSION!r}] is not a Readiness")
-    return value
+    return runtime().readiness
 
 
 @bp.get("/livez")

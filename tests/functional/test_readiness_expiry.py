@@ -12,7 +12,13 @@ from prometheus_client import REGISTRY
 
 from scep_server.config import IntuneConfig, SecretSource
 from scep_server.errors import CAError, IntuneError
-from scep_server.service.expiry import CertificateFile, ExpiryRadar, ExpiryWarnings, server_credentials
+from scep_server.service.expiry import (
+    CertificateFile,
+    ExpiryRadar,
+    ExpiryWarnings,
+    renewed_thresholds,
+    server_credentials,
+)
 from tests.support import pki
 from tests.support.clocks import FakeClock
 
@@ -164,3 +170,19 @@ def test_the_server_credentials(server: ScepTestServer, tmp_path: Path) -> None:
     assert server_credentials(ca, ca_dir, app, None)["client_certificate"]() == START + timedelta(days=20)
     secret = IntuneConfig(tenant="t", client_id="c", client_secret=SecretSource(value="s"))
     assert "client_secret" not in server_credentials(ca, ca_dir, secret, None)  # nobody to ask Graph
+
+
+def test_the_self_renewing_ocsp_responder_is_warned_about_only_once_its_renewal_is_overdue(
+    clock: FakeClock[datetime], caplog: pytest.LogCaptureFixture
+) -> None:
+    assert renewed_thresholds(30) == (7, 1)  # renewed with 10 of its 30 days left
+    assert renewed_thresholds(7) == (1,)
+    caplog.set_level(logging.INFO, LOGGER)
+    warnings = ExpiryWarnings(per_credential={"ocsp": renewed_thresholds(30)})
+    radar = ExpiryRadar({"ocsp": lambda: START + timedelta(days=25), "ra": lambda: START + timedelta(days=25)},
+                        now=clock, warnings=warnings)
+    radar.survey()
+    assert [line.split()[2] for line in _lines(caplog)] == ["ra"]  # a fresh responder certificate: no warning
+    clock.advance(19 * 86400)  # 6 days left: its renewal (at 10 days) is overdue
+    radar.survey()
+    assert [line.split()[2] for line in _lines(caplog)] == ["ocsp", "ra"]
