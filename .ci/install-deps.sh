@@ -6,7 +6,7 @@
 set -euo pipefail
 
 # Extra package names may be given as arguments (start-postgres.sh passes postgresql).
-PACKAGES=(scep certmonger dbus-daemon openssl prometheus "$@")
+PACKAGES=(scep certmonger dbus-daemon openssl softhsm2 prometheus "$@")
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]

@@ -2,15 +2,15 @@
 
 Nothing outside this package holds private key material. The CA, its RA and the OCSP responder are
 :class:`Signer` objects (the RA also a :class:`Decrypter`), made by a :class:`KeyBackend` that keeps
-the key itself: in an encrypted PEM file (``file``) or, later, on a token. Backends register under the
-``type`` a configuration names them by (:func:`register`, one module per backend), and
+the key itself: in an encrypted PEM file (``file``) or on a PKCS#11 token (``pkcs11``). Backends register
+under the ``type`` a configuration names them by (:func:`register`, one module per backend), and
 :func:`open_backend` builds one. Keys are named like the CA directory's files: ``ca.key``, ``ra.key``,
 ``ocsp.key``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -26,7 +26,8 @@ from scep_server.errors import CAError, ConfigError
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 SigningHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
-DEFAULT_TYPE = "file"  # the configuration names no other backend yet
+DEFAULT_TYPE = "file"
+KEY_NAMES = ("ca.key", "ra.key", "ocsp.key")  # the CA's, the RA's and the OCSP responder's
 
 
 class Signer(Protocol):
@@ -129,10 +130,12 @@ class KeyBackend(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class KeyContext:
-    """What a backend is opened with: the CA directory and the CA passphrase."""
+    """What a backend is opened with: the CA directory, the CA passphrase, and the backend's own section
+    of the configuration (``settings``, as read from the file; each backend checks its own keys)."""
 
     directory: Path
     passphrase: bytes | None = field(default=None, repr=False)
+    settings: Mapping[str, object] = field(default_factory=dict, repr=False)
 
 
 BackendFactory = Callable[[KeyContext], KeyBackend]
@@ -193,3 +196,4 @@ def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
 
 # The built-in backends register themselves on import; they need the names above.
 from scep_server.ca.keys import file as _file  # noqa: E402, F401
+from scep_server.ca.keys import pkcs11 as _pkcs11  # noqa: E402, F401

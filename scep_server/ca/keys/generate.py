@@ -27,13 +27,23 @@ def curve_name(curve: ec.EllipticCurve) -> str:
     return _CURVE_NAMES.get(curve.name, curve.name)
 
 
+def curve_named(curve: str) -> ec.EllipticCurve:
+    """The curve of a NIST (``P-256``) or SEC (``secp256r1``) name; ValueError for another name."""
+    kind = CURVES.get(curve) or _SEC_CURVES.get(curve)
+    if kind is None:
+        raise ValueError(f"unsupported curve {curve!r} (supported: {', '.join(CURVES)})")
+    return kind()
+
+
+def check_key_type(key_type: str) -> None:
+    """ValueError unless ``key_type`` is ``rsa`` or ``ec``."""
+    if key_type not in ("rsa", "ec"):
+        raise ValueError(f"unsupported key type {key_type!r} (supported: rsa, ec)")
+
+
 def generate_private_key(key_type: str, *, key_size: int = 3072, curve: str = "P-256") -> PrivateKey:
     """A new RSA (``key_size`` bits, e = 65537) or EC (``curve``: a NIST or SEC name) private key."""
+    check_key_type(key_type)
     if key_type == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
-    if key_type == "ec":
-        kind = CURVES.get(curve) or _SEC_CURVES.get(curve)
-        if kind is None:
-            raise ValueError(f"unsupported curve {curve!r} (supported: {', '.join(CURVES)})")
-        return ec.generate_private_key(kind())
-    raise ValueError(f"unsupported key type {key_type!r} (supported: rsa, ec)")
+    return ec.generate_private_key(curve_named(curve))

@@ -61,12 +61,12 @@ def token_type() -> Iterator[str]:
         keys._BACKENDS.pop("test-token")
 
 
-def test_the_file_backend_is_registered() -> None:
-    assert "file" in known_types()
+def test_the_built_in_backends_are_registered() -> None:
+    assert known_types() == ("file", "pkcs11")
 
 
 def test_an_unknown_type_is_a_config_error_naming_the_known_types(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown CA key backend type 'hsm' \(known: file\)"):
+    with pytest.raises(ConfigError, match=r"unknown CA key backend type 'hsm' \(known: file, pkcs11\)"):
         open_backend(KeyContext(tmp_path), "hsm")
 
 
@@ -74,7 +74,7 @@ def test_a_registered_backend_is_opened_by_its_type(tmp_path: Path, token_type: 
     backend: KeyBackend = open_backend(KeyContext(tmp_path, b"pin"), token_type)
     assert isinstance(backend, _TokenBackend) and backend.context.passphrase == b"pin"
     assert backend.describe("ca.key") == "token:ca.key"
-    assert known_types() == ("file", "test-token")
+    assert known_types() == ("file", "pkcs11", "test-token")
 
 
 def test_a_type_is_registered_once(token_type: str) -> None:
