@@ -137,7 +137,7 @@ def _ocsp_responder(
     config: ServerConfig, ca: CertificateAuthority, store: Store, crls: CrlCache, tasks: list[Task]
 ) -> OcspResponder:
     policy = responder_policy(config.ca.ocsp_subject, config.ca.ocsp_validity_days)
-    responder = DelegatedResponder(config.ca_dir, ca, ca_passphrase(config), policy)
+    responder = DelegatedResponder(config.ca_dir, ca, ca_passphrase(config), policy, keys=config.ca.keys)
     responder.current()  # create/renew at startup; fails early if the CA dir is read-only
     tasks.append(jobs.ocsp_responder_renewal(responder.current))
     return OcspResponder(ca, store, responder, crls.watch,

@@ -40,7 +40,7 @@ from scep_server.ca.keys import (
     open_backend,
 )
 from scep_server.ca.material import RA_KEY_BITS, issue_ra, self_signed_ca
-from scep_server.config import CAConfig, ServerConfig
+from scep_server.config import CAConfig, KeyBackendConfig, ServerConfig
 from scep_server.errors import CAError, ConfigError
 from scep_server.files import make_private_dir
 from scep_server.pki.chain import is_issued_by, is_self_signed
@@ -81,14 +81,25 @@ class CertificateAuthority:
 
     def fingerprints(self) -> dict[str, str]:
         """SHA-1 and SHA-256 fingerprints of the CA certificate, as ``AB:CD:...`` (Intune asks for them)."""
-        return {
-            "sha1": _colon_hex(self.ca_cert.fingerprint(hashes.SHA1())),
-            "sha256": _colon_hex(self.ca_cert.fingerprint(hashes.SHA256())),
-        }
+        return certificate_fingerprints(self.ca_cert)
+
+    @property
+    def root(self) -> x509.Certificate:
+        """The self-signed certificate at the top: the CA itself, or the last of an imported chain (what an
+        Intune trusted-certificate profile must carry)."""
+        return self.chain[-1] if self.chain else self.ca_cert
 
     def ra_expires_within(self, delta: timedelta, now: datetime | None = None) -> bool:
         """Whether the RA certificate expires within ``delta`` of ``now`` (or is already expired)."""
         return self.ra_cert.not_valid_after_utc - _now(now) <= delta
+
+
+def certificate_fingerprints(cert: x509.Certificate) -> dict[str, str]:
+    """SHA-1 and SHA-256 fingerprints of ``cert``, as ``AB:CD:...``."""
+    return {
+        "sha1": _colon_hex(cert.fingerprint(hashes.SHA1())),
+        "sha256": _colon_hex(cert.fingerprint(hashes.SHA256())),
+    }
 
 
 def _colon_hex(digest: bytes) -> str:
@@ -99,9 +110,11 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
 
-def key_backend(ca_dir: Path, passphrase: bytes | None) -> KeyBackend:
-    """The backend holding the keys of the CA directory ``ca_dir``."""
-    return open_backend(KeyContext(ca_dir, passphrase))
+def key_backend(ca_dir: Path, passphrase: bytes | None, keys: KeyBackendConfig | None = None) -> KeyBackend:
+    """The backend holding the keys of the CA directory ``ca_dir``: the one ``keys`` (``ca.keys``) names,
+    by default PEM files in the directory."""
+    keys = keys or KeyBackendConfig()
+    return open_backend(KeyContext(ca_dir, passphrase, keys.settings), keys.type)
 
 
 def unencrypted_keys_allowed(config: ServerConfig) -> bool:
@@ -114,13 +127,14 @@ def check_keys_at_rest(config: ServerConfig, passphrase: bytes | None, action: s
 
     With a passphrase the keys are encrypted: written so, and encrypted in place when found otherwise.
     """
-    keys = key_backend(config.ca_dir, passphrase)
+    keys = key_backend(config.ca_dir, passphrase, config.ca.keys)
     keys.check_at_rest(action, allow_unprotected=unencrypted_keys_allowed(config))
 
 
-def ca_exists(ca_dir: Path) -> bool:
-    """Whether ``ca_dir`` already holds a CA key or certificate (which init/import must not overwrite)."""
-    return key_backend(ca_dir, None).exists(CA_KEY) or (ca_dir / CA_CERT).exists()
+def ca_exists(ca_dir: Path, keys: KeyBackendConfig | None = None) -> bool:
+    """Whether ``ca_dir`` (or the key backend ``keys``) already holds a CA key or certificate (which
+    init/import must not overwrite)."""
+    return key_backend(ca_dir, None, keys).exists(CA_KEY) or (ca_dir / CA_CERT).exists()
 
 
 def init_ca(
@@ -128,10 +142,10 @@ def init_ca(
 ) -> CertificateAuthority:
     """Create a self-signed CA and its RA in ``ca_dir`` (made mode 0700 when absent)."""
     now = _now(now)
-    _refuse_existing(ca_dir)
+    _refuse_existing(ca_dir, config.keys)
     subject = _config_name(config.subject, "ca.subject")
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
-    keys = key_backend(ca_dir, passphrase)
+    keys = key_backend(ca_dir, passphrase, config.keys)
     ca_key = keys.generate(KeySpec(config.key_type, rsa_bits=config.key_size, curve=config.curve))
     ca_cert = self_signed_ca(ca_key, subject, config.validity_days, now)
     ra_key = keys.generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
@@ -158,10 +172,10 @@ def import_ca(
     re-encrypted with ``passphrase``.
     """
     now = _now(now)
-    _refuse_existing(ca_dir)
+    _refuse_existing(ca_dir, config.keys)
     ca_cert, *extra = parse_certificates(cert_pem, source="the CA certificate")
     pool = extra + (parse_certificates(chain_pem, source="the chain") if chain_pem else [])
-    keys = key_backend(ca_dir, passphrase)
+    keys = key_backend(ca_dir, passphrase, config.keys)
     ca_key = keys.adopt(key_pem, key_password, source="the CA key", hint="give the key's password")
     if not key_matches(ca_key, ca_cert):
         raise CAError("the private key does not belong to the CA certificate (their public keys differ)")
@@ -176,7 +190,7 @@ def import_ca(
 
 def load_ca(ca_dir: Path, config: CAConfig, passphrase: bytes | None) -> CertificateAuthority:
     """Load the CA of ``ca_dir`` and check that its parts belong together."""
-    keys = key_backend(ca_dir, passphrase)
+    keys = key_backend(ca_dir, passphrase, config.keys)
     found = {
         CA_KEY: keys.exists(CA_KEY), CA_CERT: (ca_dir / CA_CERT).exists(),
         RA_KEY: keys.exists(RA_KEY), RA_CERT: (ca_dir / RA_CERT).exists(),
@@ -206,7 +220,7 @@ def rotate_ra(
     """Give the CA a new RA key and certificate, replacing ``ra.key`` and ``ra.pem`` together
     (:func:`~scep_server.ca.certfiles.replace_pair`; :func:`load_ca` detects a mismatched pair)."""
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
-    ra_key = key_backend(ca_dir, passphrase).generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
+    ra_key = key_backend(ca_dir, passphrase, config.keys).generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
     new = _with_ra(ca.name, ca.ca_cert, ca.ca_key, ca.chain, ra_key, ra_subject, config.ra_validity_days, _now(now))
     replace_pair(ra_key, RA_KEY, ca_dir / RA_CERT, new.ra_cert)
     return new
@@ -315,9 +329,10 @@ def _config_name(text: str, setting: str) -> x509.Name:
     return name
 
 
-def _refuse_existing(ca_dir: Path) -> None:
-    if ca_exists(ca_dir):
-        raise CAError(f"{ca_dir} already holds a CA; remove {CA_KEY} and {CA_CERT} first to replace it")
+def _refuse_existing(ca_dir: Path, keys: KeyBackendConfig) -> None:
+    if ca_exists(ca_dir, keys):
+        where = key_backend(ca_dir, None, keys).describe(CA_KEY)
+        raise CAError(f"{ca_dir} already holds a CA; remove {where} and {ca_dir / CA_CERT} first to replace it")
 
 
 def _store(ca_dir: Path, ca: CertificateAuthority, ca_key: NewKey, ra_key: NewKey) -> None:

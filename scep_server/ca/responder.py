@@ -32,6 +32,7 @@ from scep_server.ca.authority import CertificateAuthority, key_backend
 from scep_server.ca.certfiles import load_single_certificate, replace_pair
 from scep_server.ca.keys import KeyBackend, KeySpec, NewKey, Signer, key_matches
 from scep_server.ca.material import MATERIAL_BACKDATE, authority_key_identifier
+from scep_server.config import KeyBackendConfig
 from scep_server.errors import CAError, ConfigError
 from scep_server.files import KEY_FILE_MODE
 from scep_server.pki.chain import is_issued_by
@@ -163,11 +164,12 @@ class DelegatedResponder:
         passphrase: bytes | None,
         policy: ResponderPolicy,
         *,
+        keys: KeyBackendConfig | None = None,
         now: Clock = utcnow,
     ) -> None:
         self._dir = ca_dir
         self._ca = ca
-        self._keys = key_backend(ca_dir, passphrase)
+        self._keys = key_backend(ca_dir, passphrase, keys)
         self._policy = policy
         self._now = now
         self._lock = threading.Lock()

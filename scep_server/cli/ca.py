@@ -6,7 +6,20 @@ import argparse
 import os
 from pathlib import Path
 
-from scep_server.ca.authority import ca_exists, check_keys_at_rest, import_ca, init_ca, load_ca, rotate_ra
+from scep_server.ca.authority import (
+    CA_KEY,
+    RA_KEY,
+    CertificateAuthority,
+    ca_exists,
+    certificate_fingerprints,
+    check_keys_at_rest,
+    import_ca,
+    init_ca,
+    key_backend,
+    load_ca,
+    rotate_ra,
+)
+from scep_server.ca.responder import OCSP_KEY
 from scep_server.cli.common import Subcommands, fail, migrate
 from scep_server.cli.output import print_fields
 from scep_server.cli.preflight import require_startup
@@ -37,7 +50,7 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_init(config: ServerConfig, args: argparse.Namespace) -> int:
-    exists = ca_exists(config.ca_dir)
+    exists = ca_exists(config.ca_dir, config.ca.keys)
     if exists and not args.if_missing:
         return fail(f"a CA already exists in {config.ca_dir}")
     # What `serve` would refuse is refused before a key is written (an unencrypted CA, a missing secret).
@@ -81,8 +94,26 @@ def cmd_ca_show(config: ServerConfig, args: argparse.Namespace) -> int:
         ("RA subject", ca.ra_cert.subject.rfc4514_string()),
         ("RA valid until", f"{ca.ra_cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"),
         ("chain above CA", len(ca.chain)),
+        *_root_fields(ca),
+        *_key_locations(config),
     ], width=22)
     return 0
+
+
+def _root_fields(ca: CertificateAuthority) -> list[tuple[str, object]]:
+    """The root of an imported chain: Intune's trusted-certificate profile carries the root, not the CA."""
+    if not ca.chain:
+        return []
+    fingerprints = certificate_fingerprints(ca.root)
+    return [("root subject", ca.root.subject.rfc4514_string()), ("root SHA-1", fingerprints["sha1"]),
+            ("root SHA-256", fingerprints["sha256"])]
+
+
+def _key_locations(config: ServerConfig) -> list[tuple[str, object]]:
+    """Where each key lives: a file, or a token object (``pkcs11:...``)."""
+    keys = key_backend(config.ca_dir, None, config.ca.keys)
+    names = (("CA", CA_KEY), ("RA", RA_KEY), ("OCSP", OCSP_KEY))
+    return [(f"{label} key", keys.describe(name)) for label, name in names]
 
 
 def cmd_ca_rotate_ra(config: ServerConfig, args: argparse.Namespace) -> int:

@@ -116,7 +116,7 @@ def _database(config: ServerConfig, problems: Problems) -> None:
 def _ca(
     config: ServerConfig, passphrase: bytes | None, required: bool, problems: Problems
 ) -> CertificateAuthority | None:
-    if not ca_exists(config.ca_dir):
+    if not ca_exists(config.ca_dir, config.ca.keys):
         if required:
             problems.add(f"no CA in {config.ca_dir}: run `scep-server init` (or serve --init-if-missing)")
         return None

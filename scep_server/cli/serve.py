@@ -128,7 +128,7 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
     require_startup(config, "serve", with_emulator=args.with_emulator, ca_required=not args.init_if_missing)
     os.umask(0o077)  # whatever the server and its workers create (database, metrics, locks) stays private
     make_private_dir(Path(config.data_dir))
-    if args.init_if_missing and not ca_exists(config.ca_dir):
+    if args.init_if_missing and not ca_exists(config.ca_dir, config.ca.keys):
         init_ca(config.ca_dir, config.ca, ca_passphrase(config))
         log.info("created CA in %s", config.ca_dir)
     with _emulator_beside(config, args.with_emulator) as (served, emulator):

@@ -6,8 +6,8 @@ Every setting has an embedded default, so ``scep-server serve`` with no file at 
 Environment variables named ``SCEP_SERVER_<KEY>`` override the top-level scalar keys
 (``SCEP_SERVER_DATA_DIR``, ``SCEP_SERVER_DATABASE_URL``, ``SCEP_SERVER_LOG_LEVEL``,
 ``SCEP_SERVER_LOG_FORMAT``, ...), but never ``dev``; Microsoft's names (``TENANT``, ``AAD_APP_ID``, ...)
-override the ``intune`` keys; an empty variable is an unset one. A profile's ``challenge`` section is read by the class its validator
-registered for its ``type``.
+override the ``intune`` keys; an empty variable is an unset one. A profile's ``challenge`` section is
+read by the class its validator registered for its ``type``.
 
 Every value is checked against its field's type, then against its range and the rules of its section
 (:mod:`.checks`). :func:`load_config` reports every problem at once: a ConfigError with one line each.

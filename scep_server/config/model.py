@@ -7,9 +7,11 @@ needs a setting is handed the dataclass of its section.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from scep_server.config.parsing import enum_value, integer, parser, reject_unknown, shown
@@ -82,6 +84,36 @@ class SecretSource:
         return cls(**raw)
 
 
+DEFAULT_KEY_BACKEND = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBackendConfig:
+    """Where the CA, RA and OCSP responder keys live (``ca.keys``): ``type`` names a key backend
+    (``scep_server.ca.keys``: ``file``, ``pkcs11``), and the section of the same name holds its settings,
+    which the backend checks when it is opened (``ca.keys: {type: pkcs11, pkcs11: {module: ..., ...}}``)."""
+
+    type: str = DEFAULT_KEY_BACKEND
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> KeyBackendConfig:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be a mapping with a type and that type's section, not {raw!r}")
+        kind = raw.get("type", DEFAULT_KEY_BACKEND)
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError(f"{where}.type must be the name of a key backend (file, pkcs11), not {kind!r}")
+        unknown = sorted(str(key) for key in raw if key not in ("type", kind))
+        if unknown:
+            raise ConfigError(f"unknown key {where}.{unknown[0]}: {where} holds only type and a {kind} section")
+        settings = raw.get(kind) or {}
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where}.{kind} must be a mapping of that backend's settings")
+        return cls(kind, MappingProxyType({str(key): value for key, value in settings.items()}))
+
+
 @dataclass(frozen=True, slots=True)
 class CAConfig:
     """The issuing CA and its RA (the SCEP message signer/decrypter)."""
@@ -102,6 +134,7 @@ class CAConfig:
     ocsp_response_validity_minutes: int = 60
     # ``serve`` refuses CA/RA keys without key_passphrase unless this is true (or the config says dev: true).
     allow_unencrypted_keys: bool = False
+    keys: KeyBackendConfig = field(default_factory=KeyBackendConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,7 @@ def create_backup(config: ServerConfig, engine: Engine, passphrase: bytes | None
 
 def restore_backup(config: ServerConfig, engine: Engine, passphrase: bytes | None, archive: Path) -> RestoreResult:
     """Put the archive's CA directory and database back into this (empty) server's data dir and database."""
-    if ca_exists(config.ca_dir):
+    if ca_exists(config.ca_dir, config.ca.keys):
         raise InvalidInput(f"{config.ca_dir} already holds a CA: restore goes into a data directory without one")
     repository = BackupRepository(engine)
     if not repository.is_empty():

@@ -92,7 +92,13 @@ def test_import_existing_ca_with_chain(
         "--config", str(config), "import-ca", "--cert", str(tmp_path / "sub.pem"),
         "--key", str(tmp_path / "sub.key"), "--chain", str(tmp_path / "root.pem"),
     ]) == 0
-    assert "Imported Issuing CA" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Imported Issuing CA" in out
+    # Intune's trusted-certificate profile carries the root: ca show names it and its fingerprints.
+    assert "root subject:" in out and "Imported Root" in out
+    root_sha256 = ":".join(f"{b:02X}" for b in root.fingerprint(hashes.SHA256()))
+    assert f"root SHA-256:         {root_sha256}" in out
+    assert f"CA key:               {tmp_path / 'var' / 'ca' / 'ca.key'}" in out
 
     runtime = build_runtime(load_config(config, env={}))
     try:

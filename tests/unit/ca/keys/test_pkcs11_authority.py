@@ -1,8 +1,9 @@
 """The CA, its RA and its OCSP responder with their keys on a SoftHSM2 token.
 
-``ca.authority.key_backend`` opens the ``file`` backend until the configuration names another; here it
-opens the ``pkcs11`` backend for the token instead, which is all the CA code needs to keep its keys
-there: init, load, rotate the RA, import a CA, sign CRLs and OCSP responses, decrypt envelopes.
+``ca.authority.key_backend`` opens the backend ``ca.keys`` names. Most tests here hand the CA code one
+``pkcs11`` backend for the token directly; the last goes through the configuration as ``serve`` does.
+Either way that is all the CA code needs to keep its keys there: init, load, rotate the RA, import a
+CA, sign CRLs and OCSP responses, decrypt envelopes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from scep_server.ca.crl import build_crl
 from scep_server.ca.keys import KeyBackend, KeyContext, key_matches, open_backend
 from scep_server.ca.ocsp import CertId, ResponseTimes, SingleAnswer, parse_request, signed_response
 from scep_server.ca.responder import OCSP_CERT, DelegatedResponder, ResponderPolicy
-from scep_server.config import CAConfig
+from scep_server.config import CAConfig, KeyBackendConfig
 from scep_server.errors import CAError
 from scep_server.pki.chain import is_issued_by
 from scep_server.pki.names import parse_name
@@ -47,7 +48,7 @@ def token(tmp_path: Path) -> Iterator[SoftHsmToken]:
 def keys(token: SoftHsmToken, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KeyBackend:
     backend = open_backend(KeyContext(tmp_path / "ca", settings=token.settings()), "pkcs11")
 
-    def on_the_token(ca_dir: Path, passphrase: bytes | None) -> KeyBackend:
+    def on_the_token(ca_dir: Path, passphrase: bytes | None, keys: KeyBackendConfig | None = None) -> KeyBackend:
         return backend
 
     monkeypatch.setattr(authority, "key_backend", on_the_token)
@@ -144,3 +145,21 @@ def test_an_import_with_a_foreign_key_leaves_the_token_empty(keys: KeyBackend, t
                   key_pem=pki.private_pem(pki.new_key(pki.KeyType.P256)), key_password=None, chain_pem=None,
                   passphrase=None, now=NOW)  # fmt: skip
     assert not keys.exists("ca.key") and not keys.exists("ra.key")
+
+
+def test_the_configuration_puts_every_key_on_the_token_and_none_in_the_ca_directory(
+    token: SoftHsmToken, tmp_path: Path
+) -> None:
+    ca_dir = tmp_path / "ca"
+    config = CAConfig(key_type="rsa", key_size=2048, keys=KeyBackendConfig("pkcs11", token.settings()))
+    created = init_ca(ca_dir, config, None, now=NOW)
+    on_token = DelegatedResponder(ca_dir, created, None, POLICY, keys=config.keys).current()
+    loaded = load_ca(ca_dir, config, None)
+    assert loaded.ca_cert == created.ca_cert and key_matches(loaded.ra_key, loaded.ra_cert)
+    assert is_issued_by(on_token.cert, created.ca_cert)
+    assert sorted(path.name for path in ca_dir.iterdir() if not path.name.startswith(".")) == sorted(
+        [CA_CERT, RA_CERT, OCSP_CERT]
+    ), "certificates only: no key file"
+    assert authority.ca_exists(ca_dir, config.keys)
+    with pytest.raises(CAError, match="pkcs11:"):
+        init_ca(tmp_path / "again", config, None, now=NOW)
