@@ -80,8 +80,9 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="SCEP CA with Intune challenge validation")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument(
-        "--config", default=os.environ.get("SCEP_SERVER_CONFIG"), help="YAML config file (env SCEP_SERVER_CONFIG)"
+    parser.add_argument(  # an empty SCEP_SERVER_CONFIG is an unset one
+        "--config", default=os.environ.get("SCEP_SERVER_CONFIG") or None,
+        help="YAML config file (env SCEP_SERVER_CONFIG)",
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:

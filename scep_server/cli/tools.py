@@ -52,7 +52,7 @@ def delegated(argv: list[str]) -> int | None:
         return None
     name, tool_args = argv[index], argv[index + 1:]
     try:  # the tools configure their logging with it, before anything else
-        log_level(os.environ.get(LOG_LEVEL_ENV, "INFO"), LOG_LEVEL_ENV)
+        log_level(os.environ.get(LOG_LEVEL_ENV) or "INFO", LOG_LEVEL_ENV)  # empty: unset
     except ConfigError as exc:
         print(f"{PROG} {name}: {exc}", file=sys.stderr)
         return 2

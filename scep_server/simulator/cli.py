@@ -26,12 +26,17 @@ from scep_server.simulator.runner import DeviceResult, Settings, Simulator
 PROG = "scep-simulator"
 ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"
 LOG_LEVEL_ENV = "SCEP_SERVER_LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 HEADERS = ("ROW", "DEVICE", "RESULT", "DETAIL")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: stderr logging at ``SCEP_SERVER_LOG_LEVEL`` (INFO), then ``run``."""
-    configure_logging(os.environ.get(LOG_LEVEL_ENV, "INFO"))
+    raw = os.environ.get(LOG_LEVEL_ENV) or "INFO"  # empty: unset
+    if raw.upper() not in LOG_LEVELS:
+        print(f"{PROG}: {LOG_LEVEL_ENV} must be one of {', '.join(LOG_LEVELS)}, not {raw!r}", file=sys.stderr)
+        return 2
+    configure_logging(raw)
     return run(None if argv is None else list(argv))
 
 
