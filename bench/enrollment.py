@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from cryptography import x509
@@ -85,13 +87,26 @@ def _database(kind: str, bench: Bench) -> Iterator[str | None]:
             yield url
 
 
-def ours_static(bench: Bench, database: str) -> Row:
-    key = f"ours-{database}"
-    label = f"ours, static, {'SQLite' if database == 'sqlite' else 'PostgreSQL'}, {bench.args.concurrency} clients"
+@dataclass(frozen=True, slots=True)
+class KeyPlacement:
+    """CA, RA and OCSP keys elsewhere than the default files: ``ca.keys`` and the server's extra environment;
+    ``slug`` extends the row's key and ``label`` its label."""
+
+    slug: str
+    label: str
+    keys: dict[str, Any]
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def ours_static(bench: Bench, database: str, placement: KeyPlacement | None = None) -> Row:
+    key = f"ours-{database}" + (f"-{placement.slug}" if placement else "")
+    kind = "SQLite" if database == "sqlite" else "PostgreSQL"
+    label = f"ours, static, {kind}, {placement.label + ', ' if placement else ''}{bench.args.concurrency} clients"
     with tempfile.TemporaryDirectory(dir=bench.root, prefix=f"{key}-") as tmp, _database(database, bench) as url:
         data_dir = Path(tmp) / "var"
-        server = BenchServer(Path(tmp), our_config(data_dir, database_url=url),
-                             bench.args.workers, bench.args.threads)  # fmt: skip
+        config = our_config(data_dir, database_url=url, keys=placement.keys if placement else None)
+        server = BenchServer(Path(tmp), config, bench.args.workers, bench.args.threads,
+                             env=placement.env if placement else None)  # fmt: skip
         with server:
             found = endpoint(server.url())
             say(f"{key}: {server.url()} ({found.describe()}); building {bench.args.requests} PKCSReqs")

@@ -1,13 +1,13 @@
 """Throughput of scep-server on this machine, in one invocation, as one table (``make bench``).
 
-    python bench/run.py [--sections floor,sqlite,postgres,micromdm,intune,ocsp] [--scale]
+    python bench/run.py [--sections floor,sqlite,softhsm,postgres,micromdm,intune,ocsp] [--scale]
                         [--duration S] [--requests N] [--concurrency C] [--json FILE]
 
-Rows: the crypto floor (no HTTP, no DB); ours with a static challenge on SQLite and on PostgreSQL;
-micromdm's scepserver with the same client; ours with the Intune profile against the Intune emulator
-answering after an injected latency, at each --devices count; cached OCSP answers; and with --scale a
-store of 1M certificates. Every answer is checked (see bench/README.md). Exit status 1 when our
-server answered any error or a check failed.
+Rows: the crypto floor (no HTTP, no DB); ours with a static challenge on SQLite (keys in files, then
+in a SoftHSM2 token) and on PostgreSQL; micromdm's scepserver with the same client; ours with the
+Intune profile against the Intune emulator answering after an injected latency, at each --devices
+count; cached OCSP answers; and with --scale a store of 1M certificates. Every answer is checked (see
+bench/README.md). Exit status 1 when our server answered any error or a check failed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import enrollment, floor, intune, ocsp, scale  # noqa: E402
+from bench import enrollment, floor, intune, ocsp, scale, softhsm  # noqa: E402
 from bench.context import Bench, say  # noqa: E402
 from bench.machine import cpu_count  # noqa: E402
 from bench.messages import KeyPool, generate_keys  # noqa: E402
@@ -39,13 +39,14 @@ SECTIONS: dict[str, tuple[str, Kind, Section]] = {
     "floor": ("crypto floor", Kind.FLOOR,
               lambda b: [floor.measure(b.pool, b.cores, b.args.floor_seconds or min(b.args.duration, 10.0))]),
     "sqlite": ("ours, static, SQLite", Kind.OURS, lambda b: [enrollment.ours_static(b, "sqlite")]),
+    "softhsm": (softhsm.SECTION_LABEL, Kind.OURS, softhsm.rows),
     "postgres": ("ours, static, PostgreSQL", Kind.OURS, lambda b: [enrollment.ours_static(b, "postgres")]),
     "micromdm": ("micromdm scepserver", Kind.REFERENCE, lambda b: [enrollment.micromdm(b)]),
     "intune": ("ours, Intune profile", Kind.OURS, intune.rows),
     "ocsp": ("OCSP, cached good answer", Kind.OURS_OTHER, lambda b: [ocsp.measure(b)]),
     "scale": ("ours, 1M-certificate store", Kind.OURS_OTHER, scale.rows),
 }  # fmt: skip
-DEFAULT_SECTIONS = ("floor", "sqlite", "postgres", "micromdm", "intune", "ocsp")
+DEFAULT_SECTIONS = ("floor", "sqlite", "softhsm", "postgres", "micromdm", "intune", "ocsp")
 
 
 def _sections(text: str) -> list[str]:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,8 @@ class BenchServer(ScepServerProcess):
     """Our server; ``workers``/``threads`` None leaves ``serve``'s own defaults (what a user gets)."""
 
     def __init__(self, tmp: Path, config: dict[str, Any], workers: int | None, threads: int | None, *,
-                 init: bool = True) -> None:  # fmt: skip
-        super().__init__(tmp, yaml.safe_dump(config, sort_keys=False), startup_timeout=120.0)
+                 init: bool = True, env: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(tmp, yaml.safe_dump(config, sort_keys=False), startup_timeout=120.0, env=env)
         self.bench_workers, self.bench_threads, self.init = workers, threads, init
 
     def _prepare(self) -> None:
@@ -65,9 +65,10 @@ class BenchServer(ScepServerProcess):
 
 
 def our_config(data_dir: Path, *, database_url: str | None = None, profiles: dict[str, Any] | None = None,
-               intune: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+               intune: dict[str, Any] | None = None, keys: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """RSA-2048 CA (as micromdm's), a static ``default`` profile, the admin API on; dev keys (no passphrase
-    prompt), everything else the server's defaults: SQLite's durable settings unless ``database_url``."""
+    prompt) in files unless ``keys`` (``ca.keys``) names another backend, everything else the server's
+    defaults: SQLite's durable settings unless ``database_url``."""
     config: dict[str, Any] = {
         "dev": True,
         "data_dir": str(data_dir),
@@ -78,6 +79,8 @@ def our_config(data_dir: Path, *, database_url: str | None = None, profiles: dic
     }  # fmt: skip
     if database_url:
         config["database_url"] = database_url
+    if keys:
+        config["ca"]["keys"] = keys
     if intune:
         config["intune"] = intune
     return config
