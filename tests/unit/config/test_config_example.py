@@ -14,6 +14,8 @@ from scep_server.config import ProfileConfig, SecretSource, ServerConfig, load_c
 from scep_server.config.parsing import field_types
 
 EXAMPLE = Path(__file__).parents[3] / "config" / "example.yaml"
+# Fields that are no key of their own in YAML: the key backend's settings are the section its type names.
+NOT_KEYS = frozenset({"ca.keys.settings"})
 
 
 def test_every_value_in_the_example_is_the_default() -> None:
@@ -44,7 +46,7 @@ def _missing(cls: type, raw: dict[str, Any], where: str, *, skip: frozenset[str]
     missing: list[str] = []
     for f in fields(cls):
         name = f"{where}.{f.name}" if where else f.name
-        if f.name in skip:
+        if f.name in skip or name in NOT_KEYS:
             continue
         if f.name not in raw:
             missing.append(name)
