@@ -19,9 +19,10 @@ from werkzeug.wsgi import ClosingIterator
 from scep_server import logs
 
 if TYPE_CHECKING:
+    from types import TracebackType
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from _typeshed import OptExcInfo
+    OptExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 
 __all__ = ["ENVIRON_KEY", "REQUEST_ID_HEADER", "RequestIds", "request_id_from"]
 

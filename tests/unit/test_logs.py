@@ -24,15 +24,6 @@ from scep_server.logs import EscapingFormatter, JsonFormatter, escape_controls, 
 from scep_server.serve import ACCESS_FIELDS, ACCESS_LOG_FORMAT, ScepLogger, logged_target
 from scep_server.web.request_ids import ENVIRON_KEY
 
-
-@pytest.fixture(autouse=True)
-def _no_context_from_earlier_tests() -> Iterator[None]:
-    """Each test starts with nothing bound: a request another test left unclosed keeps its fields bound in
-    this thread (a server closes every response; a test client need not)."""
-    token = logs.fresh_context()
-    yield
-    logs.unbind(token)
-
 FORGED = "\r\n2030-01-01 00:00:00,000 INFO scep_server.service.enrollment [1] PKIOperation SUCCESS forged"
 
 
