@@ -9,6 +9,7 @@ are 0700.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -123,3 +124,27 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file ``path`` (created 0600), which must be a plain file of its own.
+
+    Lock files live in the data directory, which the server's user owns, and root may open them too (a
+    command run with sudo): a symbolic link or a hard link planted there must not make root open, and
+    then hand over, some other file. OSError when it cannot be opened or is not such a file.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY, 0o600)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EPERM, "not a plain file of its own (a link?)", str(path))
+    return fd
+
+
+def give_to_owner_of(reference: Path, fd: int) -> None:
+    """When root holds ``fd`` (from :func:`open_lock_file`), make the file belong to ``reference``'s owner,
+    so that the server's own user can still open it; nothing otherwise. OSError when that fails."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(reference)
+    os.fchown(fd, owner.st_uid, owner.st_gid)

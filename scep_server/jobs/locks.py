@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, create_engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from scep_server.files import give_to_owner_of, open_lock_file
 from scep_server.store import Store
 from scep_server.store.base import describe
 
@@ -41,11 +42,11 @@ log = logging.getLogger(__name__)
 CRL_PUBLISHING = "crl-publishing"
 OCSP_RESPONDER_RENEWAL = "ocsp-responder-renewal"
 INTUNE_REVOCATION_SYNC = "intune-revocation-sync"
+RA_RENEWAL = "ra-renewal"
 # One Intune revocation round at a time, the worker's or a ``scep-server intune sync-revocations`` run.
 # Earlier releases locked ``<data_dir>/intune-revocations.lock``: do not run old and new side by side.
 INTUNE_REVOCATION_ROUND = "intune-revocations"
 
-LOCK_FILE_MODE = 0o600
 WARNING_EVERY = 60.0  # seconds between two warnings that a lock cannot even be tried
 _KEY_PREFIX = "scep-server"
 _APPLICATION_NAME_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -118,7 +119,7 @@ class FileLock:
 
     def _take(self) -> bool:
         try:
-            fd = os.open(self._path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, LOCK_FILE_MODE)
+            fd = open_lock_file(self._path)
         except OSError as exc:
             log.warning("cannot open the lock file %s: %s", self._path, exc.strerror)
             return False
@@ -150,11 +151,8 @@ def _give_to_directory_owner(fd: int, path: Path) -> None:
     """When root opens a lock file (a CLI command run with sudo, say), it gets the owner of the directory
     it lives in (the database's, the server's user): a root-owned 0600 lock file would keep the server
     from ever taking the lock, and so from running that task."""
-    if os.geteuid() != 0:
-        return
     try:
-        owner = os.stat(path.parent)
-        os.fchown(fd, owner.st_uid, owner.st_gid)
+        give_to_owner_of(path.parent, fd)
     except OSError as exc:
         log.warning("cannot give the lock file %s its directory's owner: %s", path, exc.strerror)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine
 
 from scep_server.errors import StoreUnavailable
+from scep_server.files import give_to_owner_of, open_lock_file
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class TurnFile:
     def _open(self) -> int:
         if self._fd is None:
             try:
-                fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = open_lock_file(self._path)
             except OSError as exc:
                 raise _unavailable("cannot open", self._path, exc) from exc
             _give_to_owner_of(self._database, fd, self._path)
@@ -219,11 +220,10 @@ class TurnFile:
 def _give_to_owner_of(database: Path | None, fd: int, path: Path) -> None:
     """As SQLite does with its -wal and -shm files: when root opens the lock file (a command run with
     sudo, say), it gets the database file's owner, so the server's own user can still take turns."""
-    if database is None or os.geteuid() != 0:
+    if database is None:
         return
     try:
-        owner = os.stat(database)
-        os.fchown(fd, owner.st_uid, owner.st_gid)  # also mends a lock file an earlier release left root's
+        give_to_owner_of(database, fd)  # also mends a lock file an earlier release left root's
     except FileNotFoundError:
         return  # no database yet: this process creates it, and owns both
     except OSError as exc:

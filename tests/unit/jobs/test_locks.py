@@ -269,3 +269,18 @@ def test_a_lock_file_root_opens_belongs_to_its_directorys_owner(tmp_path: Path) 
         assert (directory / "crl-publishing.lock").stat().st_uid == 65534
     finally:
         lock.release()
+
+
+def test_a_lock_file_that_is_a_planted_link_is_never_opened_nor_given_away(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    victim.chmod(0o600)
+    before = victim.stat()
+    (tmp_path / "crl-publishing.lock").symlink_to(victim)
+    (tmp_path / "ocsp-responder-renewal.lock").hardlink_to(victim)
+    for name in ("crl-publishing", "ocsp-responder-renewal"):
+        lock = FileLock(tmp_path / f"{name}.lock", name)
+        assert not lock.try_acquire() and not lock.held
+    after = victim.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+    assert victim.read_text() == "root's file"

@@ -276,3 +276,17 @@ def test_a_forked_child_waits_for_the_turn_its_parent_holds_on_its_own_descripto
                 os._exit(status)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_write_lock_that_is_a_planted_link_is_refused_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("root's file")
+    victim.chmod(0o600)
+    before = victim.stat()
+    lock = tmp_path / "scep-server.db.write-lock"
+    lock.symlink_to(victim)
+    turn = WriterTurn(lock, database=tmp_path / "scep-server.db")
+    with pytest.raises(StoreUnavailable, match="write-lock"), turn.taken():
+        pass
+    after = victim.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
