@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from scep_server.config.model import IntuneConfig
-from scep_server.errors import IntuneError
+from scep_server.errors import IntuneError, ScepServerError
 from scep_server.intune.check import CheckResult, check_app_token
 from scep_server.intune.credentials import secret_not_after
 from scep_server.intune.transport import IntuneTransport
@@ -94,8 +94,10 @@ class LastKnown(Generic[T]):
             value = self._fetch()
             with self._lock:
                 self._known = Known(value, self._clock())
-            self._first.set()
+        except Exception:  # noqa: BLE001 - a refresh thread must not die silently and leave probes waiting
+            log.exception("readiness: a background check failed unexpectedly")
         finally:
+            self._first.set()  # answered or failed: later probes never wait for this first result again
             with self._lock:
                 self._refreshing = False
 
@@ -146,7 +148,10 @@ class AppHealth:
         self._transport.close()
 
     def _check_auth(self) -> CheckResult:
-        result = check_app_token(self._transport, fresh=True)
+        try:
+            result = check_app_token(self._transport, fresh=True)
+        except ScepServerError as exc:  # a secret file that cannot be read, say: a failed check, not a crash
+            result = CheckResult("intune_auth", False, f"cannot ask Entra ID: {exc}")
         if not result.ok:
             log.warning("readiness: Intune auth check failed: %s", result.detail)
         return result
@@ -154,7 +159,7 @@ class AppHealth:
     def _secret_expiry(self) -> SecretExpiry:
         try:
             return SecretExpiry(secret_not_after(self._transport))
-        except IntuneError as exc:
+        except ScepServerError as exc:  # IntuneError, or a ConfigError from a secret file that cannot be read
             log.info("the client secret's expiry cannot be read from Graph: %s", exc)
             return SecretExpiry(None, str(exc))
 

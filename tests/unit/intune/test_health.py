@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -155,3 +156,13 @@ def test_auth_fails_when_no_check_completes_for_long(cloud: CloudDouble) -> None
 def test_secret_expiry_unknown_says_why(health: tuple[AppHealth, FakeClock[float]]) -> None:
     with pytest.raises(IntuneError, match="application lookup"):
         health[0].secret_not_after()  # the double has no Graph app lookup: HTTP 405
+
+
+def test_a_fetch_that_raises_does_not_leave_every_probe_waiting() -> None:
+    def broken() -> str:
+        raise RuntimeError("unexpected")
+
+    known = LastKnown(broken, ttl=lambda value: 30.0, first_wait=5)
+    started = time.monotonic()
+    assert known.get() is None and known.get() is None
+    assert time.monotonic() - started < 2.5, "the first failure released the waiters"
