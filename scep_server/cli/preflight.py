@@ -104,7 +104,7 @@ def _database(config: ServerConfig, problems: Problems) -> None:
     """The URL parses and names a dialect whose driver is installed; no connection is made."""
     try:
         url = make_url(config.effective_database_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number, say
         problems.add("database_url is not a database URL (like sqlite:///path or postgresql+psycopg://user@host/db)")
         return
     try:

@@ -51,7 +51,7 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
         raise ValueError("pool_size must be >= 1")
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number, say
         raise StoreError("the database URL cannot be parsed") from None
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:

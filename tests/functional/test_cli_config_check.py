@@ -68,6 +68,8 @@ MISTAKES = [
     Mistake("a port as a word", (("intune.proxy_port", '"abc"'),), {"intune": {"proxy_port": "abc"}}),
     Mistake("a port from Microsoft's variable", (("PROXY_PORT", '"abc"'),), env={"PROXY_PORT": "abc"}),
     Mistake("a port out of range", (("intune.proxy_port", "70000"),), {"intune": {"proxy_port": 70000}}),
+    Mistake("a database URL whose port is no number", (("database_url", "is not a database URL"),),
+            {"database_url": "postgresql://u:p@[::1"}),
     Mistake("a boolean as a string", (("profiles.corp.allow_des", '"yes"'),),
             {"profiles": {"corp": {"allow_des": "yes"}}}),
     Mistake("dev as a string", (("dev", '"true"'),), {"dev": "true"}),
