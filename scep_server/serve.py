@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -182,6 +183,14 @@ class MetricsDirectory:
 METRICS_DIR = "metrics"
 _LOCK_SUFFIX = ".lock"
 _LOCKING_SUFFIX = ".locking"  # a lock file before it is named: never a stale instance's
+_LOCKING_GRACE_SECONDS = 60.0  # an unnamed lock file younger than this may still be on its way
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
 
 
 def _take_lock(root: Path, instance: str) -> int:
@@ -205,7 +214,8 @@ def remove_stale_metrics(root: Path) -> list[str]:
         if entry.is_dir() and not entry.with_name(entry.name + _LOCK_SUFFIX).exists():
             shutil.rmtree(entry, ignore_errors=True)  # its lock is gone, so is its instance
             removed.append(entry.name)
-        elif entry.name.endswith(_LOCKING_SUFFIX):
+        elif entry.name.endswith(_LOCKING_SUFFIX) and _older_than(entry, _LOCKING_GRACE_SECONDS):
+            # A young one may be another instance's between its creation and its flock: left alone.
             with _unheld(entry) as stale:
                 if stale:
                     entry.unlink(missing_ok=True)

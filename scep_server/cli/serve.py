@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from scep_server.ca.authority import CertificateAuthority, ca_exists, init_ca
+from scep_server.ca.keys.pkcs11 import close_sessions as close_token_sessions
 from scep_server.challenge import validator_class
 from scep_server.cli.banner import Banner, base_url, print_banner
 from scep_server.cli.beside import EmulatorProcess, start_beside
@@ -147,6 +148,9 @@ def prepare(config: ServerConfig) -> dict[str, str]:
         return runtime.ca.fingerprints()
     finally:
         runtime.close()
+        # The workers open their own token sessions: none of the master's may cross the fork (a PKCS#11
+        # module is not defined to survive one).
+        close_token_sessions()
 
 
 @contextmanager

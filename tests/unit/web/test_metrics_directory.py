@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,13 +60,16 @@ def test_the_directories_of_ended_instances_are_removed_at_start(tmp_path: Path)
     (root / "orphan").mkdir()  # its lock file is gone: so is its instance
     (root / "counter_9.db").write_bytes(b"an older version's layout")  # never read, maybe still written
     (root / ".dead.locking").touch()
+    os.utime(root / ".dead.locking", (time.time() - 120, time.time() - 120))  # left long ago
+    (root / ".young.locking").touch()  # another instance may be about to lock it: left alone
     with open(root / ".taking.locking", "w") as taking:
         fcntl.flock(taking, fcntl.LOCK_EX)
         removed = remove_stale_metrics(root)
         assert (root / ".taking.locking").exists()
     assert sorted(removed) == ["7-ended", "orphan"]
     left = sorted(path.name for path in root.iterdir())
-    assert left == sorted([live.instance, f"{live.instance}.lock", "counter_9.db", ".taking.locking"])
+    assert left == sorted([live.instance, f"{live.instance}.lock", "counter_9.db", ".taking.locking",
+                           ".young.locking"])
     live.remove()
 
 
@@ -87,6 +91,7 @@ def test_a_lock_being_taken_is_left_to_its_taker(tmp_path: Path, taken: bool) ->
     root.mkdir()
     locking = root / ".x.locking"
     with open(locking, "w") as holder:
+        os.utime(locking, (time.time() - 120, time.time() - 120))  # past the grace for one being made
         if taken:
             fcntl.flock(holder, fcntl.LOCK_EX)
         remove_stale_metrics(root)
