@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Protocol
 
+from asn1crypto import core as asn1_core
 from asn1crypto import crl as asn1_crl
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
@@ -45,28 +46,36 @@ def sign_certificate(
     builder: x509.CertificateBuilder, signer: RawSigner, algorithm: SigningHash
 ) -> x509.Certificate:
     """``builder``'s certificate, signed by ``signer`` with ``algorithm``."""
-    draft = asn1_x509.Certificate.load(builder.sign(stand_in_for(signer.public_key()), algorithm).public_bytes(_DER))
-    tbs = draft["tbs_certificate"].dump()
-    signed = asn1_x509.Certificate({
-        "tbs_certificate": asn1_x509.TbsCertificate.load(tbs),
-        "signature_algorithm": draft["signature_algorithm"],
-        "signature_value": signer.sign(tbs, algorithm),
-    })  # fmt: skip
-    return x509.load_der_x509_certificate(signed.dump())
+    draft = builder.sign(stand_in_for(signer.public_key()), algorithm).public_bytes(_DER)
+    signed = _signed_again(asn1_x509.Certificate, draft, ("tbs_certificate", "signature_value"), signer, algorithm)
+    return x509.load_der_x509_certificate(signed)
 
 
 def sign_crl(
     builder: x509.CertificateRevocationListBuilder, signer: RawSigner, algorithm: SigningHash
 ) -> x509.CertificateRevocationList:
     """``builder``'s CRL, signed by ``signer`` with ``algorithm``."""
-    draft = asn1_crl.CertificateList.load(builder.sign(stand_in_for(signer.public_key()), algorithm).public_bytes(_DER))
-    tbs = draft["tbs_cert_list"].dump()
-    signed = asn1_crl.CertificateList({
-        "tbs_cert_list": asn1_crl.TbsCertList.load(tbs),
+    draft = builder.sign(stand_in_for(signer.public_key()), algorithm).public_bytes(_DER)
+    return x509.load_der_x509_crl(_signed_again(asn1_crl.CertificateList, draft, ("tbs_cert_list", "signature"),
+                                                signer, algorithm))
+
+
+def _signed_again(
+    structure: type[asn1_core.Sequence], draft_der: bytes, fields: tuple[str, str], signer: RawSigner,
+    algorithm: SigningHash,
+) -> bytes:
+    """The DER of ``draft_der`` (a signed ``structure``) with its TBS kept byte for byte and signed by
+    ``signer``; ``fields`` names the TBS and the signature value in ``structure``."""
+    tbs_field, signature_field = fields
+    draft = structure.load(draft_der)
+    tbs = draft[tbs_field].dump()
+    tbs_type = draft[tbs_field].__class__
+    signed: bytes = structure({
+        tbs_field: tbs_type.load(tbs),
         "signature_algorithm": draft["signature_algorithm"],
-        "signature": signer.sign(tbs, algorithm),
-    })  # fmt: skip
-    return x509.load_der_x509_crl(signed.dump())
+        signature_field: signer.sign(tbs, algorithm),
+    }).dump()  # fmt: skip
+    return signed
 
 
 def sign_ocsp_response(
