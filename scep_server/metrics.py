@@ -184,6 +184,9 @@ CA_EXPIRY = Gauge(
     "scep_ca_certificate_not_after_seconds", "Expiry (Unix time) of the CA and RA certificates", ["certificate"],
     multiprocess_mode="max",
 )
+RA_RENEWALS = Counter(
+    "scep_ra_renewals", "Automatic RA renewals by result: renewed, failed", ["result"]
+)
 
 
 ENROLLMENTS = Counter(

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from scep_server.ca.authority import CertificateAuthority, load_ca
+from scep_server.ca.authority import CertificateAuthority, key_backend, load_ca
+from scep_server.ca.live import LiveAuthority
 from scep_server.ca.policy import IssuancePolicy
 from scep_server.ca.responder import DelegatedResponder, responder_policy
 from scep_server.challenge import Resources, build_validator, defers_when_unavailable, needs_intune
@@ -26,6 +27,7 @@ from scep_server.service.issuance import IssuanceService
 from scep_server.service.ocsp import OcspResponder
 from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlCache
+from scep_server.service.ra_renewal import RaRenewal
 from scep_server.service.readiness import Readiness
 from scep_server.service.revocation import RevocationService
 from scep_server.store import Store
@@ -34,7 +36,7 @@ from scep_server.store import Store
 @dataclass(frozen=True, slots=True)
 class Runtime:
     config: ServerConfig
-    ca: CertificateAuthority
+    authority: LiveAuthority
     store: Store
     profiles: dict[str, Profile]
     crls: CrlCache
@@ -44,6 +46,11 @@ class Runtime:
     revocations: RevocationService
     certificates: CertificateQueries
     readiness: Readiness
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The CA with its current RA keyring (``ca rotate-ra`` and the renewal job change it on disk)."""
+        return self.authority.current()
 
     def close(self) -> None:
         self.background.stop()
@@ -108,6 +115,7 @@ def build_runtime(config: ServerConfig) -> Runtime:
 
 
 def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> Runtime:
+    authority = live_authority(config, ca)
     worker_tasks: list[Task] = []
     background = BackgroundWorker(worker_tasks, locks=LockFactory(store))
     validity = timedelta(hours=config.ca.crl_validity_hours)
@@ -120,17 +128,26 @@ def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> R
     resources = _intune_services(config, store, background, worker_tasks, revocations)
     profiles = {p.name: build_profile(config, p, resources) for p in config.profiles}
     lease = timedelta(seconds=config.transaction_lease_seconds)
-    service = EnrollmentService(ca, store, profiles, crls, IssuanceService(ca, store, revocations), claim_lease=lease)
+    issuance = IssuanceService(ca, store, revocations)
+    service = EnrollmentService(authority, store, profiles, crls, issuance, claim_lease=lease)
     worker_tasks.append(jobs.undelivered_certificates(service.withdraw_abandoned))
     if any(p.defer_when_unavailable for p in profiles.values()):
         worker_tasks.append(jobs.deferred_validations(DeferredValidations(store, service.issuance, profiles)))
     certificates = CertificateQueries(store, revocations, issuer=ca.issuer_name)
-    readiness = Readiness.of_server(config, ca, store, crls)
+    renewal = RaRenewal(authority, config.ca_dir, config.ca, ca_passphrase(config))
+    worker_tasks.append(jobs.ra_renewal(renewal.renew_due))
+    readiness = Readiness.of_server(config, authority, store, crls)
     readiness.radar.survey(local_only=True)  # the gauges set and a near expiry logged at start, without Graph
     worker_tasks.append(jobs.credential_expiry(readiness.radar.survey))
     return Runtime(
-        config, ca, store, profiles, crls, service, background, ocsp, revocations, certificates, readiness
+        config, authority, store, profiles, crls, service, background, ocsp, revocations, certificates, readiness
     )
+
+
+def live_authority(config: ServerConfig, ca: CertificateAuthority) -> LiveAuthority:
+    """``ca``, following its RA keyring in ``config.ca_dir`` (rotations by any process) from now on."""
+    passphrase = ca_passphrase(config)
+    return LiveAuthority(ca, config.ca_dir, lambda: key_backend(config.ca_dir, passphrase, config.ca.keys))
 
 
 def _ocsp_responder(

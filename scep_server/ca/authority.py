@@ -12,7 +12,7 @@ unencrypted keys (``ca.allow_unencrypted_keys: true``, or ``dev: true`` as confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +24,6 @@ from scep_server.ca.certfiles import (
     load_certificates,
     load_single_certificate,
     parse_certificates,
-    replace_pair,
     save_certificate,
     save_certificates,
 )
@@ -40,6 +39,7 @@ from scep_server.ca.keys import (
     open_backend,
 )
 from scep_server.ca.material import RA_KEY_BITS, issue_ra, self_signed_ca
+from scep_server.ca.ra_keyring import RaFiles, RaIdentity, RaKeyring, load_ra_keyring, rotate_ra_keyring
 from scep_server.config import CAConfig, KeyBackendConfig, ServerConfig
 from scep_server.errors import CAError, ConfigError
 from scep_server.files import make_private_dir
@@ -59,9 +59,23 @@ class CertificateAuthority:
     name: str
     ca_cert: x509.Certificate
     ca_key: Signer = field(repr=False)
-    ra_cert: x509.Certificate
-    ra_key: RaKey = field(repr=False)
+    ra_keyring: RaKeyring = field(repr=False)
     chain: tuple[x509.Certificate, ...] = ()
+    label: str = ""  # the CA generation (:mod:`scep_server.ca.generations`); "" is the CA's name
+
+    @property
+    def ra_cert(self) -> x509.Certificate:
+        """The current RA's certificate: the one GetCACert hands out."""
+        return self.ra_keyring.current.cert
+
+    @property
+    def ra_key(self) -> RaKey:
+        return self.ra_keyring.current.key
+
+    @property
+    def generation(self) -> str:
+        """The label of this CA's generation: its URLs (``/crl/<label>.crl``) and its place on disk."""
+        return self.label or self.name
 
     @property
     def issuer_name(self) -> str:
@@ -110,11 +124,13 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
 
-def key_backend(ca_dir: Path, passphrase: bytes | None, keys: KeyBackendConfig | None = None) -> KeyBackend:
+def key_backend(
+    ca_dir: Path, passphrase: bytes | None, keys: KeyBackendConfig | None = None, *, namespace: str = ""
+) -> KeyBackend:
     """The backend holding the keys of the CA directory ``ca_dir``: the one ``keys`` (``ca.keys``) names,
-    by default PEM files in the directory."""
+    by default PEM files in the directory. ``namespace``: see :class:`~scep_server.ca.keys.KeyContext`."""
     keys = keys or KeyBackendConfig()
-    return open_backend(KeyContext(ca_dir, passphrase, keys.settings), keys.type)
+    return open_backend(KeyContext(ca_dir, passphrase, keys.settings, namespace), keys.type)
 
 
 def unencrypted_keys_allowed(config: ServerConfig) -> bool:
@@ -188,13 +204,13 @@ def import_ca(
     return ca
 
 
-def load_ca(ca_dir: Path, config: CAConfig, passphrase: bytes | None) -> CertificateAuthority:
-    """Load the CA of ``ca_dir`` and check that its parts belong together."""
-    keys = key_backend(ca_dir, passphrase, config.keys)
-    found = {
-        CA_KEY: keys.exists(CA_KEY), CA_CERT: (ca_dir / CA_CERT).exists(),
-        RA_KEY: keys.exists(RA_KEY), RA_CERT: (ca_dir / RA_CERT).exists(),
-    }
+def load_ca(
+    ca_dir: Path, config: CAConfig, passphrase: bytes | None, *, label: str = "", now: datetime | None = None
+) -> CertificateAuthority:
+    """Load the CA of ``ca_dir`` (of the generation ``label``, "" for the CA the directory was created
+    with) and check that its parts belong together."""
+    keys = key_backend(ca_dir, passphrase, config.keys, namespace=generation_namespace(label))
+    found = {CA_KEY: keys.exists(CA_KEY), CA_CERT: (ca_dir / CA_CERT).exists()}
     missing = [name for name, there in found.items() if not there]
     if missing:
         raise CAError(f"no complete CA in {ca_dir}: missing {', '.join(missing)} (initialise or import a CA)")
@@ -202,11 +218,17 @@ def load_ca(ca_dir: Path, config: CAConfig, passphrase: bytes | None) -> Certifi
     ca_key = keys.load(CA_KEY)
     if not key_matches(ca_key, ca_cert):
         raise CAError(f"{keys.describe(CA_KEY)} does not belong to the certificate in {ca_dir / CA_CERT}")
-    ra_cert, ra_key = _load_ra(ca_dir, keys)
-    if not is_issued_by(ra_cert, ca_cert):
-        raise CAError(f"the RA certificate in {ca_dir / RA_CERT} was not issued by the CA (rotate the RA)")
+    keyring = load_ra_keyring(ca_dir, keys, now)
+    if not is_issued_by(keyring.current.cert, ca_cert):
+        raise CAError(f"the RA certificate in {ca_dir / keyring.current.files.cert} was not issued by the CA "
+                      "(rotate the RA)")
     chain = _load_chain(ca_dir, ca_cert)
-    return CertificateAuthority(config.name, ca_cert, ca_key, ra_cert, ra_key, chain)
+    return CertificateAuthority(config.name, ca_cert, ca_key, keyring, chain, label)
+
+
+def generation_namespace(label: str) -> str:
+    """Where a generation's keys live apart from the first CA's on a shared token: ``<label>/``."""
+    return f"{label}/" if label else ""
 
 
 def rotate_ra(
@@ -217,13 +239,18 @@ def rotate_ra(
     *,
     now: datetime | None = None,
 ) -> CertificateAuthority:
-    """Give the CA a new RA key and certificate, replacing ``ra.key`` and ``ra.pem`` together
-    (:func:`~scep_server.ca.certfiles.replace_pair`; :func:`load_ca` detects a mismatched pair)."""
+    """Give the CA a new RA key and certificate; the RA it replaces keeps decrypting requests encrypted
+    to it for ``ca.ra_grace_days`` (:func:`~scep_server.ca.ra_keyring.rotate_ra_keyring`)."""
+    moment = _now(now)
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
-    ra_key = key_backend(ca_dir, passphrase, config.keys).generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
-    new = _with_ra(ca.name, ca.ca_cert, ca.ca_key, ca.chain, ra_key, ra_subject, config.ra_validity_days, _now(now))
-    replace_pair(ra_key, RA_KEY, ca_dir / RA_CERT, new.ra_cert)
-    return new
+    keys = key_backend(ca_dir, passphrase, config.keys, namespace=generation_namespace(ca.label))
+    ra_key = keys.generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
+    ra_cert = issue_ra(ca.ca_cert, ca.ca_key, as_ra_key(ra_key, "the new RA key").public_key(), ra_subject,
+                       config.ra_validity_days, moment)
+    keyring = rotate_ra_keyring(
+        ca_dir, keys, ca.ra_keyring, ra_key, ra_cert, grace=timedelta(days=config.ra_grace_days), now=moment
+    )
+    return replace(ca, ra_keyring=keyring)
 
 
 def check_ca_certificate(cert: x509.Certificate, now: datetime, label: str) -> None:
@@ -316,7 +343,8 @@ def _with_ra(
 ) -> CertificateAuthority:
     ra = as_ra_key(ra_key, "the new RA key")
     ra_cert = issue_ra(ca_cert, ca_key, ra.public_key(), ra_subject, ra_validity_days, now)
-    return CertificateAuthority(name, ca_cert, ca_key, ra_cert, ra, chain)
+    keyring = RaKeyring(RaIdentity(ra_cert, ra, RaFiles(RA_CERT, RA_KEY)))
+    return CertificateAuthority(name, ca_cert, ca_key, keyring, chain)
 
 
 def _config_name(text: str, setting: str) -> x509.Name:
@@ -355,11 +383,3 @@ def _load_chain(ca_dir: Path, ca_cert: x509.Certificate) -> tuple[x509.Certifica
                 f"{path} is out of order: {lower.subject.rfc4514_string()} is not issued by the next certificate"
             )
     return chain
-
-
-def _load_ra(ca_dir: Path, keys: KeyBackend) -> tuple[x509.Certificate, RaKey]:
-    ra_cert = load_single_certificate(ca_dir / RA_CERT)
-    ra_key = as_ra_key(keys.load(RA_KEY), keys.describe(RA_KEY))
-    if not key_matches(ra_key, ra_cert):
-        raise CAError(f"{keys.describe(RA_KEY)} does not belong to the certificate in {ca_dir / RA_CERT}")
-    return ra_cert, ra_key

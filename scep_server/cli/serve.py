@@ -170,7 +170,8 @@ def warn_if_ra_expires_soon(ca: CertificateAuthority) -> None:
     """RA expiry is the classic SCEP outage: say so loudly, well before it happens."""
     if ca.ra_expires_within(RA_EXPIRY_WARNING):
         log.warning(
-            "the RA certificate expires on %s: run `scep-server ca rotate-ra` and restart",
+            "the RA certificate expires on %s: the server renews it in its last ca.ra_renew_days days, or run "
+            "`scep-server ca rotate-ra` (no restart needed)",
             ca.ra_cert.not_valid_after_utc.isoformat(),
         )
 

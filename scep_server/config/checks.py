@@ -40,6 +40,7 @@ RANGES: dict[type, dict[str, tuple[float, float | None]]] = {
     },
     CAConfig: {
         "validity_days": (1, None), "ra_validity_days": (1, None), "crl_validity_hours": (1, None),
+        "ra_grace_days": (0, 365), "ra_renew_days": (0, 3650),
         "ocsp_validity_days": (1, None), "ocsp_response_validity_minutes": (1, 10080),
     },
     IntuneConfig: {
@@ -114,6 +115,9 @@ def _ca_pairs(ca: CAConfig, label: Label) -> Iterator[str]:
     if ca.key_type == KeyType.EC and ca.curve not in ("P-256", "P-384"):
         yield f"{label('curve')} must be P-256 or P-384, not {shown(ca.curve)}"
 
+    if ca.ra_renew_days >= ca.ra_validity_days:  # a new RA would be due for renewal at once, every run
+        yield (f"{label('ra_renew_days')} ({ca.ra_renew_days}) must be less than {label('ra_validity_days')} "
+               f"({ca.ra_validity_days})")
 
 def _distinguished_name(text: str, where: str) -> Iterator[str]:
     try:

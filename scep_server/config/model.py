@@ -141,6 +141,8 @@ class CAConfig:
 class ChallengeConfig:
     """How a profile checks the challengePassword: the settings every validator's section has.
 
+    ra_grace_days: int = 7  # a replaced RA keeps decrypting requests encrypted to it this long
+    ra_renew_days: int = 30  # the RA is renewed automatically when it enters its last this many days
     Each validator (``scep_server.challenge``) registers a subclass that adds its own settings, and
     ``type`` chooses it. A bare ``ChallengeConfig`` names a type and takes that validator's defaults.
     ``on_validator_unavailable`` applies to validators that can be unreachable (``intune``): ``fail``

@@ -6,6 +6,8 @@ Singletons (``lock`` set: exactly one process of all that share the store runs t
   CRLNumber the same for every client, whichever replica answers.
 * ``ocsp-responder-renewal``: renews the delegated OCSP responder certificate ahead of the requests
   that would otherwise renew it; the files are shared, so one renewal serves every process.
+* ``ra-renewal``: a new RA when the current one enters its last ``ca.ra_renew_days`` (service/ra_renewal.py);
+  the keyring is one set of files, so one replica renews and every process follows ``ra-keyring.json``.
 * ``intune-revocation-sync``: downloads Intune's revocation requests and uploads the results. Intune
   hands the same requests to every caller until it has results, so two runners would process and
   report them twice. Each round also takes the round lock, which the CLI command takes too.
@@ -30,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from scep_server import logs
 from scep_server.errors import ScepServerError
-from scep_server.jobs.locks import CRL_PUBLISHING, INTUNE_REVOCATION_SYNC, OCSP_RESPONDER_RENEWAL, Lock
+from scep_server.jobs.locks import CRL_PUBLISHING, INTUNE_REVOCATION_SYNC, OCSP_RESPONDER_RENEWAL, RA_RENEWAL, Lock
 from scep_server.jobs.worker import Task
 from scep_server.service.intune_sync import RevocationSync, SyncReport
 from scep_server.service.issuance import IssuanceService
@@ -44,6 +46,7 @@ LEASE = timedelta(minutes=10)
 OCSP_RENEWAL_CHECK_SECONDS = 60.0
 UNDELIVERED_SWEEP_SECONDS = 300.0
 CREDENTIAL_EXPIRY_SECONDS = 3600.0
+RA_RENEWAL_CHECK_SECONDS = 600.0
 
 
 def crl_publishing(publish_due: Callable[[], bool]) -> Task:
@@ -53,6 +56,10 @@ def crl_publishing(publish_due: Callable[[], bool]) -> Task:
 def ocsp_responder_renewal(current: Callable[[], object]) -> Task:
     """``current`` is the responder's identity getter, which renews the certificate when it is due."""
     return Task("ocsp-responder-renewal", current, lock=OCSP_RESPONDER_RENEWAL, every=OCSP_RENEWAL_CHECK_SECONDS)
+
+
+def ra_renewal(renew_due: Callable[[], bool]) -> Task:
+    return Task("ra-renewal", renew_due, lock=RA_RENEWAL, every=RA_RENEWAL_CHECK_SECONDS)
 
 
 def intune_revocation_sync(rounds: RevocationRounds, every: float) -> Task:

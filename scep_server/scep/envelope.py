@@ -9,6 +9,7 @@ wrong: the envelope is unauthenticated CBC, and different answers would be a pad
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -207,6 +208,26 @@ def decrypt(der: bytes, recipient_key: CmsDecrypter, recipient: x509.Certificate
     if decrypted.problem is not None:
         raise EnvelopeRejected(decrypted.problem)
     return decrypted
+
+
+def addressed_recipient(der: bytes | None, candidates: Sequence[x509.Certificate]) -> int | None:
+    """The index of the first of ``candidates`` the ContentInfo(EnvelopedData) ``der`` is addressed to
+    (an RA and the RAs it replaced); None when it names none of them or is not readable."""
+    if der is None:
+        return None
+    try:
+        enveloped = _load_enveloped(der)
+    except EnvelopeRejected:
+        return None
+    for index, candidate in enumerate(candidates):
+        try:
+            _recipient_info(enveloped, candidate)
+        except EnvelopeRejected:
+            continue
+        except (ValueError, TypeError, KeyError):  # a malformed recipient identifier
+            return None
+        return index
+    return None
 
 
 class _OctetStringChunks(core.SequenceOf):  # type: ignore[misc]

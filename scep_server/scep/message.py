@@ -109,6 +109,9 @@ class ReplyContext:
     message_type: int
     digest: DigestAlgorithm
     signer: cms.SignerCertificate
+    # The RA the envelope is addressed to, which signs the CertRep (RFC 8894 §3.3.2): chosen by the
+    # caller among its RAs (a rotated RA keeps answering for a while); None: the caller's current RA.
+    responder: CertRepSigner | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from scep_server import logs
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.csr import check_renewal_identity
+from scep_server.ca.live import LiveAuthority, as_live
+from scep_server.ca.ra_keyring import RaIdentity, RaKeyring
 from scep_server.challenge import ValidationRequest
 from scep_server.errors import (
     BadCertId,
@@ -48,7 +50,7 @@ from scep_server.errors import (
 )
 from scep_server.scep import message
 from scep_server.scep.cms import SignedMessage
-from scep_server.scep.envelope import EnvelopeRejected
+from scep_server.scep.envelope import EnvelopeRejected, addressed_recipient
 from scep_server.scep.message import (
     CertificateRequest,
     CertPoll,
@@ -84,18 +86,22 @@ class EnrollmentService:
     """Answers PKIOperation messages for every profile of one CA."""
 
     def __init__(
-        self, ca: CertificateAuthority, store: Store, profiles: Mapping[str, Profile], crls: CrlCache,
-        issuance: IssuanceService, *, claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+        self, ca: CertificateAuthority | LiveAuthority, store: Store, profiles: Mapping[str, Profile],
+        crls: CrlCache, issuance: IssuanceService, *, claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
     ) -> None:
-        """``claim_lease``: how long a PENDING transaction's handler is presumed alive; after that a retry
-        of the request takes the transaction over (and delivers what that handler stored)."""
-        self.ca = ca
+        """``ca``: a LiveAuthority follows RA rotations on disk. ``claim_lease``: how long a PENDING
+        transaction's handler is presumed alive; after that a retry of the request takes the transaction
+        over (and delivers what that handler stored)."""
+        self.authority = as_live(ca)
         self.store = store
         self.profiles = profiles
         self.crls = crls
         self.claim_lease = claim_lease
         self.issuance = issuance
-        self.signer = CertRepSigner(ca.ra_cert, ca.ra_key)
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        return self.authority.current()
 
     def withdraw_abandoned(self) -> int:
         """Background task: revoke stored certificates no device came back for (``IssuanceService``)."""
@@ -105,15 +111,17 @@ class EnrollmentService:
         """Answer one pkiMessage. RequestError escapes when no CertRep can be built."""
         ip = requester_ip[:MAX_IP_CHARS] if requester_ip else None
         signed, context = message.read_envelope(der)
+        ra = _addressed_ra(self.ca.ra_keyring, signed)
+        context = replace(context, responder=CertRepSigner(ra.cert, ra.key))
         with logs.log_context(transaction_id=context.transaction_id):
-            return self._answer(profile, signed, context, ip)
+            return self._answer(profile, signed, context, ip, ra)
 
-    def _answer(self, profile: Profile, signed: SignedMessage, context: ReplyContext, ip: str | None) -> Outcome:
+    def _answer(
+        self, profile: Profile, signed: SignedMessage, context: ReplyContext, ip: str | None, ra: RaIdentity
+    ) -> Outcome:
         try:
             self._check_before_decrypting(profile, context)
-            request = message.open_request(
-                signed, context, ra_key=self.ca.ra_key, ra_cert=self.ca.ra_cert, options=profile.decode
-            )
+            request = message.open_request(signed, context, ra_key=ra.key, ra_cert=ra.cert, options=profile.decode)
             outcome = self._dispatch(profile, request, ip)
         except PKIFailure as failure:
             outcome = self._failure(profile, context, failure, ip)
@@ -146,7 +154,7 @@ class EnrollmentService:
             profile.name, context.transaction_id, _type_name(context.message_type),
             failure.fail_info.name, ip, failure.detail,
         )
-        reply = message.cert_rep_failure(context, self.signer, failure.fail_info, failure.public_text)
+        reply = message.cert_rep_failure(context, _responder(context), failure.fail_info, failure.public_text)
         return Outcome(reply, OperationStatus.failure(failure.fail_info), failure.detail)
 
     # PKCSReq / RenewalReq ------------------------------------------------------------------------
@@ -180,7 +188,7 @@ class EnrollmentService:
             return self._replay(request, record)
         result = self.issuance.decide(profile, validation, record, renewal=request.renewal)
         if isinstance(result, Deferred):
-            return Outcome(message.cert_rep_pending(context, self.signer), OperationStatus.PENDING, result.reason)
+            return Outcome(_pending(context), OperationStatus.PENDING, result.reason)
         _log_success(profile, request, result, ip)
         if record.serial is not None:  # stored by a handler that did not finish: counted when it was issued
             return self._success(request, [result], f"re-delivered {result.serial_number:x}")
@@ -227,7 +235,7 @@ class EnrollmentService:
             stored = self._stored_certificate(record.serial)
             return self._success(request, [stored], f"re-sent {record.serial:x}")
         if record.state is TransactionState.PENDING:
-            return Outcome(message.cert_rep_pending(request.context, self.signer), OperationStatus.PENDING)
+            return Outcome(_pending(request.context), OperationStatus.PENDING)
         raise failure_for(FailInfo(record.fail_info or FailInfo.BAD_REQUEST), record.fail_reason or "request failed")
 
     def _stored_certificate(self, serial: int) -> x509.Certificate:
@@ -342,7 +350,7 @@ class EnrollmentService:
     def _get_crl(self, request: GetCrl) -> Outcome:
         self._require_our_issuer(request.issuer)
         reply = message.cert_rep_success(
-            request.context, self.signer, cipher=request.cipher, key_transport=request.key_transport,
+            request.context, _responder(request.context), cipher=request.cipher, key_transport=request.key_transport,
             crls=[self.crls.current_der()],
         )
         return Outcome(reply, OperationStatus.SUCCESS, "CRL")
@@ -353,7 +361,7 @@ class EnrollmentService:
 
     def _success(self, request: PkiRequest, certificates: list[x509.Certificate], detail: str) -> Outcome:
         reply = message.cert_rep_success(
-            request.context, self.signer, cipher=request.cipher, key_transport=request.key_transport,
+            request.context, _responder(request.context), cipher=request.cipher, key_transport=request.key_transport,
             certificates=certificates,
         )
         return Outcome(reply, OperationStatus.SUCCESS, detail)
@@ -366,6 +374,27 @@ class EnrollmentService:
             )
         except StoreError as exc:
             log.error("audit record lost: %s (transaction=%s)", exc, context.transaction_id)
+
+
+def _addressed_ra(keyring: RaKeyring, signed: SignedMessage) -> RaIdentity:
+    """The RA the request's envelope is encrypted to: the current one or one it replaced that is still in
+    its grace period. An envelope addressed to none of them is opened with the current RA, which refuses it
+    the way it refuses any envelope it cannot open."""
+    usable = [ra for ra in keyring.identities() if ra.usable(datetime.now(UTC))]
+    if len(usable) < 2:
+        return keyring.current
+    index = addressed_recipient(signed.content, [ra.cert for ra in usable])
+    return usable[index] if index is not None else keyring.current
+
+
+def _responder(context: ReplyContext) -> CertRepSigner:
+    if context.responder is None:  # pki_operation always sets it
+        raise TypeError("the reply context names no RA to sign the CertRep")
+    return context.responder
+
+
+def _pending(context: ReplyContext) -> bytes:
+    return message.cert_rep_pending(context, _responder(context))
 
 
 def _log_success(profile: Profile, request: CertificateRequest, certificate: x509.Certificate, ip: str | None) -> None:

@@ -1,7 +1,8 @@
 """The expiry radar: when each credential the server depends on runs out, as a gauge, a log line and in /readyz.
 
-Credentials: the CA and RA certificates (as loaded), the delegated OCSP responder certificate (its file,
-which the renewal task replaces), and the Entra ID app's credential: the client certificate file's
+Credentials: the CA certificate (as loaded), the current RA certificate (the one a rotation or the
+renewal job put in place), the delegated OCSP responder certificate (its file, which the renewal task
+replaces), and the Entra ID app's credential: the client certificate file's
 notAfter, or the client secret's endDateTime as Graph lists it (see :mod:`scep_server.intune.credentials`).
 Each known expiry is exported as ``scep_credential_not_after_seconds{credential}``. Under 30, 14, 7 and
 1 days left a WARNING names the credential and the tightest threshold crossed, once per threshold per
@@ -23,6 +24,7 @@ from cryptography import x509
 from scep_server import metrics
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.certfiles import load_single_certificate
+from scep_server.ca.live import LiveAuthority, as_live
 from scep_server.ca.responder import OCSP_CERT, RENEW_WHEN_LEFT
 from scep_server.config.model import IntuneConfig
 from scep_server.errors import ScepServerError
@@ -193,11 +195,15 @@ class CertificateFile:
 
 
 def server_credentials(
-    ca: CertificateAuthority, ca_dir: Path, intune: IntuneConfig, app: AppHealth | None
+    ca: CertificateAuthority | LiveAuthority, ca_dir: Path, intune: IntuneConfig, app: AppHealth | None
 ) -> dict[str, Source]:
-    """The sources of this server's credentials: the app's only when it authenticates to Entra ID."""
+    """The sources of this server's credentials: the app's only when it authenticates to Entra ID. The
+    RA's is the current RA's, whichever rotation (``ca rotate-ra``, the renewal job) put it there."""
+    authority = as_live(ca)
     sources: dict[str, Source] = {
-        "ca": _fixed(ca.ca_cert), "ra": _fixed(ca.ra_cert), "ocsp": CertificateFile(ca_dir / OCSP_CERT).not_after,
+        "ca": _fixed(authority.current().ca_cert),
+        "ra": lambda: authority.current().ra_cert.not_valid_after_utc,
+        "ocsp": CertificateFile(ca_dir / OCSP_CERT).not_after,
     }
     credential = app_credential_kind(intune)
     if credential is not None and credential.path is not None:

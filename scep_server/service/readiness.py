@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.keys import Signer
+from scep_server.ca.live import LiveAuthority, as_live
 from scep_server.challenge import needs_intune
 from scep_server.config import ServerConfig
 from scep_server.errors import CAError
@@ -87,20 +88,24 @@ class Readiness:
 
     @classmethod
     def of_server(
-        cls, config: ServerConfig, ca: CertificateAuthority, store: Store, crls: CrlCache,
+        cls, config: ServerConfig, ca: CertificateAuthority | LiveAuthority, store: Store, crls: CrlCache,
         *, app: AppHealth | None = None,
     ) -> Readiness:
-        """The checks of a serving process; ``app`` is built when a profile validates with Intune."""
+        """The checks of a serving process; ``app`` is built when a profile validates with Intune. The
+        keys probed and the RA whose expiry is watched are the current ones (``ca`` follows rotations)."""
+        authority = as_live(ca)
         if app is None and any(needs_intune(profile.challenge) for profile in config.profiles):
             app = AppHealth(config.intune)
-        probes: dict[str, Probe] = {"store": lambda: _check_store(store), "ca_keys": lambda: check_keys(ca)}
+        probes: dict[str, Probe] = {
+            "store": lambda: _check_store(store), "ca_keys": lambda: check_keys(authority.current()),
+        }
         if app is not None:
             probes["intune_auth"] = app.auth
         crl_dates = CrlDates()
         probes["crl"] = lambda: check_crl(crls.current_der(), crl_dates)
         # The OCSP responder renews itself: it is warned about only once that renewal is overdue.
         warnings = ExpiryWarnings(per_credential={"ocsp": renewed_thresholds(config.ca.ocsp_validity_days)})
-        radar = ExpiryRadar(server_credentials(ca, config.ca_dir, config.intune, app), warnings=warnings)
+        radar = ExpiryRadar(server_credentials(authority, config.ca_dir, config.intune, app), warnings=warnings)
         return cls(probes, radar, app=app)
 
     @property

@@ -6,7 +6,6 @@ import os
 
 from flask import Flask
 
-from scep_server import metrics
 from scep_server.config import ServerConfig, load_config
 from scep_server.runtime import Runtime, build_runtime
 from scep_server.web import admin, ca_files, errors, health, ocsp, prometheus, scep
@@ -42,14 +41,10 @@ def create_app(
     app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]
     if start_background:
         current.background.start()
-    _publish_expiry(current)
+    prometheus.publish_expiry(current)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     errors.register(app)
     return app
 
-
-def _publish_expiry(current: Runtime) -> None:
-    metrics.CA_EXPIRY.labels("ca").set(current.ca.ca_cert.not_valid_after_utc.timestamp())
-    metrics.CA_EXPIRY.labels("ra").set(current.ca.ra_cert.not_valid_after_utc.timestamp())
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app
 
 from scep_server import metrics
+from scep_server.runtime import Runtime
 from scep_server.service.status import OperationalStatus
 from scep_server.web.context import runtime
 from scep_server.web.status_metrics import readings
 
-__all__ = ["STATUS_EXTENSION", "bp", "operational_status"]
+__all__ = ["STATUS_EXTENSION", "bp", "operational_status", "publish_expiry"]
 
 bp = Blueprint("metrics", __name__)
 
@@ -19,6 +20,7 @@ STATUS_EXTENSION = "scep_server.operational_status"  # app.extensions key of the
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
+    publish_expiry(runtime())  # the RA's after a rotation: every worker follows the keyring on disk
     current = readings(operational_status().current(), runtime().config)
     body, content_type = metrics.render(lambda: current)
     return Response(body, content_type=content_type)
@@ -33,3 +35,10 @@ def operational_status() -> OperationalStatus:
         status = current_app.extensions.setdefault(STATUS_EXTENSION, created)
     assert isinstance(status, OperationalStatus)
     return status
+
+
+def publish_expiry(current: Runtime) -> None:
+    """The CA's and the current RA's notAfter as ``scep_ca_certificate_not_after_seconds``."""
+    ca = current.ca
+    metrics.CA_EXPIRY.labels("ca").set(ca.ca_cert.not_valid_after_utc.timestamp())
+    metrics.CA_EXPIRY.labels("ra").set(ca.ra_cert.not_valid_after_utc.timestamp())

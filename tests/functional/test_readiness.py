@@ -82,7 +82,9 @@ def test_an_unreachable_store_is_not_ready(server: ScepTestServer, tmp_path: Pat
 
 def test_an_ra_key_that_does_not_match_its_certificate_is_not_ready(server: ScepTestServer) -> None:
     stranger = LocalKey(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    result = check_keys(dataclasses.replace(server.ca, ra_key=stranger))
+    keyring = server.ca.ra_keyring
+    mismatched = dataclasses.replace(keyring, current=dataclasses.replace(keyring.current, key=stranger))
+    result = check_keys(dataclasses.replace(server.ca, ra_keyring=mismatched))
     assert not result.ok and "the RA key's signature does not verify with the RA certificate" in result.detail
     # OpenSSL either refuses the padding or (implicit rejection) decrypts to random bytes: both are caught.
     assert "the RA key decrypts to something else" in result.detail or "cannot decrypt" in result.detail

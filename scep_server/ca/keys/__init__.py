@@ -127,15 +127,24 @@ class KeyBackend(Protocol):
         """ConfigError when ``action`` would keep keys unprotected at rest and that is not allowed."""
         ...
 
+    def destroy(self, name: str) -> None:
+        """Remove the key ``name`` for good (a retired RA after its grace period); nothing when absent."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class KeyContext:
     """What a backend is opened with: the CA directory, the CA passphrase, and the backend's own section
-    of the configuration (``settings``, as read from the file; each backend checks its own keys)."""
+    of the configuration (``settings``, as read from the file; each backend checks its own keys).
+
+    ``namespace`` tells the keys of one CA generation from another's where the backend is not the
+    directory itself (a token): ``""`` for the CA the directory was created with, the generation's label
+    and a slash for a CA staged by a rollover."""
 
     directory: Path
     passphrase: bytes | None = field(default=None, repr=False)
     settings: Mapping[str, object] = field(default_factory=dict, repr=False)
+    namespace: str = ""
 
 
 BackendFactory = Callable[[KeyContext], KeyBackend]

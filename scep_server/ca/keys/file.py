@@ -59,6 +59,9 @@ class FileBackend:
         if self._passphrase is None and not allow_unprotected:
             raise ConfigError(UNENCRYPTED_KEYS_REFUSED.format(action=action))
 
+    def destroy(self, name: str) -> None:
+        (self.directory / name).unlink(missing_ok=True)
+
     def stage(self, name: str, key: PrivateKey) -> StagedFile:
         """Write ``key`` as ``name`` under a temporary name; without a passphrase, with a warning."""
         path = self.directory / name

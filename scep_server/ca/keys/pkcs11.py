@@ -37,6 +37,7 @@ from scep_server.ca.keys.pkcs11_key import (
     ObjectName,
     StagedObjects,
     TokenKey,
+    destroy_objects,
     find_private,
     generate_on_token,
     import_to_token,
@@ -63,7 +64,11 @@ class Pkcs11Settings:
     pin: str = field(repr=False)
     objects: Mapping[str, ObjectName] = field(default_factory=dict)
 
-    def name_of(self, key_name: str) -> ObjectName:
+    def name_of(self, key_name: str, namespace: str = "") -> ObjectName:
+        """The token object of a key: as ``objects`` names it for the directory's own CA, else labelled
+        with the namespace and the key name (``<generation>/ca.key``)."""
+        if namespace:
+            return ObjectName(namespace + key_name)
         return self.objects.get(key_name) or ObjectName(key_name)
 
     @classmethod
@@ -82,18 +87,22 @@ class Pkcs11Backend:
 
     def __init__(self, context: KeyContext) -> None:
         self.settings = Pkcs11Settings.parse(context.settings)
+        self._namespace = context.namespace
         self._session: TokenSession = token_session(self.settings.address, self.settings.pin)
 
+    def _name(self, key_name: str) -> ObjectName:
+        return self.settings.name_of(key_name, self._namespace)
+
     def describe(self, name: str) -> str:
-        return self.settings.name_of(name).uri(self.settings.address)
+        return self._name(name).uri(self.settings.address)
 
     def exists(self, name: str) -> bool:
-        template = self.settings.name_of(name).template(ObjectClass.PRIVATE_KEY)
+        template = self._name(name).template(ObjectClass.PRIVATE_KEY)
         # A search read to its end: an abandoned one keeps the session's find operation open.
         return self._run(lambda session: bool(list(session.get_objects(template))), f"look for {name}")
 
     def load(self, name: str) -> TokenKey:
-        object_name, where = self.settings.name_of(name), self.describe(name)
+        object_name, where = self._name(name), self.describe(name)
 
         def find(session: pkcs11.Session) -> TokenKey:
             private = find_private(session, object_name, where)
@@ -124,8 +133,11 @@ class Pkcs11Backend:
         """Token keys are protected by the token (its PIN, and sensitive, non-extractable objects)."""
         return None
 
+    def destroy(self, name: str) -> None:
+        self._run(lambda session: destroy_objects(session, self._name(name)), f"destroy {self.describe(name)}")
+
     def staged(self, objects: KeyObjects, name: str) -> StagedObjects:
-        return StagedObjects(self._session, objects, self.settings.name_of(name), self.describe(name))
+        return StagedObjects(self._session, objects, self._name(name), self.describe(name))
 
     def store_adopted(self, key: PrivateKey, name: str) -> StagedObjects:
         """``key`` created on the token under a pending name, to become ``name`` on commit."""

@@ -419,6 +419,11 @@ def _replace(session: pkcs11.Session, pending: ObjectName, final: ObjectName, wh
     _relabel(new, final)
 
 
+def destroy_objects(session: pkcs11.Session, name: ObjectName) -> None:
+    """Destroy the key pair named ``name`` and the one it replaced (``name``'s previous label)."""
+    _destroy(_objects_named(session, name) + _objects_named(session, name.previous))
+
+
 def _objects_named(session: pkcs11.Session, name: ObjectName) -> list[pkcs11.Object]:
     return [obj for object_class in _KEY_CLASSES for obj in session.get_objects(name.template(object_class))]
 

@@ -278,24 +278,48 @@ def test_repr_hides_keys(tmp_path: Path) -> None:
 
 def test_rotate_ra(tmp_path: Path, config: CAConfig) -> None:
     old = init_ca(tmp_path / "ca", config, b"pw", now=NOW)
-    new = rotate_ra(tmp_path / "ca", old, config, b"pw", now=NOW + timedelta(days=600))
+    rotated_at = NOW + timedelta(days=600)
+    new = rotate_ra(tmp_path / "ca", old, config, b"pw", now=rotated_at)
     assert new.ca_cert == old.ca_cert and new.chain == old.chain
     assert new.ra_cert != old.ra_cert and not key_matches(new.ra_key, old.ra_cert)
-    assert new.ra_cert.not_valid_after_utc == NOW + timedelta(days=600 + config.ra_validity_days)
+    assert new.ra_cert.not_valid_after_utc == rotated_at + timedelta(days=config.ra_validity_days)
     new.ra_cert.verify_directly_issued_by(old.ca_cert)
-    loaded = load_ca(tmp_path / "ca", config, b"pw")
+    loaded = load_ca(tmp_path / "ca", config, b"pw", now=rotated_at)
     assert loaded.ra_cert == new.ra_cert and key_matches(loaded.ra_key, new.ra_cert)
-    assert mode(tmp_path / "ca" / RA_KEY) == 0o600
-    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == sorted([CA_KEY, CA_CERT, RA_KEY, RA_CERT])
+    # The replaced RA keeps its key and decrypts for the grace period, then drops out of the keyring.
+    (previous,) = loaded.ra_keyring.previous
+    assert previous.cert == old.ra_cert and key_matches(previous.key, old.ra_cert)
+    assert previous.usable_until == rotated_at + timedelta(days=config.ra_grace_days)
+    assert loaded.ra_keyring.find(old.ra_cert.issuer, old.ra_cert.serial_number, rotated_at) == previous
+    after_grace = rotated_at + timedelta(days=config.ra_grace_days, seconds=1)
+    assert loaded.ra_keyring.find(old.ra_cert.issuer, old.ra_cert.serial_number, after_grace) is None
+    assert load_ca(tmp_path / "ca", config, b"pw", now=after_grace).ra_keyring.previous == ()
+    new_files = loaded.ra_keyring.current.files
+    assert mode(tmp_path / "ca" / new_files.key) == 0o600
+    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == sorted(
+        [CA_KEY, CA_CERT, RA_KEY, RA_CERT, "ra-keyring.json", new_files.cert, new_files.key]
+    )
 
 
-def test_rotate_ra_failure_leaves_the_old_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_rotation_destroys_the_ra_whose_grace_is_over(tmp_path: Path) -> None:
+    config = CA_KINDS["p256"]
+    first = init_ca(tmp_path / "ca", config, None, now=NOW)
+    second = rotate_ra(tmp_path / "ca", first, config, None, now=NOW)
+    later = NOW + timedelta(days=config.ra_grace_days + 1)
+    third = rotate_ra(tmp_path / "ca", load_ca(tmp_path / "ca", config, None, now=later), config, None, now=later)
+    assert [ra.cert for ra in third.ra_keyring.previous] == [second.ra_cert]
+    assert not (tmp_path / "ca" / RA_KEY).exists() and not (tmp_path / "ca" / RA_CERT).exists()
+    reloaded = load_ca(tmp_path / "ca", config, None, now=later)
+    assert reloaded.ra_cert == third.ra_cert and [ra.cert for ra in reloaded.ra_keyring.previous] == [second.ra_cert]
+
+
+def test_rotate_ra_failure_leaves_the_old_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = CA_KINDS["p256"]
     old = init_ca(tmp_path / "ca", config, None, now=NOW)
     real_stage = certfiles.stage
 
     def failing_stage(path: Path, data: bytes, file_mode: int) -> StagedFile:
-        if path.name == RA_CERT:
+        if path.name.startswith("ra-"):
             raise CAError("disk full")
         return real_stage(path, data, file_mode)
 

@@ -48,7 +48,9 @@ def token(tmp_path: Path) -> Iterator[SoftHsmToken]:
 def keys(token: SoftHsmToken, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KeyBackend:
     backend = open_backend(KeyContext(tmp_path / "ca", settings=token.settings()), "pkcs11")
 
-    def on_the_token(ca_dir: Path, passphrase: bytes | None, keys: KeyBackendConfig | None = None) -> KeyBackend:
+    def on_the_token(
+        ca_dir: Path, passphrase: bytes | None, keys: KeyBackendConfig | None = None, *, namespace: str = ""
+    ) -> KeyBackend:
         return backend
 
     monkeypatch.setattr(authority, "key_backend", on_the_token)
