@@ -115,11 +115,20 @@ def test_import_existing_ca_with_chain(
 def test_rotate_ra_replaces_the_ra(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(_config_file(tmp_path))
     main(["--config", config, "init"])
-    before = (tmp_path / "var" / "ca" / "ra.pem").read_bytes()
-    assert main(["--config", config, "ca", "rotate-ra"]) == 0
-    after = (tmp_path / "var" / "ca" / "ra.pem").read_bytes()
-    assert after != before
+    capsys.readouterr()
     assert main(["--config", config, "ca", "show"]) == 0
+    before = _field(capsys.readouterr().out, "RA serial")
+    assert main(["--config", config, "ca", "rotate-ra"]) == 0
+    capsys.readouterr()
+    assert main(["--config", config, "ca", "show"]) == 0
+    shown = capsys.readouterr().out
+    assert _field(shown, "RA serial") != before
+    assert before in shown  # the previous RA, still decrypting in its grace period
+
+
+def _field(output: str, name: str) -> str:
+    line = next(line for line in output.splitlines() if line.startswith(name))
+    return line[len(name):].strip(" :")
 
 
 def test_certs_list_and_show(server: ScepTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
