@@ -10,9 +10,10 @@ from scep_server.cli.output import print_fields
 from scep_server.config import ServerConfig
 from scep_server.files import make_private_dir
 from scep_server.runtime import ca_passphrase
-from scep_server.service.backup import create_backup, restore_backup
+from scep_server.service.backup import BackupResult, RestoreResult, create_backup, restore_backup
 
 WIDTH = 17
+USAGE_ERROR = 2  # like every refused argument (InvalidInput)
 
 
 def register(sub: Subcommands) -> None:
@@ -28,10 +29,12 @@ def register(sub: Subcommands) -> None:
 
 def cmd_backup(config: ServerConfig, args: argparse.Namespace) -> int:
     out: Path = args.out
+    if out.is_dir():
+        return fail(f"{out} is a directory: --out names the archive file to write", USAGE_ERROR)
     if out.exists() and not args.force:
         return fail(f"{out} exists: give another --out, or --force to replace it")
     if not out.parent.is_dir():
-        return fail(f"{out.parent} is not a directory")
+        return fail(f"cannot write {out}: {out.parent} is not a directory", USAGE_ERROR)
     passphrase = ca_passphrase(config)
     with open_store(config) as store:
         result = create_backup(config, store.engine, passphrase, out)
@@ -40,8 +43,7 @@ def cmd_backup(config: ServerConfig, args: argparse.Namespace) -> int:
         ("schema revision", result.revision),
         ("rows", _counts(result.rows)),
         ("CA files", ", ".join(result.ca_files)),
-        ("keys", "encrypted with the CA passphrase (not in the archive)" if result.keys_encrypted
-         else "NOT encrypted: anyone who reads this archive holds the CA key"),
+        ("keys", _backed_up_keys(result)),
     ], WIDTH)  # fmt: skip
     return 0
 
@@ -53,14 +55,33 @@ def cmd_restore(config: ServerConfig, args: argparse.Namespace) -> int:
     make_private_dir(Path(config.data_dir))
     with open_store(config) as store:
         result = restore_backup(config, store.engine, ca_passphrase(config), archive)
-    print_fields([
+    fields: list[tuple[str, object]] = [
         ("restored", archive),
         ("CA", result.ca_subject),
         ("schema revision", f"{result.revision} (migrated to the newest)"),
         ("rows", _counts(result.rows)),
         ("CA files", ", ".join(result.ca_files)),
-    ], WIDTH)  # fmt: skip
+        ("keys", _restored_keys(result)),
+    ]
+    if result.former_ca_dir is not None:
+        fields.append(("former CA dir", f"{result.former_ca_dir} (it held no CA; remove it when done)"))
+    print_fields(fields, WIDTH)
     return 0
+
+
+def _backed_up_keys(result: BackupResult) -> str:
+    if not result.keys_in_archive:
+        return (f"kept by the {result.key_backend} key backend (on the token), NOT in the archive: "
+                "a restore needs the same token")
+    if result.keys_encrypted:
+        return "encrypted with the CA passphrase (not in the archive)"
+    return "NOT encrypted: anyone who reads this archive holds the CA key"
+
+
+def _restored_keys(result: RestoreResult) -> str:
+    if not result.keys_in_archive:
+        return f"not in the archive: loaded from the {result.key_backend} key backend (the token)"
+    return "from the archive, into the CA directory"
 
 
 def _counts(rows: dict[str, int]) -> str:

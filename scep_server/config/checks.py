@@ -102,6 +102,7 @@ def _server_values(config: ServerConfig, label: Label) -> Iterator[str]:
         yield f"{label('log_format')} must be text or json, not {shown(config.log_format)}"
     if not config.data_dir:
         yield f"{label('data_dir')} must name a directory, not {shown(config.data_dir)}"
+    yield from _nul_in_paths(config, ("data_dir",), label)
 
 
 def _ca_values(ca: CAConfig, label: Label) -> Iterator[str]:
@@ -114,10 +115,10 @@ def _ca_pairs(ca: CAConfig, label: Label) -> Iterator[str]:
         yield f"{label('key_size')} must be an integer from 2048 to 4096 (RSA bits), not {shown(ca.key_size)}"
     if ca.key_type == KeyType.EC and ca.curve not in ("P-256", "P-384"):
         yield f"{label('curve')} must be P-256 or P-384, not {shown(ca.curve)}"
-
     if ca.ra_renew_days >= ca.ra_validity_days:  # a new RA would be due for renewal at once, every run
         yield (f"{label('ra_renew_days')} ({ca.ra_renew_days}) must be less than {label('ra_validity_days')} "
                f"({ca.ra_validity_days})")
+
 
 def _distinguished_name(text: str, where: str) -> Iterator[str]:
     try:
@@ -128,7 +129,15 @@ def _distinguished_name(text: str, where: str) -> Iterator[str]:
         yield f"{where} must be an RFC 4514 distinguished name (like 'CN=Name,O=Org'), not {shown(text)}"
 
 
+def _nul_in_paths(section: object, keys: tuple[str, ...], label: Label) -> Iterator[str]:
+    """Paths are built from these settings: no path can hold a NUL character (the OS would refuse it)."""
+    for key in keys:
+        if "\x00" in (getattr(section, key) or ""):
+            yield f"{label(key)} must be a path, which cannot hold a NUL character"
+
+
 def _intune_values(intune: IntuneConfig, label: Label) -> Iterator[str]:
+    yield from _nul_in_paths(intune, ("client_certificate", "client_key", "ca_bundle"), label)
     for key in ("authority", "intune_resource_url", "graph_resource_url"):
         url = getattr(intune, key)
         if not url.startswith("https://"):

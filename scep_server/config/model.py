@@ -70,18 +70,33 @@ class SecretSource:
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> SecretSource:
-        """A secret setting: a string (inline, dev only), a mapping with env/file/value, or null (none)."""
+        """A secret setting: a string (inline, dev only), a mapping with env/file/value, or null (none).
+
+        A scalar of another type is refused by its type alone: it may be the secret itself, typed without
+        quotes (``key_passphrase: 12345``), and messages never show secrets."""
         if raw is None:
             return cls()
         if isinstance(raw, str):
             return cls(value=raw)
         if not isinstance(raw, dict):
-            raise ConfigError(f"{where} must be a string or a mapping with env/file/value, not {shown(raw)}")
+            found = shown(raw) if isinstance(raw, list) else _scalar_kind(raw)
+            raise ConfigError(f"{where} must be a string or a mapping with env/file/value, not {found}")
         reject_unknown(raw, {"env", "file", "value"}, where)
         for key, value in raw.items():
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{where}.{key} must be a string (quote it), not {shown(value)}")
+                raise ConfigError(f"{where}.{key} must be a string (quote it), not {_scalar_kind(value)}")
+        if "\x00" in (raw.get("file") or ""):
+            raise ConfigError(f"{where}.file must be a file's path, which cannot hold a NUL character")
         return cls(**raw)
+
+
+def _scalar_kind(value: Any) -> str:
+    """What a YAML value is, without the value."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a YAML {type(value).__name__}"
 
 
 DEFAULT_KEY_BACKEND = "file"
@@ -126,6 +141,8 @@ class CAConfig:
     validity_days: int = 3650
     ra_subject: str = "CN=scep-server RA,O=scep-server"
     ra_validity_days: int = 730
+    ra_grace_days: int = 7  # a replaced RA keeps decrypting requests encrypted to it this long
+    ra_renew_days: int = 30  # the RA is renewed automatically when it enters its last this many days
     key_passphrase: SecretSource = field(default_factory=lambda: SecretSource(env="SCEP_CA_PASSPHRASE"))
     include_root_in_getcacert: bool = True
     crl_validity_hours: int = 168
@@ -141,8 +158,6 @@ class CAConfig:
 class ChallengeConfig:
     """How a profile checks the challengePassword: the settings every validator's section has.
 
-    ra_grace_days: int = 7  # a replaced RA keeps decrypting requests encrypted to it this long
-    ra_renew_days: int = 30  # the RA is renewed automatically when it enters its last this many days
     Each validator (``scep_server.challenge``) registers a subclass that adds its own settings, and
     ``type`` chooses it. A bare ``ChallengeConfig`` names a type and takes that validator's defaults.
     ``on_validator_unavailable`` applies to validators that can be unreachable (``intune``): ``fail``

@@ -1,29 +1,32 @@
 """Backup and restore: one archive holding a consistent copy of the database and the CA directory.
 
-The archive is a gzipped tar with ``manifest.json`` (format, schema revision, rows per table, the
-SHA-256 of every other member), ``database/<table>.jsonl`` (one row per line, see
-:mod:`scep_server.store.backup`) and ``ca/<file>`` (the CA directory's files as they are on disk: keys
-stay encrypted with the CA passphrase, which is not in the archive). It is written 0600 under a
-temporary name and renamed into place.
+The archive (:mod:`.backup_archive`) holds ``manifest.json`` (format, schema revision, rows per table,
+the key backend, the SHA-256 and size of every other member), ``database/<table>.jsonl`` (one row per
+line, see :mod:`scep_server.store.backup`) and ``ca/<path>``: every regular file of the CA directory
+and its subdirectories as it is on disk (the RA keyring and the retired RAs too). With the ``file`` key
+backend the keys are among them, encrypted with the CA passphrase, which is not in the archive; with a
+token (``pkcs11``) the keys stay on the token and the archive holds only the certificates.
 
 A backup may run beside a serving server: the database is read in one snapshot, and the CA directory
 changes only on RA rotation (copy it again after one). A restore goes only into an empty database and
-a data directory without a CA; the CA is checked with the configured passphrase before anything is
-written, and the rows are loaded in one transaction. Certificates, CRL numbers and every other row
-come back as they were, so CRL numbers continue and no serial is issued twice (serials are drawn at
-random and unique in the store).
+a data directory without a CA (judged by the CA directory's files, never by asking a token). Everything
+is staged under ``<data_dir>/.ca-restoring-<random>`` and checked there, the CA opened with the
+configured passphrase (or from the token) before anything else is touched; the rows are then loaded in
+one transaction which, just before it commits, renames the staged CA directory into place. What was at
+the CA directory's path (a directory without a CA) is renamed aside first and put back when the load
+fails; a crash leaves it whole, in place or aside, and leaves a staging directory that the next restore
+removes. Certificates, CRL numbers and every other row come back as they were, so CRL numbers continue
+and no serial is issued twice (serials are drawn at random and unique in the store).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
+import fcntl
 import json
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,22 +37,33 @@ from typing import IO, Any
 from sqlalchemy import Engine
 
 from scep_server import __version__
-from scep_server.ca.authority import ca_exists, check_keys_at_rest, load_ca
+from scep_server.ca.authority import CA_CERT, CA_KEY, check_keys_at_rest, load_ca
 from scep_server.config import ServerConfig
 from scep_server.errors import CAError, InvalidInput, StoreError
-from scep_server.files import CERT_FILE_MODE, make_private_dir, write_atomic
+from scep_server.files import give_to_owner_of, make_private_dir, open_lock_file
+from scep_server.service.backup_archive import (
+    CA_DIR,
+    DATABASE_DIR,
+    MANIFEST,
+    allowed_ca_path,
+    build_manifest,
+    ca_member,
+    copy_private,
+    database_member,
+    extract_checked,
+    opened,
+    read_manifest,
+    write_archive,
+)
 from scep_server.store.backup import BackupRepository, DumpSummary, Row
+
+__all__ = ["MANIFEST", "STAGING_PREFIX", "BackupResult", "RestoreResult", "create_backup", "restore_backup"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "scep-server-backup"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-DATABASE_MEMBER = "database/{table}.jsonl"
-CA_MEMBER = "ca/{name}"
-ARCHIVE_MODE = 0o600
-MAX_MANIFEST_BYTES = 1 << 20
-_CHUNK = 1 << 20
+STAGING_PREFIX = ".ca-restoring-"
+RESTORE_LOCK = ".restore.lock"
+FORMER_CA_DIR = "ca.before-restore-{stamp}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,72 +75,116 @@ class BackupResult:
     rows: dict[str, int]
     ca_files: tuple[str, ...]
     keys_encrypted: bool
+    key_backend: str
+    keys_in_archive: bool  # False: the keys stay with their backend (a token)
 
 
 @dataclass(frozen=True, slots=True)
 class RestoreResult:
-    """What a restore put back."""
+    """What a restore put back; ``former_ca_dir``: where the directory found at the CA's path went."""
 
     revision: str
     rows: dict[str, int]
     ca_files: tuple[str, ...]
     ca_subject: str
+    key_backend: str
+    keys_in_archive: bool
+    former_ca_dir: Path | None
+
+
+def ca_in_directory(ca_dir: Path) -> bool:
+    """Whether ``ca_dir`` holds a CA certificate or a CA key file. Only the directory's own files count:
+    keys on a token stay there across a restore, so they say nothing about this directory."""
+    return any(os.path.lexists(ca_dir / name) for name in (CA_CERT, CA_KEY))
 
 
 def create_backup(config: ServerConfig, engine: Engine, passphrase: bytes | None, out: Path) -> BackupResult:
     """Write the archive of this server's database and CA directory to ``out``."""
+    if not ca_in_directory(config.ca_dir):
+        raise CAError(f"no CA in {config.ca_dir}: nothing to back up (initialise or import a CA first)")
     load_ca(config.ca_dir, config.ca, passphrase)  # the CA is whole, and its keys encrypted if a passphrase is set
     check_keys_at_rest(config, passphrase, "backup")
-    with tempfile.TemporaryDirectory(prefix=".scep-backup-", dir=out.parent) as scratch:
-        work = Path(scratch)
-        summary = _dump_database(BackupRepository(engine), work)
-        ca_files = _copy_ca_files(config.ca_dir, work)
-        members = [DATABASE_MEMBER.format(table=table) for table in summary.rows] + [
-            CA_MEMBER.format(name=name) for name in ca_files
-        ]
-        manifest = _manifest(summary, members, work, keys_encrypted=passphrase is not None)
-        _write_archive(out, work, manifest, members)
-    return BackupResult(out, summary.revision, summary.rows, ca_files, keys_encrypted=passphrase is not None)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".scep-backup-", dir=out.parent) as scratch:
+            work = Path(scratch)
+            summary = _dump_database(BackupRepository(engine), work)
+            ca_files = _copy_ca_files(config.ca_dir, work / CA_DIR)
+            members = [database_member(table) for table in summary.rows] + [ca_member(name) for name in ca_files]
+            keys = _KeysKept(config.ca.keys.type, CA_KEY in ca_files, passphrase is not None)
+            write_archive(out, work, build_manifest(_manifest_fields(summary, keys), work, members), members)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the backup {out}: {exc.strerror or exc}") from None
+    return BackupResult(out, summary.revision, summary.rows, ca_files, keys.encrypted, keys.backend, keys.in_archive)
 
 
 def restore_backup(config: ServerConfig, engine: Engine, passphrase: bytes | None, archive: Path) -> RestoreResult:
     """Put the archive's CA directory and database back into this (empty) server's data dir and database."""
-    if ca_exists(config.ca_dir, config.ca.keys):
+    if ca_in_directory(config.ca_dir):
         raise InvalidInput(f"{config.ca_dir} already holds a CA: restore goes into a data directory without one")
     repository = BackupRepository(engine)
     if not repository.is_empty():
         raise InvalidInput("the database already holds data: restore goes into an empty database")
-    make_private_dir(Path(config.data_dir))
-    with _opened(archive) as tar, tempfile.TemporaryDirectory(prefix=".scep-restore-", dir=config.data_dir) as scratch:
-        manifest = _read_manifest(tar)
-        work = Path(scratch)
-        _extract_checked(tar, manifest, work)
-        staged_ca = work / "ca"
-        ca = load_ca(staged_ca, config.ca, passphrase)  # the configured passphrase opens the restored keys
-        installed: list[str] = []
+    data_dir = Path(config.data_dir)
+    make_private_dir(data_dir)
+    with _restore_lock(data_dir), _staging(data_dir) as staging, opened(archive) as tar:
+        manifest = read_manifest(tar)
+        _check_key_backend(manifest, config)
+        extract_checked(tar, manifest, staging)
+        ca = load_ca(staging / CA_DIR, config.ca, passphrase)  # before anything at the CA's path is touched
+        swap = _CaSwap(staging / CA_DIR, config.ca_dir)
         try:
             rows = repository.load(
-                manifest["schema_revision"],
-                lambda table: _read_rows(work, table, manifest),
-                before_commit=lambda: installed.extend(_install_ca_files(staged_ca, config.ca_dir)),
+                manifest["schema_revision"], lambda table: _read_rows(staging, table, manifest),
+                before_commit=swap.put_in_place,
             )
         except BaseException:
-            _remove_ca_files(config.ca_dir, installed)
+            swap.undo()
             raise
-    return RestoreResult(manifest["schema_revision"], rows, tuple(installed), ca.ca_cert.subject.rfc4514_string())
+    former = swap.finish()
+    return RestoreResult(
+        manifest["schema_revision"], rows, _ca_names(manifest), ca.ca_cert.subject.rfc4514_string(),
+        manifest.get("key_backend", "file"), ca_member(CA_KEY) in manifest["sha256"], former,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- backup
 
 
+@dataclass(frozen=True, slots=True)
+class _KeysKept:
+    """Where the CA's keys are: the backend, whether its key files are in the CA directory (and so in the
+    archive), and whether those are encrypted."""
+
+    backend: str
+    in_archive: bool
+    passphrase_set: bool
+
+    @property
+    def encrypted(self) -> bool:
+        return self.in_archive and self.passphrase_set
+
+
+def _manifest_fields(summary: DumpSummary, keys: _KeysKept) -> dict[str, Any]:
+    return {
+        "created_at": datetime.now(UTC).isoformat(),
+        "server_version": __version__,
+        "schema_revision": summary.revision,
+        "database_dialect": summary.dialect,
+        "rows": summary.rows,
+        "key_backend": keys.backend,
+        "keys_in_archive": keys.in_archive,
+        "keys_encrypted": keys.encrypted,
+    }
+
+
 def _dump_database(repository: BackupRepository, work: Path) -> DumpSummary:
-    (work / "database").mkdir(mode=0o700)
+    (work / DATABASE_DIR).mkdir(mode=0o700)
     handles: dict[str, IO[str]] = {}
     try:
         def sink(table: str, row: Row) -> None:
             handle = handles.get(table)
             if handle is None:
-                handle = handles[table] = _private_text(work / DATABASE_MEMBER.format(table=table))
+                handle = handles[table] = _private_text(work / database_member(table))
             handle.write(json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n")
 
         summary = repository.dump(sink)
@@ -134,142 +192,140 @@ def _dump_database(repository: BackupRepository, work: Path) -> DumpSummary:
         for handle in handles.values():
             handle.close()
     for table in summary.rows:  # an empty table still gets its (empty) file
-        _private_text(work / DATABASE_MEMBER.format(table=table), mode="a").close()
+        if table not in handles:
+            _private_text(work / database_member(table)).close()
     return summary
 
 
-def _copy_ca_files(ca_dir: Path, work: Path) -> tuple[str, ...]:
-    """The CA directory's regular files (not temporary ones), copied as they are."""
-    target = work / "ca"
-    target.mkdir(mode=0o700)
+def _copy_ca_files(ca_dir: Path, target: Path) -> tuple[str, ...]:
+    """Every regular file of the CA directory and of its subdirectories, copied as it is; their paths
+    below the directory. Temporary (dot) files and links are left out."""
     names = []
-    for path in sorted(ca_dir.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.is_symlink():
-            continue
-        shutil.copyfile(path, target / path.name)
-        os.chmod(target / path.name, CERT_FILE_MODE)
-        names.append(path.name)
+    for path in _regular_files(ca_dir):
+        relative = path.relative_to(ca_dir)
+        if not allowed_ca_path(relative.parts):
+            raise CAError(f"cannot back up {path}: its name has a control character, or it lies deeper "
+                          "than a restore accepts")
+        copy_private(path, target / relative)
+        names.append(relative.as_posix())
     return tuple(names)
 
 
-def _manifest(summary: DumpSummary, members: list[str], work: Path, *, keys_encrypted: bool) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created_at": datetime.now(UTC).isoformat(),
-        "server_version": __version__,
-        "schema_revision": summary.revision,
-        "database_dialect": summary.dialect,
-        "rows": summary.rows,
-        "keys_encrypted": keys_encrypted,
-        "sha256": {member: _sha256(work / member) for member in members},
-    }
+def _regular_files(directory: Path) -> Iterator[Path]:
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith(".") or path.is_symlink():
+            continue
+        if path.is_dir():
+            yield from _regular_files(path)
+        elif path.is_file():
+            yield path
 
 
-def _write_archive(out: Path, work: Path, manifest: dict[str, Any], members: list[str]) -> None:
-    partial = out.with_name(f".{out.name}.partial")
-    fd = os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, ARCHIVE_MODE)
-    try:
-        os.fchmod(fd, ARCHIVE_MODE)
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-            for member in members:
-                tar.add(work / member, arcname=member, recursive=False, filter=_plain_member)
-            tar.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(partial, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise
-
-
-def _plain_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = ARCHIVE_MODE
-    return info
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = _plain_member(tarfile.TarInfo(name))
-    info.size = len(data)
-    info.mtime = int(datetime.now(UTC).timestamp())
-    tar.addfile(info, io.BytesIO(data))
+def _private_text(path: Path) -> IO[str]:
+    return os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "w", encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------ restore
 
 
 @contextlib.contextmanager
-def _opened(archive: Path) -> Iterator[tarfile.TarFile]:
+def _restore_lock(data_dir: Path) -> Iterator[None]:
+    """One restore at a time in ``data_dir``: so a staging directory found there is a crashed one's."""
+    path = data_dir / RESTORE_LOCK
     try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            yield tar
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        raise InvalidInput(f"{archive} is not a readable backup archive: {exc}") from None
-
-
-def _read_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
+        fd = open_lock_file(path)
+    except OSError as exc:
+        raise InvalidInput(f"cannot open the lock file {path}: {exc.strerror}") from None
     try:
-        info = tar.getmember(MANIFEST)
-    except KeyError:
-        raise InvalidInput("the archive has no manifest.json: not a scep-server backup") from None
-    if not info.isfile() or info.size > MAX_MANIFEST_BYTES:
-        raise InvalidInput("the archive's manifest.json is not a plain file of sane size")
-    handle = tar.extractfile(info)
-    if handle is None:
-        raise InvalidInput("the archive's manifest.json cannot be read")
+        give_to_owner_of(data_dir, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if isinstance(exc, BlockingIOError):
+            raise InvalidInput(f"another restore into {data_dir} is under way") from None
+        raise InvalidInput(f"cannot lock {path}: {exc.strerror}") from None
     try:
-        manifest = json.loads(handle.read())
-    except ValueError:
-        raise InvalidInput("the archive's manifest.json is not JSON") from None
-    _check_manifest(manifest)
-    return manifest  # type: ignore[no-any-return]
+        yield
+    finally:
+        os.close(fd)
 
 
-def _check_manifest(manifest: Any) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InvalidInput("the archive is not a scep-server backup")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise InvalidInput(f"backup format version {manifest.get('format_version')!r} is not {FORMAT_VERSION}")
-    digests, rows, revision = manifest.get("sha256"), manifest.get("rows"), manifest.get("schema_revision")
-    if not isinstance(digests, dict) or not isinstance(rows, dict) or not isinstance(revision, str):
-        raise InvalidInput("the backup's manifest lacks its digests, row counts or schema revision")
-    for member in digests:
-        if not _allowed_member(str(member)):
-            raise InvalidInput(f"the backup names a member outside its layout: {member!r}")
+@contextlib.contextmanager
+def _staging(data_dir: Path) -> Iterator[Path]:
+    """A new private directory ``<data_dir>/.ca-restoring-<random>`` (on the CA directory's filesystem, so
+    its CA directory moves into place by a rename), removed afterwards; those of crashed restores first."""
+    for leftover in sorted(data_dir.glob(STAGING_PREFIX + "*")):
+        log.warning("removing %s, left by a restore that did not finish", leftover)
+        _remove(leftover)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=data_dir))
+    try:
+        yield staging
+    finally:
+        _remove(staging)
 
 
-def _allowed_member(member: str) -> bool:
-    directory, _, name = member.partition("/")
-    plain = bool(name) and "/" not in name and name not in (".", "..") and not name.startswith(".")
-    return plain and directory in ("ca", "database") and (directory != "database" or name.endswith(".jsonl"))
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)
 
 
-def _extract_checked(tar: tarfile.TarFile, manifest: dict[str, Any], work: Path) -> None:
-    """Extract the manifest's members, and only those, as plain files whose SHA-256 matches."""
-    for directory in ("ca", "database"):
-        (work / directory).mkdir(mode=0o700)
-    expected: dict[str, str] = manifest["sha256"]
-    for member, digest in expected.items():
+class _CaSwap:
+    """Renames the staged CA directory to the CA directory's path; whatever was there (a directory without
+    a CA) is renamed aside first, and back by :meth:`undo`."""
+
+    def __init__(self, staged: Path, ca_dir: Path) -> None:
+        self.staged, self.ca_dir = staged, ca_dir
+        self.aside: Path | None = None
+        self.placed = False
+
+    def put_in_place(self) -> None:
         try:
-            info = tar.getmember(member)
-        except KeyError:
-            raise InvalidInput(f"the backup lacks {member}, which its manifest lists") from None
-        source = tar.extractfile(info) if info.isfile() else None
-        if source is None:
-            raise InvalidInput(f"the backup's {member} is not a plain file")
-        target = work / member
-        with source, _private_binary(target) as sink:
-            shutil.copyfileobj(source, sink, _CHUNK)
-        if _sha256(target) != digest:
-            raise InvalidInput(f"the backup's {member} does not match its manifest (damaged or altered)")
+            if os.path.lexists(self.ca_dir):
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                aside = self.ca_dir.with_name(FORMER_CA_DIR.format(stamp=stamp))
+                os.rename(self.ca_dir, aside)
+                self.aside = aside
+            os.rename(self.staged, self.ca_dir)
+        except OSError as exc:
+            raise CAError(f"cannot put the restored CA directory in place at {self.ca_dir}: {exc.strerror}") from exc
+        self.placed = True
+
+    def undo(self) -> None:
+        """Put back what was at the CA directory's path (the database load did not commit)."""
+        if self.placed:
+            os.rename(self.ca_dir, self.staged)
+            self.placed = False
+        if self.aside is not None:
+            os.rename(self.aside, self.ca_dir)
+            self.aside = None
+
+    def finish(self) -> Path | None:
+        """Drop the directory set aside when it is empty; else where it is kept."""
+        if self.aside is None:
+            return None
+        with contextlib.suppress(OSError):
+            self.aside.rmdir()
+            return None
+        log.warning("the directory that was at %s (files, but no CA) is kept as %s", self.ca_dir, self.aside)
+        return self.aside
+
+
+def _check_key_backend(manifest: dict[str, Any], config: ServerConfig) -> None:
+    kept_by, configured = manifest.get("key_backend", "file"), config.ca.keys.type
+    if kept_by != configured:
+        raise InvalidInput(f"the backup's CA keys are kept by the {kept_by!r} key backend, but ca.keys.type is "
+                           f"{configured!r} here: restore with the key backend the backup was made with")
+
+
+def _ca_names(manifest: dict[str, Any]) -> tuple[str, ...]:
+    prefix = ca_member("")
+    return tuple(sorted(member.removeprefix(prefix) for member in manifest["sha256"] if member.startswith(prefix)))
 
 
 def _read_rows(work: Path, table: str, manifest: dict[str, Any]) -> Iterator[Row]:
-    member = DATABASE_MEMBER.format(table=table)
+    member = database_member(table)
     if member not in manifest["sha256"]:
         return
     with (work / member).open(encoding="utf-8") as handle:
@@ -281,41 +337,3 @@ def _read_rows(work: Path, table: str, manifest: dict[str, Any]) -> Iterator[Row
             if not isinstance(row, dict):
                 raise StoreError(f"{member} line {number} is not a row")
             yield row
-
-
-def _install_ca_files(staged: Path, ca_dir: Path) -> tuple[str, ...]:
-    make_private_dir(ca_dir)
-    names = []
-    for path in sorted(staged.iterdir()):
-        write_atomic(ca_dir / path.name, path.read_bytes(), CERT_FILE_MODE)
-        names.append(path.name)
-    if not names:
-        raise CAError("the backup holds no CA files")
-    return tuple(names)
-
-
-def _remove_ca_files(ca_dir: Path, names: list[str]) -> None:
-    """Undo :func:`_install_ca_files` when the database load that went with it did not commit."""
-    for name in names:
-        with contextlib.suppress(OSError):
-            (ca_dir / name).unlink()
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _private_text(path: Path, mode: str = "w") -> IO[str]:
-    flags = os.O_CREAT | os.O_WRONLY | (os.O_APPEND if mode == "a" else os.O_TRUNC)
-    return os.fdopen(os.open(path, flags, 0o600), mode, encoding="utf-8")
-
-
-def _private_binary(path: Path) -> IO[bytes]:
-    return os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "wb")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -83,7 +83,7 @@ MISTAKES = [
     Mistake("a section as a scalar", (("ca", "5"),), {"ca": 5}),
     Mistake("a challenge as a scalar", (("profiles.corp.challenge", '"static"'),),
             {"profiles": {"corp": {"challenge": "static"}}}),
-    Mistake("a secret as a number", (("profiles.corp.challenge.secret", "5"),),
+    Mistake("a secret as a number", (("profiles.corp.challenge.secret", "not a number"),),  # never its value
             {"profiles": {"corp": {"challenge": {"secret": 5}}}}),
     Mistake("an enum value", (("ca.key_type", '"dsa"'),), {"ca": {"key_type": "dsa"}}),
     Mistake("a timeout with a unit", (("intune.connect_timeout", '"5s"'),), {"intune": {"connect_timeout": "5s"}}),
