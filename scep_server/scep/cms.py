@@ -61,7 +61,7 @@ class SignerCertificate:
         """The strict cryptography view, or None when the certificate does not parse strictly."""
         try:
             return x509.load_der_x509_certificate(self.der)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
             return None
 
 
@@ -113,15 +113,29 @@ class SignedMessage:
 
 def parse_signed(der: bytes) -> SignedMessage:
     """Parse a ContentInfo(SignedData) with one signer; RequestError when it is not one."""
+    return _parse_signers(der, exactly_one=True)[0]
+
+
+def parse_each_signer(der: bytes) -> tuple[SignedMessage, ...]:
+    """Parse a ContentInfo(SignedData) with one or more signers: one SignedMessage per SignerInfo, to be
+    verified on its own (a GetNextCACert reply is signed by the CA and by the RA, RFC 8894 §4.7.1).
+
+    RequestError when it is not one, or when a signer's certificate is not in the message."""
+    return _parse_signers(der, exactly_one=False)
+
+
+def _parse_signers(der: bytes, *, exactly_one: bool) -> tuple[SignedMessage, ...]:
     try:
         info = cms.ContentInfo.load(der, strict=True)  # strict: no unsigned bytes after the message
         if info["content_type"].native != "signed_data":
             raise RequestError("pkiMessage is not a SignedData")
         signed = info["content"]
         signer_infos = signed["signer_infos"]
-        if len(signer_infos) != 1:
+        if exactly_one and len(signer_infos) != 1:
             raise RequestError(f"pkiMessage must have exactly one signer, found {len(signer_infos)}")
-        return _signed_message(signed, signer_infos[0])
+        if not signer_infos:
+            raise RequestError("the SignedData has no signer")
+        return tuple(_signed_message(signed, signer_info) for signer_info in signer_infos)
     except RequestError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -260,12 +274,50 @@ def sign(
     signer's identifier) is encoded once (``_signer_parts``); each message encodes only its content,
     its signed attributes and its signature, and the SignedData is their DER in schema order.
     """
-    parts = _signer_parts(
+    parts = _parts_of(signer_cert, signer_key, digest, extra_certificates)
+    the_signer = _signer_info(parts, content, signer_key, digest, attributes, signing_time)
+    encap = cms.EncapsulatedContentInfo({"content_type": "data"} if content is None
+                                        else {"content_type": "data", "content": content})
+    signed = cms.SignedData(
+        contents=parts.head + encap.dump() + parts.certificates + cms.SignerInfos([the_signer]).dump()
+    )
+    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+
+
+def signer_info(
+    content: bytes | None,
+    *,
+    signer_cert: x509.Certificate,
+    signer_key: CmsSigner,
+    digest: DigestAlgorithm,
+    attributes: Sequence[cms.CMSAttribute] = (),
+    signing_time: datetime | None = None,
+) -> cms.SignerInfo:
+    """The SignerInfo :func:`sign` would build, for a SignedData of several signers over ``content``."""
+    parts = _parts_of(signer_cert, signer_key, digest, ())
+    return _signer_info(parts, content, signer_key, digest, attributes, signing_time)
+
+
+def _parts_of(
+    signer_cert: x509.Certificate, signer_key: CmsSigner, digest: DigestAlgorithm,
+    extra_certificates: Sequence[x509.Certificate],
+) -> _SignerParts:  # fmt: skip
+    return _signer_parts(
         signer_cert.public_bytes(serialization.Encoding.DER),
         tuple(c.public_bytes(serialization.Encoding.DER) for c in extra_certificates),
         digest,
         _signature_algorithm(signer_key, digest),
     )
+
+
+def _signer_info(
+    parts: _SignerParts,
+    content: bytes | None,
+    signer_key: CmsSigner,
+    digest: DigestAlgorithm,
+    attributes: Sequence[cms.CMSAttribute],
+    signing_time: datetime | None,
+) -> cms.SignerInfo:
     every_attribute = [
         make_attribute(Attr.CONTENT_TYPE, cms.ContentType("data")),
         make_attribute(Attr.MESSAGE_DIGEST, core.OctetString(digest_of(digest, content or b""))),
@@ -278,15 +330,9 @@ def sign(
     signed_attrs = cms.CMSAttributes(contents=members, implicit=0).dump()
     # RFC 5652 §5.4: the signature covers the attributes' explicit SET OF encoding, not the [0] one.
     signature = signer_key.sign(b"\x31" + signed_attrs[1:], digest.hash())
-    signer_info = cms.SignerInfo(
+    return cms.SignerInfo(
         contents=parts.signer_head + signed_attrs + parts.signature_algorithm + core.OctetString(signature).dump()
     )
-    encap = cms.EncapsulatedContentInfo({"content_type": "data"} if content is None
-                                        else {"content_type": "data", "content": content})
-    signed = cms.SignedData(
-        contents=parts.head + encap.dump() + parts.certificates + cms.SignerInfos([signer_info]).dump()
-    )
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
 
 
 @dataclass(frozen=True, slots=True)
