@@ -154,18 +154,20 @@ def ca_exists(ca_dir: Path, keys: KeyBackendConfig | None = None) -> bool:
 
 
 def init_ca(
-    ca_dir: Path, config: CAConfig, passphrase: bytes | None, *, now: datetime | None = None
+    ca_dir: Path, config: CAConfig, passphrase: bytes | None, *, now: datetime | None = None, label: str = "",
+    subject: x509.Name | None = None,
 ) -> CertificateAuthority:
-    """Create a self-signed CA and its RA in ``ca_dir`` (made mode 0700 when absent)."""
+    """Create a self-signed CA (``subject``, by default ``ca.subject``) and its RA in ``ca_dir`` (made
+    mode 0700 when absent); ``label``: the generation it is (:mod:`~scep_server.ca.generations`)."""
     now = _now(now)
-    _refuse_existing(ca_dir, config.keys)
-    subject = _config_name(config.subject, "ca.subject")
+    _refuse_existing(ca_dir, config.keys, label)
+    subject = subject or _config_name(config.subject, "ca.subject")
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
-    keys = key_backend(ca_dir, passphrase, config.keys)
+    keys = key_backend(ca_dir, passphrase, config.keys, namespace=generation_namespace(label))
     ca_key = keys.generate(KeySpec(config.key_type, rsa_bits=config.key_size, curve=config.curve))
     ca_cert = self_signed_ca(ca_key, subject, config.validity_days, now)
     ra_key = keys.generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
-    ca = _with_ra(config.name, ca_cert, ca_key, (), ra_key, ra_subject, config.ra_validity_days, now)
+    ca = _with_ra(config.name, ca_cert, ca_key, (), ra_key, ra_subject, config.ra_validity_days, now, label)
     _store(ca_dir, ca, ca_key, ra_key)
     return ca
 
@@ -180,6 +182,7 @@ def import_ca(
     chain_pem: bytes | None,
     passphrase: bytes | None,
     now: datetime | None = None,
+    label: str = "",
 ) -> CertificateAuthority:
     """Adopt an existing CA certificate and key, check them, and create an RA under them.
 
@@ -188,10 +191,10 @@ def import_ca(
     re-encrypted with ``passphrase``.
     """
     now = _now(now)
-    _refuse_existing(ca_dir, config.keys)
+    _refuse_existing(ca_dir, config.keys, label)
     ca_cert, *extra = parse_certificates(cert_pem, source="the CA certificate")
     pool = extra + (parse_certificates(chain_pem, source="the chain") if chain_pem else [])
-    keys = key_backend(ca_dir, passphrase, config.keys)
+    keys = key_backend(ca_dir, passphrase, config.keys, namespace=generation_namespace(label))
     ca_key = keys.adopt(key_pem, key_password, source="the CA key", hint="give the key's password")
     if not key_matches(ca_key, ca_cert):
         raise CAError("the private key does not belong to the CA certificate (their public keys differ)")
@@ -199,7 +202,7 @@ def import_ca(
     chain = order_chain(ca_cert, pool, now)
     ra_subject = _config_name(config.ra_subject, "ca.ra_subject")
     ra_key = keys.generate(KeySpec("rsa", rsa_bits=RA_KEY_BITS))
-    ca = _with_ra(config.name, ca_cert, ca_key, chain, ra_key, ra_subject, config.ra_validity_days, now)
+    ca = _with_ra(config.name, ca_cert, ca_key, chain, ra_key, ra_subject, config.ra_validity_days, now, label)
     _store(ca_dir, ca, ca_key, ra_key)
     return ca
 
@@ -340,11 +343,12 @@ def _with_ra(
     ra_subject: x509.Name,
     ra_validity_days: int,
     now: datetime,
+    label: str = "",
 ) -> CertificateAuthority:
     ra = as_ra_key(ra_key, "the new RA key")
     ra_cert = issue_ra(ca_cert, ca_key, ra.public_key(), ra_subject, ra_validity_days, now)
     keyring = RaKeyring(RaIdentity(ra_cert, ra, RaFiles(RA_CERT, RA_KEY)))
-    return CertificateAuthority(name, ca_cert, ca_key, keyring, chain)
+    return CertificateAuthority(name, ca_cert, ca_key, keyring, chain, label)
 
 
 def _config_name(text: str, setting: str) -> x509.Name:
@@ -357,9 +361,10 @@ def _config_name(text: str, setting: str) -> x509.Name:
     return name
 
 
-def _refuse_existing(ca_dir: Path, keys: KeyBackendConfig) -> None:
-    if ca_exists(ca_dir, keys):
-        where = key_backend(ca_dir, None, keys).describe(CA_KEY)
+def _refuse_existing(ca_dir: Path, keys: KeyBackendConfig, label: str = "") -> None:
+    backend = key_backend(ca_dir, None, keys, namespace=generation_namespace(label))
+    if backend.exists(CA_KEY) or (ca_dir / CA_CERT).exists():
+        where = backend.describe(CA_KEY)
         raise CAError(f"{ca_dir} already holds a CA; remove {where} and {ca_dir / CA_CERT} first to replace it")
 
 

@@ -36,6 +36,7 @@ from scep_server.ca.authority import (
     CA_CERT,
     CA_KEY,
     CertificateAuthority,
+    generation_namespace,
     key_backend,
     load_ca,
     unencrypted_keys_allowed,
@@ -78,14 +79,14 @@ class _Horizon:
 
 
 def verify_authority(
-    ca_dir: Path, config: ServerConfig, passphrase: bytes | None, *, now: datetime | None = None
+    ca_dir: Path, config: ServerConfig, passphrase: bytes | None, *, now: datetime | None = None, label: str = ""
 ) -> list[Finding]:
-    """The findings on the CA in ``ca_dir`` (of ``config``'s ``ca`` section) at ``now``; never raises on a
-    broken CA directory."""
+    """The findings on the CA in ``ca_dir`` (of ``config``'s ``ca`` section; ``label``: the CA generation
+    it holds, "" for the first) at ``now``; never raises on a broken CA directory."""
     moment = now or datetime.now(UTC)
     try:
-        ca = load_ca(ca_dir, config.ca, passphrase, now=moment)
-        keys = key_backend(ca_dir, passphrase, config.ca.keys)
+        ca = load_ca(ca_dir, config.ca, passphrase, now=moment, label=label)
+        keys = key_backend(ca_dir, passphrase, config.ca.keys, namespace=generation_namespace(label))
     except (CAError, ConfigError) as exc:
         return [Finding(Level.FAIL, "CA directory", str(exc))]
     ca_horizon = _Horizon(

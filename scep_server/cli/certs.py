@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from scep_server.cli.common import PROG, Subcommands, ca_issuer, fail, open_store
+from scep_server.ca.generations import issuer_names
+from scep_server.cli.common import PROG, Subcommands, fail, open_store
 from scep_server.cli.output import print_fields
 from scep_server.config import ServerConfig
 from scep_server.pki.names import printable
@@ -84,10 +85,11 @@ def cmd_certs_revoke(config: ServerConfig, args: argparse.Namespace) -> int:
 
 @contextmanager
 def _queries(config: ServerConfig) -> Iterator[CertificateQueries]:
-    """Lookups of any issuer's certificates (as stored); revocations default to this CA's."""
-    issuer = ca_issuer(config)
+    """Lookups of any issuer's certificates (as stored); a revocation without an issuer finds the
+    certificate in whichever CA generation issued it."""
+    issuers = issuer_names(config.ca_dir, config.ca.name)
     with open_store(config) as store:
-        yield CertificateQueries(store, RevocationService(store, issuer=issuer))
+        yield CertificateQueries(store, RevocationService(store, issuer=issuers[0], issuers=lambda: issuers))
 
 
 def _parse_serial(text: str) -> int:

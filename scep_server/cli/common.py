@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeAlias
 
-from scep_server.ca.authority import CA_CERT
-from scep_server.ca.certfiles import load_certificates
+from scep_server.ca.generations import issuer_names
 from scep_server.config import ServerConfig
 from scep_server.files import make_private_dir
 from scep_server.store import Store
@@ -42,5 +41,5 @@ def migrate(config: ServerConfig) -> None:
 
 
 def ca_issuer(config: ServerConfig) -> str:
-    """The CA's subject as the store keys certificates, without loading (or decrypting) its key."""
-    return load_certificates(config.ca_dir / CA_CERT)[0].subject.rfc4514_string()
+    """The issuing CA's subject as the store keys certificates, without loading (or decrypting) its key."""
+    return issuer_names(config.ca_dir, config.ca.name)[0]

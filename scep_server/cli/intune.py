@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from scep_server.cli.common import Subcommands, ca_issuer, fail, open_store
+from scep_server.ca.generations import issuer_names
+from scep_server.cli.common import Subcommands, fail, open_store
 from scep_server.config import ServerConfig
 from scep_server.intune.check import run_checks
 from scep_server.intune.client import IntuneClient
@@ -58,7 +59,8 @@ def cmd_intune_sync_revocations(config: ServerConfig, args: argparse.Namespace) 
     client = IntuneClient(config.intune)
     try:
         with open_store(config) as store:
-            revocations = RevocationService(store, issuer=ca_issuer(config))
+            issuers = issuer_names(config.ca_dir, config.ca.name)  # each CA generation's, the issuing one first
+            revocations = RevocationService(store, issuer=issuers[0], issuers=lambda: issuers)
             report = revocation_sync(config, store, client, revocations).run_safely()
     finally:
         client.close()
