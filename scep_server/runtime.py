@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from scep_server.ca.authority import CertificateAuthority, key_backend, load_ca
+from scep_server.ca.authority import CertificateAuthority
+from scep_server.ca.generations import Generation, Generations, load_generations, watched_files
 from scep_server.ca.live import LiveAuthority
+from scep_server.ca.ocsp import IssuerHashes
 from scep_server.ca.policy import IssuancePolicy
 from scep_server.ca.responder import DelegatedResponder, responder_policy
 from scep_server.challenge import Resources, build_validator, defers_when_unavailable, needs_intune
@@ -24,9 +26,10 @@ from scep_server.service.enrollment import EnrollmentService
 from scep_server.service.intune_outbox import NotificationOutbox
 from scep_server.service.intune_sync import RevocationSync
 from scep_server.service.issuance import IssuanceService
+from scep_server.service.issuers import Issuers, IssuerServices, OcspRouter
 from scep_server.service.ocsp import OcspResponder
 from scep_server.service.profile import GetCertScope, Profile
-from scep_server.service.publishing import CrlCache
+from scep_server.service.publishing import CrlCache, RevocationWatch
 from scep_server.service.ra_renewal import RaRenewal
 from scep_server.service.readiness import Readiness
 from scep_server.service.revocation import RevocationService
@@ -39,10 +42,10 @@ class Runtime:
     authority: LiveAuthority
     store: Store
     profiles: dict[str, Profile]
-    crls: CrlCache
+    issuers: Issuers
     service: EnrollmentService
     background: BackgroundWorker
-    ocsp: OcspResponder
+    ocsp: OcspRouter
     revocations: RevocationService
     certificates: CertificateQueries
     readiness: Readiness
@@ -51,6 +54,11 @@ class Runtime:
     def ca(self) -> CertificateAuthority:
         """The CA with its current RA keyring (``ca rotate-ra`` and the renewal job change it on disk)."""
         return self.authority.current()
+
+    @property
+    def crls(self) -> CrlCache:
+        """The issuing generation's CRL (each generation has its own: ``issuers``)."""
+        return self.issuers.active().crls
 
     def close(self) -> None:
         self.background.stop()
@@ -104,61 +112,74 @@ def build_profile(config: ServerConfig, profile: ProfileConfig, resources: Resou
 
 def build_runtime(config: ServerConfig) -> Runtime:
     """Load the CA, open (and migrate) the store, build every profile. Raises ConfigError/CAError."""
-    ca = load_ca(config.ca_dir, config.ca, ca_passphrase(config))
+    generations = load_generations(config.ca_dir, config.ca, ca_passphrase(config))
     store = Store.open(config.effective_database_url)
     try:
         store.migrate()
-        return _assemble(config, ca, store)
+        return _assemble(config, generations, store)
     except Exception:
         store.close()
         raise
 
 
-def _assemble(config: ServerConfig, ca: CertificateAuthority, store: Store) -> Runtime:
-    authority = live_authority(config, ca)
+def _assemble(config: ServerConfig, generations: Generations, store: Store) -> Runtime:
+    authority = live_authority(config, generations)
+    ca = generations.active.ca
     worker_tasks: list[Task] = []
     background = BackgroundWorker(worker_tasks, locks=LockFactory(store))
-    validity = timedelta(hours=config.ca.crl_validity_hours)
-    crls = CrlCache(
-        ca, store, validity=validity, refresh=min(validity / 4, timedelta(hours=1)), wake=background.wake.set
+    watch = RevocationWatch(store)
+    issuers = Issuers(authority, lambda generation: _issuer_services(config, generation, store, watch, background))
+    worker_tasks.append(jobs.crl_publishing(issuers.publish_due))
+    issuers.active().responder.current()  # create/renew at startup; fails early if the CA dir is read-only
+    worker_tasks.append(jobs.ocsp_responder_renewal(issuers.renew_responders))
+    ocsp = OcspRouter(issuers)
+    revocations = RevocationService(
+        store, issuer=ca.issuer_name, caches=(issuers,),
+        issuers=lambda: [generation.ca.issuer_name for generation in authority.generations().all()],
     )
-    worker_tasks.append(jobs.crl_publishing(crls.publish_due))
-    ocsp = _ocsp_responder(config, ca, store, crls, worker_tasks)
-    revocations = RevocationService(store, issuer=ca.issuer_name, caches=(crls, ocsp))
     resources = _intune_services(config, store, background, worker_tasks, revocations)
     profiles = {p.name: build_profile(config, p, resources) for p in config.profiles}
     lease = timedelta(seconds=config.transaction_lease_seconds)
-    issuance = IssuanceService(ca, store, revocations)
-    service = EnrollmentService(authority, store, profiles, crls, issuance, claim_lease=lease)
+    issuance = IssuanceService(authority, store, revocations)
+    service = EnrollmentService(authority, store, profiles, issuers, issuance, claim_lease=lease)
     worker_tasks.append(jobs.undelivered_certificates(service.withdraw_abandoned))
     if any(p.defer_when_unavailable for p in profiles.values()):
         worker_tasks.append(jobs.deferred_validations(DeferredValidations(store, service.issuance, profiles)))
-    certificates = CertificateQueries(store, revocations, issuer=ca.issuer_name)
-    renewal = RaRenewal(authority, config.ca_dir, config.ca, ca_passphrase(config))
+    certificates = CertificateQueries(store, revocations)  # any generation's: a rollover keeps the old ones
+    renewal = RaRenewal(authority, config.ca, ca_passphrase(config))
     worker_tasks.append(jobs.ra_renewal(renewal.renew_due))
-    readiness = Readiness.of_server(config, authority, store, crls)
+    readiness = Readiness.of_server(config, authority, store, issuers)
     readiness.radar.survey(local_only=True)  # the gauges set and a near expiry logged at start, without Graph
     worker_tasks.append(jobs.credential_expiry(readiness.radar.survey))
     return Runtime(
-        config, authority, store, profiles, crls, service, background, ocsp, revocations, certificates, readiness
+        config, authority, store, profiles, issuers, service, background, ocsp, revocations, certificates, readiness
     )
 
 
-def live_authority(config: ServerConfig, ca: CertificateAuthority) -> LiveAuthority:
-    """``ca``, following its RA keyring in ``config.ca_dir`` (rotations by any process) from now on."""
+def live_authority(config: ServerConfig, generations: Generations) -> LiveAuthority:
+    """``generations``, following the files of ``config.ca_dir`` (RA rotations, rollovers by any process)."""
     passphrase = ca_passphrase(config)
-    return LiveAuthority(ca, config.ca_dir, lambda: key_backend(config.ca_dir, passphrase, config.ca.keys))
+    return LiveAuthority(
+        generations, lambda: load_generations(config.ca_dir, config.ca, passphrase),
+        lambda: tuple(watched_files(config.ca_dir, config.ca)),
+    )
 
 
-def _ocsp_responder(
-    config: ServerConfig, ca: CertificateAuthority, store: Store, crls: CrlCache, tasks: list[Task]
-) -> OcspResponder:
+def _issuer_services(
+    config: ServerConfig, generation: Generation, store: Store, watch: RevocationWatch, background: BackgroundWorker
+) -> IssuerServices:
+    """The CRL and the OCSP responder of one CA generation (its delegated responder in its directory)."""
+    ca = generation.ca
+    validity = timedelta(hours=config.ca.crl_validity_hours)
+    crls = CrlCache(
+        ca, store, validity=validity, refresh=min(validity / 4, timedelta(hours=1)), watch=watch,
+        wake=background.wake.set,
+    )
     policy = responder_policy(config.ca.ocsp_subject, config.ca.ocsp_validity_days)
-    responder = DelegatedResponder(config.ca_dir, ca, ca_passphrase(config), policy, keys=config.ca.keys)
-    responder.current()  # create/renew at startup; fails early if the CA dir is read-only
-    tasks.append(jobs.ocsp_responder_renewal(responder.current))
-    return OcspResponder(ca, store, responder, crls.watch,
+    responder = DelegatedResponder(generation.directory, ca, ca_passphrase(config), policy, keys=config.ca.keys)
+    ocsp = OcspResponder(ca, store, responder, watch,
                          validity=timedelta(minutes=config.ca.ocsp_response_validity_minutes))
+    return IssuerServices(generation, crls, ocsp, responder, IssuerHashes(ca.ca_cert))
 
 
 def _intune_services(

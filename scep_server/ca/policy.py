@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from cryptography import x509
@@ -109,6 +109,14 @@ class IssuancePolicy:
             raise ValueError(f"allowed_san_types takes {', '.join(SAN_TYPES)}")
         if self.max_sans < 0 or self.max_subject_length < 1 or self.max_san_length < 1:
             raise ValueError("max_sans must not be negative, max_subject_length and max_san_length positive")
+
+    def for_generation(self, label: str) -> IssuancePolicy:
+        """This policy for certificates of the CA generation ``label``: its own CDP and caIssuers URLs
+        (``.../crl/<label>.crl``, ``.../ca/<label>.crt``), the OCSP URL shared."""
+        return replace(
+            self, crl_url=_relabelled(self.crl_url, label, ".crl"),
+            ca_issuers_url=_relabelled(self.ca_issuers_url, label, ".crt"),
+        )
 
     @classmethod
     def from_profile(
@@ -322,3 +330,10 @@ def _check_eku(oid: x509.ObjectIdentifier, policy: IssuancePolicy, listed: set[x
 
 def _eku_label(oid: x509.ObjectIdentifier) -> str:
     return RESTRICTED_EKUS.get(oid) or _EKU_LABELS.get(oid) or "an unnamed EKU"
+
+
+def _relabelled(url: str | None, label: str, suffix: str) -> str | None:
+    """``url`` (``<base>/<name><suffix>``) naming ``label`` instead."""
+    if url is None or not url.endswith(suffix):
+        return url
+    return f"{url.rsplit('/', 1)[0]}/{label}{suffix}"

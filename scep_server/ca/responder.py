@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from scep_server.ca.authority import CertificateAuthority, key_backend
+from scep_server.ca.authority import CertificateAuthority, generation_namespace, key_backend
 from scep_server.ca.certfiles import load_single_certificate, replace_pair
 from scep_server.ca.keys import KeyBackend, KeySpec, NewKey, Signer, key_matches
 from scep_server.ca.material import MATERIAL_BACKDATE, authority_key_identifier
@@ -169,7 +169,7 @@ class DelegatedResponder:
     ) -> None:
         self._dir = ca_dir
         self._ca = ca
-        self._keys = key_backend(ca_dir, passphrase, keys)
+        self._keys = key_backend(ca_dir, passphrase, keys, namespace=generation_namespace(ca.label))
         self._policy = policy
         self._now = now
         self._lock = threading.Lock()

@@ -34,8 +34,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from scep_server import logs
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.csr import check_renewal_identity
+from scep_server.ca.generations import Generations
 from scep_server.ca.live import LiveAuthority, as_live
-from scep_server.ca.ra_keyring import RaIdentity, RaKeyring
+from scep_server.ca.ra_keyring import RaIdentity
 from scep_server.challenge import ValidationRequest
 from scep_server.errors import (
     BadCertId,
@@ -64,7 +65,7 @@ from scep_server.scep.types import MessageType
 from scep_server.service.issuance import Deferred, IssuanceService
 from scep_server.service.outcome import OperationStatus, Outcome
 from scep_server.service.profile import GetCertScope, Profile
-from scep_server.service.publishing import CrlCache
+from scep_server.service.publishing import CrlSource
 from scep_server.store import (
     AuditEvent,
     CertificateRecord,
@@ -87,7 +88,7 @@ class EnrollmentService:
 
     def __init__(
         self, ca: CertificateAuthority | LiveAuthority, store: Store, profiles: Mapping[str, Profile],
-        crls: CrlCache, issuance: IssuanceService, *, claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+        crls: CrlSource, issuance: IssuanceService, *, claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
     ) -> None:
         """``ca``: a LiveAuthority follows RA rotations on disk. ``claim_lease``: how long a PENDING
         transaction's handler is presumed alive; after that a retry of the request takes the transaction
@@ -111,7 +112,7 @@ class EnrollmentService:
         """Answer one pkiMessage. RequestError escapes when no CertRep can be built."""
         ip = requester_ip[:MAX_IP_CHARS] if requester_ip else None
         signed, context = message.read_envelope(der)
-        ra = _addressed_ra(self.ca.ra_keyring, signed)
+        ra = _addressed_ra(self.authority.generations(), signed)
         context = replace(context, responder=CertRepSigner(ra.cert, ra.key))
         with logs.log_context(transaction_id=context.transaction_id):
             return self._answer(profile, signed, context, ip, ra)
@@ -239,7 +240,7 @@ class EnrollmentService:
         raise failure_for(FailInfo(record.fail_info or FailInfo.BAD_REQUEST), record.fail_reason or "request failed")
 
     def _stored_certificate(self, serial: int) -> x509.Certificate:
-        stored = self.store.get_certificate(serial, self.ca.issuer_name)
+        stored = self.store.get_certificate(serial, None)  # of any generation: one may have been activated since
         if stored is None:
             raise StoreError(f"transaction names certificate {serial:x}, which is not in the store")
         return x509.load_der_x509_certificate(stored.der)
@@ -290,9 +291,13 @@ class EnrollmentService:
                                     "nor with a valid certificate of this CA")
 
     def _issued_by_us(self, issuer_der: bytes, serial: int, der: bytes) -> CertificateRecord | None:
-        if issuer_der != self.ca.ca_cert.subject.public_bytes() or not serial_storable(serial):
+        """The stored certificate ``der`` if one of our CA generations issued it (the active one, or one
+        a rollover replaced: its certificates renew into the active one's)."""
+        issuer = next((generation.ca for generation in self.authority.generations().all()
+                       if generation.ca.ca_cert.subject.public_bytes() == issuer_der), None)
+        if issuer is None or not serial_storable(serial):
             return None
-        record = self.store.get_certificate(serial, self.ca.issuer_name)
+        record = self.store.get_certificate(serial, issuer.issuer_name)
         return record if record is not None and record.der == der else None
 
     # CertPoll / GetCert / GetCRL ------------------------------------------------------------------
@@ -317,17 +322,17 @@ class EnrollmentService:
             return "it is signed with another key than the request"
         if name_digest(request.subject) != record.subject_sha256:
             return "it names another subject than the request"
-        if name_digest(request.issuer) != name_digest(self.ca.ca_cert.subject):
+        if self.authority.generations().issued_by(request.issuer) is None:
             return f"issuer {request.issuer.rfc4514_string()[:200]!r} is not this CA"
         return None
 
     def _get_cert(self, profile: Profile, request: GetCert) -> Outcome:
         """GetCert (RFC 8894 §3.3.4): a certificate of this profile, for its holder (or anyone: ``any``)."""
-        self._require_our_issuer(request.issuer)
+        issuer = self._require_our_issuer(request.issuer)
         serial = request.serial
         if not serial_storable(serial):
             raise BadCertId(f"serial {serial} is not a serial number this CA issues")
-        stored = self.store.get_certificate(serial, self.ca.issuer_name)
+        stored = self.store.get_certificate(serial, issuer.issuer_name)
         if stored is None:
             raise BadCertId(f"no certificate with serial {serial:x}")
         if stored.profile != profile.name:
@@ -349,15 +354,21 @@ class EnrollmentService:
 
     def _get_crl(self, request: GetCrl) -> Outcome:
         self._require_our_issuer(request.issuer)
+        crl = self.crls.crl_der(request.issuer)
+        if crl is None:
+            raise BadCertId(f"no CRL of issuer {request.issuer.rfc4514_string()[:200]!r}")
         reply = message.cert_rep_success(
             request.context, _responder(request.context), cipher=request.cipher, key_transport=request.key_transport,
-            crls=[self.crls.current_der()],
+            crls=[crl],
         )
         return Outcome(reply, OperationStatus.SUCCESS, "CRL")
 
-    def _require_our_issuer(self, issuer: x509.Name) -> None:
-        if issuer.rfc4514_string() != self.ca.issuer_name:
+    def _require_our_issuer(self, issuer: x509.Name) -> CertificateAuthority:
+        """The CA generation named ``issuer`` (GetCert, GetCRL: route by issuer)."""
+        generation = self.authority.generations().issued_by(issuer)
+        if generation is None:
             raise BadCertId(f"issuer {issuer.rfc4514_string()!r} is not this CA")
+        return generation.ca
 
     def _success(self, request: PkiRequest, certificates: list[x509.Certificate], detail: str) -> Outcome:
         reply = message.cert_rep_success(
@@ -376,15 +387,18 @@ class EnrollmentService:
             log.error("audit record lost: %s (transaction=%s)", exc, context.transaction_id)
 
 
-def _addressed_ra(keyring: RaKeyring, signed: SignedMessage) -> RaIdentity:
-    """The RA the request's envelope is encrypted to: the current one or one it replaced that is still in
-    its grace period. An envelope addressed to none of them is opened with the current RA, which refuses it
-    the way it refuses any envelope it cannot open."""
-    usable = [ra for ra in keyring.identities() if ra.usable(datetime.now(UTC))]
+def _addressed_ra(generations: Generations, signed: SignedMessage) -> RaIdentity:
+    """The RA the request's envelope is encrypted to: the issuing CA's current RA, one it replaced that is
+    still in its grace period, or the RA of another CA generation (a device that cached the CA a rollover
+    replaced, or fetched the staged one with GetNextCACert). An envelope addressed to none of them is
+    opened with the current RA, which refuses it the way it refuses any envelope it cannot open."""
+    now = datetime.now(UTC)
+    current = generations.active.ca.ra_keyring.current
+    usable = [ra for generation in generations.all() for ra in generation.ca.ra_keyring.identities() if ra.usable(now)]
     if len(usable) < 2:
-        return keyring.current
+        return current
     index = addressed_recipient(signed.content, [ra.cert for ra in usable])
-    return usable[index] if index is not None else keyring.current
+    return usable[index] if index is not None else current
 
 
 def _responder(context: ReplyContext) -> CertRepSigner:

@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.csr import check_csr, describe_sans
 from scep_server.ca.issue import build_certificate, thumbprints
+from scep_server.ca.live import LiveAuthority, as_live
 from scep_server.challenge import IssuedCertificate, ValidationRequest
 from scep_server.errors import (
     BadRequest,
@@ -98,11 +99,28 @@ class Deferred:
 class IssuanceService:
     """Validates, issues and records certificates for claimed transactions."""
 
-    def __init__(self, ca: CertificateAuthority, store: Store, revocations: RevocationService) -> None:
-        """``revocations`` withdraws what must not be delivered, so the CRL and OCSP answers follow at once."""
-        self.ca = ca
+    def __init__(
+        self, ca: CertificateAuthority | LiveAuthority, store: Store, revocations: RevocationService
+    ) -> None:
+        """``ca``: a LiveAuthority issues with whichever generation is active (``ca rollover activate``).
+        ``revocations`` withdraws what must not be delivered, so the CRL and OCSP answers follow at once."""
+        self.authority = as_live(ca)
         self.store = store
         self.revocations = revocations
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The issuing CA now."""
+        return self.authority.current()
+
+    def _sign(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
+        ca = self.ca
+        return build_certificate(validation.csr, ca, profile.policy.for_generation(ca.generation))
+
+    def _issuer_of(self, certificate: x509.Certificate) -> CertificateAuthority:
+        """The generation's CA that issued ``certificate`` (it may have been replaced since)."""
+        generation = self.authority.generations().issued_by(certificate.issuer)
+        return generation.ca if generation is not None else self.ca
 
     def decide(
         self, profile: Profile, validation: ValidationRequest, record: TransactionRecord, *, renewal: bool
@@ -143,7 +161,7 @@ class IssuanceService:
             if _validates(profile, renewal=renewal):
                 profile.validator.validate(validation)
             check_csr(validation.csr, profile.policy)
-            return build_certificate(validation.csr, self.ca, profile.policy)
+            return self._sign(profile, validation)
         except Exception:  # noqa: BLE001 - every refusal is recorded by the claimed path, which repeats it
             return None
 
@@ -251,7 +269,7 @@ class IssuanceService:
     def _redeliver(self, profile: Profile, validation: ValidationRequest, serial: int) -> x509.Certificate:
         """The certificate stored for this transaction (same CSR) by a handler that did not finish: told to
         the validator again (Intune's acknowledgement may never have come), then delivered."""
-        stored = self.store.get_certificate(serial, self.ca.issuer_name)
+        stored = self.store.get_certificate(serial, None)  # of any generation: one may have been activated since
         if stored is None:
             raise StoreError(f"transaction {validation.transaction_id!r} names certificate {serial:x}, "
                              "which is not in the store")
@@ -265,7 +283,7 @@ class IssuanceService:
     def _build(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
         try:
             check_csr(validation.csr, profile.policy)
-            return build_certificate(validation.csr, self.ca, profile.policy)
+            return self._sign(profile, validation)
         except PKIFailure as failure:
             profile.validator.notify_failed(validation, E_INVALIDARG, failure.detail)
             self._fail(profile, validation, failure)
@@ -296,7 +314,8 @@ class IssuanceService:
     def _confirm(self, profile: Profile, validation: ValidationRequest, certificate: x509.Certificate) -> None:
         """Tell the validator; when it does not acknowledge, withdraw the certificate for good."""
         try:
-            profile.validator.notify_issued(validation, IssuedCertificate(certificate, self.ca.ca_cert, self.ca.name))
+            issuer = self._issuer_of(certificate)
+            profile.validator.notify_issued(validation, IssuedCertificate(certificate, issuer.ca_cert, issuer.name))
         except ValidatorUnavailable as exc:
             if not self._withdraw(validation, certificate):
                 log.warning("profile=%s transaction=%s: certificate %x was acknowledged and delivered by "
@@ -312,7 +331,7 @@ class IssuanceService:
         try:
             self.store.complete_transaction(
                 profile=profile.name, transaction_id=validation.transaction_id,
-                serial=certificate.serial_number, issuer=self.ca.issuer_name,
+                serial=certificate.serial_number, issuer=certificate.issuer.rfc4514_string(),
                 csr_sha256=hashlib.sha256(validation.csr_der).hexdigest(),
             )
         except (TransactionNotPending, AlreadyRevoked) as exc:
@@ -375,7 +394,7 @@ class IssuanceService:
         sha1, sha256 = thumbprints(certificate)
         return NewCertificate(
             serial=certificate.serial_number,
-            issuer=self.ca.issuer_name,
+            issuer=certificate.issuer.rfc4514_string(),
             subject=certificate.subject.rfc4514_string(),
             sans=describe_sans(certificate),
             not_before=certificate.not_valid_before_utc,

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.x509 import ocsp as x509_ocsp
@@ -85,6 +85,16 @@ class _CachedResponse:
 
 
 MAX_KEPT_REQUEST_BYTES = 1024  # larger requests are answered from the CertID index only
+
+
+class OcspService(Protocol):
+    """Answers OCSP requests: one CA's :class:`OcspResponder`, or a router over several."""
+
+    def respond(self, der: bytes) -> OcspAnswer: ...
+
+    def cached(self, der: bytes) -> OcspAnswer | None: ...
+
+    def invalidate(self) -> None: ...
 
 
 class OcspResponder:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -101,6 +102,14 @@ class _ServedCrl:
     built_at: float  # on this process's monotonic clock; estimated from thisUpdate for one built elsewhere
 
 
+class CrlSource(Protocol):
+    """The CRLs a server serves: the issuing CA's (``current_der``), and each generation's by issuer."""
+
+    def current_der(self) -> bytes: ...
+
+    def crl_der(self, issuer: x509.Name) -> bytes | None: ...
+
+
 class CrlCache:
     """The CA's full CRL (RFC 5280 §5), one for every process: built by one, kept in the store.
 
@@ -159,6 +168,10 @@ class CrlCache:
             if served is None or not self._servable(served):
                 served = self._publish()
             return served.der
+
+    def crl_der(self, issuer: x509.Name) -> bytes | None:
+        """The CRL when ``issuer`` is this CA's subject (:class:`CrlSource`), else None."""
+        return self.current_der() if issuer == self._ca.ca_cert.subject else None
 
     def invalidate(self) -> None:
         """Report a revocation made by this process: the next CRL served includes it."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from scep_server import metrics
 from scep_server.ca.authority import rotate_ra
@@ -25,9 +24,9 @@ log = logging.getLogger(__name__)
 class RaRenewal:
     """Renews the RA of one CA directory when it is due; see the module docstring."""
 
-    def __init__(self, authority: LiveAuthority, ca_dir: Path, config: CAConfig, passphrase: bytes | None) -> None:
+    def __init__(self, authority: LiveAuthority, config: CAConfig, passphrase: bytes | None) -> None:
+        """Renews the RA of the issuing generation (``authority.generations().active``)."""
         self._authority = authority
-        self._ca_dir = ca_dir
         self._config = config
         self._passphrase = passphrase
 
@@ -51,15 +50,16 @@ class RaRenewal:
         moment = now or datetime.now(UTC)
         if not self.due(moment):
             return False
-        old = self._authority.current()
+        active = self._authority.generations().active
+        old = active.ca
         try:
-            new = rotate_ra(self._ca_dir, old, self._config, self._passphrase, now=moment)
+            new = rotate_ra(active.directory, old, self._config, self._passphrase, now=moment)
         except ScepServerError as exc:
             metrics.RA_RENEWALS.labels("failed").inc()
             log.error("RA renewal failed; RA %x still serves and expires %s: %s",
                       old.ra_cert.serial_number, old.ra_cert.not_valid_after_utc, exc)
             return False
-        self._authority.replace(new)
+        self._authority.replace_active(new)
         metrics.RA_RENEWALS.labels("renewed").inc()
         log.warning(
             "RA renewed: RA %x (valid until %s) replaces RA %x, which keeps decrypting until %s",

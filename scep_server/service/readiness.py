@@ -45,7 +45,7 @@ from scep_server.service.expiry import (
     renewed_thresholds,
     server_credentials,
 )
-from scep_server.service.publishing import CrlCache
+from scep_server.service.publishing import CrlSource
 from scep_server.store import Store
 
 __all__ = ["CheckResult", "CrlDates", "Readiness", "ReadinessReport", "check_crl", "check_keys"]
@@ -88,7 +88,7 @@ class Readiness:
 
     @classmethod
     def of_server(
-        cls, config: ServerConfig, ca: CertificateAuthority | LiveAuthority, store: Store, crls: CrlCache,
+        cls, config: ServerConfig, ca: CertificateAuthority | LiveAuthority, store: Store, crls: CrlSource,
         *, app: AppHealth | None = None,
     ) -> Readiness:
         """The checks of a serving process; ``app`` is built when a profile validates with Intune. The

@@ -64,7 +64,11 @@ class RevocationCache(Protocol):
 
 
 class RevocationService:
-    """Revokes certificates of ``issuer`` (the CA's subject as RFC 4514) unless told another issuer."""
+    """Revokes certificates of ``issuer`` (the CA's subject as RFC 4514) unless told another issuer.
+
+    ``issuers``, when given, names every CA generation's subject, the issuing one first: it is then the
+    default issuer, and a serial revoked without an issuer is looked for under each (the certificates
+    of a CA a rollover replaced are still revoked by serial)."""
 
     def __init__(
         self,
@@ -73,11 +77,17 @@ class RevocationService:
         issuer: str,
         caches: Sequence[RevocationCache] = (),
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        issuers: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self._store = store
-        self._issuer = issuer
+        self._fixed_issuer = issuer
+        self._issuers = issuers
         self._caches = tuple(caches)
         self._now = now
+
+    @property
+    def _issuer(self) -> str:
+        return self._issuers()[0] if self._issuers is not None else self._fixed_issuer
 
     def revoke(
         self,
@@ -96,7 +106,7 @@ class RevocationService:
         """
         code = revocation_reason(reason)
         when = self._revocation_time(revoked_at)
-        issuer_name = self._issuer_name(issuer)
+        issuer_name = self._issuer_name(issuer) if issuer is not None else self._issuer_of(serial)
         record = self._store.revoke(serial, issuer_name, reason=int(code), revoked_at=when)
         self._invalidate()
         log.info("revoked serial=%x issuer=%r reason=%s", serial, issuer_name, code.rfc_name)
@@ -145,6 +155,13 @@ class RevocationService:
         if revoked_at > now + FUTURE_TOLERANCE:
             raise ValueError("revoked_at lies in the future")
         return revoked_at
+
+    def _issuer_of(self, serial: int) -> str:
+        """The generation that issued ``serial``: the issuing one unless only another has it."""
+        if self._issuers is None:
+            return self._fixed_issuer
+        names = self._issuers()
+        return next((name for name in names if self._store.get_certificate(serial, name) is not None), names[0])
 
     def _issuer_name(self, issuer: str | x509.Name | None) -> str:
         if issuer is None:

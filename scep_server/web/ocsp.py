@@ -6,7 +6,7 @@ carries it base64-encoded (then URL-encoded) in the path. Every answer is HTTP 2
 and tryLater apart. Successful responses may be cached by HTTP caches until their nextUpdate.
 
 :class:`CachedAnswers` sits in front of the Flask app: a request whose answer the responder keeps
-(:meth:`OcspResponder.cached`, looked up by the request bytes) is answered there, with the same headers,
+(:meth:`OcspService.cached`, looked up by the request bytes) is answered there, with the same headers,
 without Flask building a request; everything else, misses included, goes through the views below.
 """
 
@@ -26,7 +26,7 @@ from urllib.parse import unquote
 from flask import Blueprint, Response, request
 from werkzeug.http import http_date
 
-from scep_server.service.ocsp import OcspAnswer, OcspResponder
+from scep_server.service.ocsp import OcspAnswer, OcspService
 from scep_server.web import errors
 from scep_server.web.context import runtime
 
@@ -116,7 +116,7 @@ class CachedAnswers:
     error and every other request get exactly the views' answers.
     """
 
-    def __init__(self, app: WSGIApplication, responder: OcspResponder, max_body_bytes: int) -> None:
+    def __init__(self, app: WSGIApplication, responder: OcspService, max_body_bytes: int) -> None:
         self._app = app
         self._responder = responder
         self._max_body_bytes = max_body_bytes

@@ -1,4 +1,4 @@
-"""The SCEP endpoint (RFC 8894 §4): GetCACaps, GetCACert, PKIOperation by GET and POST.
+"""The SCEP endpoint (RFC 8894 §4): GetCACaps, GetCACert, GetNextCACert, PKIOperation by GET and POST.
 
 Served at ``/scep`` and ``/scep/<profile>``, and at the paths devices and MDMs use out of habit:
 ``/cgi-bin/pkiclient.exe`` (RFC 8894's example), ``/certsrv/mscep/mscep.dll`` and
@@ -20,8 +20,10 @@ from flask import Blueprint, Response, abort, current_app, request
 from scep_server import logs, metrics
 from scep_server.errors import PayloadTooLarge, RequestError
 from scep_server.scep import cms
+from scep_server.scep.nextca import NEXT_CA_CERT
 from scep_server.service.outcome import OperationStatus, Outcome
 from scep_server.service.profile import Profile
+from scep_server.service.rollover import next_ca_response, next_ca_staged
 from scep_server.web.backpressure import BUSY_RETRY_AFTER, OperationSlots
 from scep_server.web.budget import FailureBudget
 from scep_server.web.context import runtime
@@ -84,9 +86,12 @@ def _handle(profile_name: str) -> Response:
     return response
 
 
-def capabilities(profile: Profile) -> list[str]:
-    """What this profile really does, with the exact-case keywords clients match (RFC 8894 §3.5.2)."""
+def capabilities(profile: Profile, *, next_ca: bool = False) -> list[str]:
+    """What this profile really does, with the exact-case keywords clients match (RFC 8894 §3.5.2);
+    ``next_ca``: a rollover has staged the next CA (GetNextCACert)."""
     caps = ["AES", "DES3", "POSTPKIOperation"] if profile.decode.allow_3des else ["AES", "POSTPKIOperation"]
+    if next_ca:
+        caps.append("GetNextCACert")
     if profile.allow_renewal:
         caps.append("Renewal")
     if profile.decode.allow_sha1:
@@ -96,7 +101,8 @@ def capabilities(profile: Profile) -> list[str]:
 
 
 def _get_ca_caps(profile: Profile) -> Response:
-    return Response("\n".join(capabilities(profile)), mimetype="text/plain")
+    staged = next_ca_staged(runtime().authority.generations())
+    return Response("\n".join(capabilities(profile, next_ca=staged)), mimetype="text/plain")
 
 
 def _get_ca_cert(profile: Profile) -> Response:
@@ -104,6 +110,17 @@ def _get_ca_cert(profile: Profile) -> Response:
     current = runtime()
     certificates = current.ca.getcacert_certificates(current.config.ca.include_root_in_getcacert)
     return Response(cms.certs_only(certificates), mimetype="application/x-x509-ca-ra-cert")
+
+
+def _get_next_ca_cert(profile: Profile) -> Response:
+    """The next CA and RA, signed by the current ones (RFC 8894 §4.7); 400, as for any operation not
+    offered, when no rollover is staged (GetCACaps advertises it only then)."""
+    current = runtime()
+    include_root = current.config.ca.include_root_in_getcacert
+    reply = next_ca_response(current.authority.generations(), include_root=include_root)
+    if reply is None:
+        raise RequestError("unsupported operation 'GetNextCACert': no CA rollover is staged")
+    return Response(reply, mimetype=NEXT_CA_CERT)
 
 
 def _pki_operation(profile: Profile) -> Response:
@@ -180,6 +197,7 @@ def _failure_budget() -> FailureBudget:
 _OPERATIONS: dict[str, Callable[[Profile], Response]] = {
     "GetCACaps": _get_ca_caps,
     "GetCACert": _get_ca_cert,
+    "GetNextCACert": _get_next_ca_cert,
     "PKIOperation": _pki_operation,
 }
 

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from scep_server.ca import authority
-from scep_server.ca.authority import init_ca, key_backend, load_ca
+from scep_server.ca.authority import init_ca, load_ca
+from scep_server.ca.generations import load_generations, watched_files
 from scep_server.ca.live import LiveAuthority
 from scep_server.config import CAConfig
 from scep_server.errors import CAError
@@ -26,8 +27,11 @@ def renewals(result: str) -> float:
 
 
 def renewal(ca_dir: Path, config: CAConfig = CONFIG) -> tuple[RaRenewal, LiveAuthority]:
-    live = LiveAuthority(load_ca(ca_dir, config, None), ca_dir, lambda: key_backend(ca_dir, None, config.keys))
-    return RaRenewal(live, ca_dir, config, None), live
+    live = LiveAuthority(
+        load_generations(ca_dir, config, None), lambda: load_generations(ca_dir, config, None),
+        lambda: tuple(watched_files(ca_dir, config)),
+    )
+    return RaRenewal(live, config, None), live
 
 
 def test_the_ra_is_renewed_in_its_last_days_and_only_then(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
