@@ -1,6 +1,6 @@
 """The expiry radar: when each credential the server depends on runs out, as a gauge, a log line and in /readyz.
 
-Credentials: the CA certificate (as loaded), the current RA certificate (the one a rotation or the
+Credentials: the issuing CA's certificate, its current RA certificate (the one a rotation or the
 renewal job put in place), the delegated OCSP responder certificate (its file, which the renewal task
 replaces), and the Entra ID app's credential: the client certificate file's
 notAfter, or the client secret's endDateTime as Graph lists it (see :mod:`scep_server.intune.credentials`).
@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-
-from cryptography import x509
 
 from scep_server import metrics
 from scep_server.ca.authority import CertificateAuthority
@@ -201,7 +199,7 @@ def server_credentials(
     RA's is the current RA's, whichever rotation (``ca rotate-ra``, the renewal job) put it there."""
     authority = as_live(ca)
     sources: dict[str, Source] = {
-        "ca": _fixed(authority.current().ca_cert),
+        "ca": lambda: authority.current().ca_cert.not_valid_after_utc,  # the issuing generation's
         "ra": lambda: authority.current().ra_cert.not_valid_after_utc,
         "ocsp": CertificateFile(ca_dir / OCSP_CERT).not_after,
     }
@@ -211,8 +209,3 @@ def server_credentials(
     elif credential is not None and app is not None:
         sources["client_secret"] = app.secret_not_after
     return sources
-
-
-def _fixed(certificate: x509.Certificate) -> Source:
-    not_after = certificate.not_valid_after_utc
-    return lambda: not_after
