@@ -7,8 +7,8 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from scep_server.ca.authority import CertificateAuthority
-from scep_server.ca.generations import Generation, Generations, load_generations, watched_files
-from scep_server.ca.live import LiveAuthority
+from scep_server.ca.generations import Generation, load_generations, watched_files
+from scep_server.ca.live import LiveAuthority, follow
 from scep_server.ca.ocsp import IssuerHashes
 from scep_server.ca.policy import IssuancePolicy
 from scep_server.ca.responder import DelegatedResponder, responder_policy
@@ -112,19 +112,18 @@ def build_profile(config: ServerConfig, profile: ProfileConfig, resources: Resou
 
 def build_runtime(config: ServerConfig) -> Runtime:
     """Load the CA, open (and migrate) the store, build every profile. Raises ConfigError/CAError."""
-    generations = load_generations(config.ca_dir, config.ca, ca_passphrase(config))
+    authority = live_authority(config)
     store = Store.open(config.effective_database_url)
     try:
         store.migrate()
-        return _assemble(config, generations, store)
+        return _assemble(config, authority, store)
     except Exception:
         store.close()
         raise
 
 
-def _assemble(config: ServerConfig, generations: Generations, store: Store) -> Runtime:
-    authority = live_authority(config, generations)
-    ca = generations.active.ca
+def _assemble(config: ServerConfig, authority: LiveAuthority, store: Store) -> Runtime:
+    ca = authority.current()
     worker_tasks: list[Task] = []
     background = BackgroundWorker(worker_tasks, locks=LockFactory(store))
     watch = RevocationWatch(store)
@@ -156,11 +155,12 @@ def _assemble(config: ServerConfig, generations: Generations, store: Store) -> R
     )
 
 
-def live_authority(config: ServerConfig, generations: Generations) -> LiveAuthority:
-    """``generations``, following the files of ``config.ca_dir`` (RA rotations, rollovers by any process)."""
+def live_authority(config: ServerConfig) -> LiveAuthority:
+    """The CA generations of ``config.ca_dir``, loaded and followed (RA rotations, rollovers by any
+    process). Raises CAError/ConfigError when the issuing one does not load."""
     passphrase = ca_passphrase(config)
-    return LiveAuthority(
-        generations, lambda: load_generations(config.ca_dir, config.ca, passphrase),
+    return follow(
+        lambda: load_generations(config.ca_dir, config.ca, passphrase),
         lambda: tuple(watched_files(config.ca_dir, config.ca)),
     )
 

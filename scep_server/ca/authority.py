@@ -221,7 +221,7 @@ def load_ca(
     ca_key = keys.load(CA_KEY)
     if not key_matches(ca_key, ca_cert):
         raise CAError(f"{keys.describe(CA_KEY)} does not belong to the certificate in {ca_dir / CA_CERT}")
-    keyring = load_ra_keyring(ca_dir, keys, now)
+    keyring = load_ra_keyring(ca_dir, keys, now, issuer=ca_cert)
     if not is_issued_by(keyring.current.cert, ca_cert):
         raise CAError(f"the RA certificate in {ca_dir / keyring.current.files.cert} was not issued by the CA "
                       "(rotate the RA)")

@@ -21,7 +21,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -61,6 +61,7 @@ class GenerationRecord:
 
     label: str
     path: str = _HOME
+    activated_at: datetime | None = None  # when it became (or becomes) the issuer; None: the first one
 
     @property
     def is_first(self) -> bool:
@@ -87,9 +88,15 @@ class GenerationState:
 
     def settled(self, now: datetime) -> GenerationState:
         """The state with an activation whose time has come carried out."""
-        if self.active_label(now) == self.active:
+        if self.next is None or self.active_label(now) == self.active:
             return self
-        return replace(self, active=self.active_label(now), next=None, activate_at=None)
+        return replace(self, active=self.next, next=None, activate_at=None)
+
+    def activating(self, at: datetime) -> GenerationState:
+        """The staged generation recorded as the issuer from ``at``."""
+        records = tuple(replace(record, activated_at=at) if record.label == self.next else record
+                        for record in self.records)
+        return replace(self, records=records)
 
     def active_label(self, now: datetime) -> str:
         """The generation that issues at ``now``: the staged one once its activation time has come."""
@@ -110,10 +117,16 @@ class Generation:
 
     ca: CertificateAuthority
     directory: Path
+    # A retired generation's RAs open requests (from devices that cached it) until this time: its
+    # successor's activation plus ca.ra_grace_days. None: no limit but the RA certificates' own.
+    decrypts_until: datetime | None = None
 
     @property
     def label(self) -> str:
         return self.ca.generation
+
+    def decrypts(self, now: datetime) -> bool:
+        return self.decrypts_until is None or now < self.decrypts_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +138,7 @@ class Generations:
     next: Generation | None = None
     retired: tuple[Generation, ...] = ()
     activate_at: datetime | None = field(default=None, compare=False)
+    ra_grace: timedelta = field(default=timedelta(days=7), compare=False)
 
     @classmethod
     def single(cls, ca: CertificateAuthority, directory: Path) -> Generations:
@@ -138,7 +152,13 @@ class Generations:
         """As of ``now``: the staged generation active once its activation time has passed."""
         if self.next is None or self.activate_at is None or now < self.activate_at:
             return self
-        return Generations(self.next, None, (self.active, *self.retired))
+        replaced = replace(self.active, decrypts_until=self.activate_at + self.ra_grace)
+        return Generations(self.next, None, (replaced, *self.retired), ra_grace=self.ra_grace)
+
+    def decrypting(self, now: datetime) -> tuple[Generation, ...]:
+        """The generations whose RAs open requests at ``now``: the active one, and those it replaced
+        within their grace period. Never the staged one: it is announced, not in use."""
+        return (self.active, *(generation for generation in self.retired if generation.decrypts(now)))
 
     def issued_by(self, issuer: x509.Name) -> Generation | None:
         """The generation whose CA subject is ``issuer``."""
@@ -174,7 +194,11 @@ def read_state(ca_dir: Path, ca_name: str) -> GenerationState:
 def write_state(ca_dir: Path, state: GenerationState) -> None:
     document = {
         "format": _FORMAT,
-        "generations": [{"label": record.label, "path": record.path} for record in state.records],
+        "generations": [
+            {"label": record.label, "path": record.path,
+             "activated_at": record.activated_at.isoformat() if record.activated_at else None}
+            for record in state.records
+        ],
         "active": state.active,
         "next": state.next,
         "activate_at": state.activate_at.isoformat() if state.activate_at else None,
@@ -188,14 +212,20 @@ def load_generations(
     """Every generation of ``ca_dir``. The active one must load; a staged or retired one that does not is
     logged and left out (it would only serve GetNextCACert, or old certificates' status)."""
     moment = now or datetime.now(UTC)
+    grace = timedelta(days=config.ra_grace_days)
     state = read_state(ca_dir, config.name)
     active = _load(ca_dir, state.record(state.active), config, passphrase, moment)
     others = {record.label: _load_or_none(ca_dir, record, config, passphrase, moment)
               for record in state.records if record.label != state.active}
-    retired_labels = [record.label for record in state.records[: state.records.index(state.record(state.active))]]
-    retired = tuple(generation for label in reversed(retired_labels) if (generation := others.get(label)))
+    position = state.records.index(state.record(state.active))
+    retired: list[Generation] = []
+    for record, successor in reversed(list(zip(state.records[:position], state.records[1:position + 1], strict=True))):
+        generation = others.get(record.label)
+        if generation is not None:
+            until = successor.activated_at + grace if successor.activated_at else None
+            retired.append(replace(generation, decrypts_until=until))
     staged = others.get(state.next) if state.next else None
-    return Generations(active, staged, retired, state.activate_at).at(moment)
+    return Generations(active, staged, tuple(retired), state.activate_at, grace).at(moment)
 
 
 def issuer_names(ca_dir: Path, ca_name: str, *, now: datetime | None = None) -> list[str]:
@@ -243,8 +273,7 @@ def stage_next(
     if state.next is not None:
         raise CAError(f"generation {state.next} is staged already: activate it first")
     active = _load(ca_dir, state.record(state.active), config, passphrase, moment).ca
-    number = len(state.records) + 1
-    label = f"{config.name}-g{number}"
+    number, label = _free_label(ca_dir, config, state)
     record = GenerationRecord(label, f"{GENERATIONS_DIR}/{label}")
     directory = record.directory(ca_dir)
     if imported is None:
@@ -263,6 +292,22 @@ def stage_next(
         raise
     log.warning("CA generation %s staged (subject %s); GetNextCACert hands it out", label, ca.issuer_name)
     return Generation(ca, directory)
+
+
+def _free_label(ca_dir: Path, config: CAConfig, state: GenerationState) -> tuple[int, str]:
+    """The next generation's number and label (``<ca.name>-g<n>``, the name reduced to a plain URL
+    segment), skipping any whose directory or token keys exist without the index naming them (a stage
+    that failed half-way, a restored backup): those are never overwritten."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", config.name).strip("-._")[:80] or "ca"
+    number = len(state.records) + 1
+    while True:
+        label = f"{base}-g{number}"
+        taken = {record.label for record in state.records}
+        directory = ca_dir / GENERATIONS_DIR / label
+        keys = key_backend(directory, None, config.keys, namespace=generation_namespace(label))
+        if label not in taken and not directory.exists() and not keys.exists(CA_KEY):
+            return number, label
+        number += 1
 
 
 def _make_next(
@@ -301,9 +346,9 @@ def activate(ca_dir: Path, config: CAConfig, *, at: datetime | None = None, now:
     if state.next is None:
         raise CAError("no CA generation is staged: run `scep-server ca rollover stage` first")
     if at is not None and at > moment:
-        write_state(ca_dir, replace(state, activate_at=at))
+        write_state(ca_dir, replace(state.activating(at), activate_at=at))
     else:
-        write_state(ca_dir, replace(state, active=state.next, next=None, activate_at=None))
+        write_state(ca_dir, replace(state.activating(moment), active=state.next, next=None, activate_at=None))
     return state.next
 
 
@@ -394,11 +439,13 @@ def _record(entry: object) -> GenerationRecord:
     if not isinstance(entry, dict):
         raise TypeError("a generation must be an object")
     label, path = entry["label"], entry.get("path", _HOME)
-    if not isinstance(label, str) or not _LABEL.fullmatch(label) or not isinstance(path, str):
+    if not isinstance(label, str) or not isinstance(path, str) or not label:  # the first: ca.name, as it is
+        raise ValueError(f"bad generation {label!r} at {path!r}")
+    if path != _HOME and not _LABEL.fullmatch(label):  # a directory name: no '..', no odd characters
         raise ValueError(f"bad generation {label!r} at {path!r}")
     if path != _HOME and path != f"{GENERATIONS_DIR}/{label}":
         raise ValueError(f"generation {label!r} must live in {GENERATIONS_DIR}/{label}, not {path!r}")
-    return GenerationRecord(label, path)
+    return GenerationRecord(label, path, _time(entry.get("activated_at")))
 
 
 def _time(text: object) -> datetime | None:

@@ -43,8 +43,11 @@ class LiveAuthority:
         check_every: float = CHECK_EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stamp: _Stamp | None = None,
     ) -> None:
-        """``load`` None: generations that never change, as tests and tools hold them."""
+        """``load`` None: generations that never change, as tests and tools hold them. ``stamp``: the
+        watched files' identities taken *before* ``generations`` were loaded (:func:`follow`), so that
+        a change made while they loaded is seen at the first look."""
         self._generations = generations
         self._load = load
         self._watched = watched
@@ -53,7 +56,7 @@ class LiveAuthority:
         self._now = now
         self._lock = threading.Lock()
         self._checked_at = clock()
-        self._stamp = self._stamp_now()
+        self._stamp = stamp if stamp is not None else self._stamp_now()
         self._failed_stamp: _Stamp | None = None
 
     @classmethod
@@ -83,14 +86,14 @@ class LiveAuthority:
         with self._lock:
             generations = self._generations.at(self._now())
             self._generations = replace(generations, active=Generation(ca, generations.active.directory))
-            self._stamp = self._stamp_now()
+            self._stamp = ()  # what else changed on disk meanwhile is loaded at the next look
 
     def _look(self) -> None:
         self._checked_at = self._clock()
         if self._load is None:
             return
         stamp = self._stamp_now()
-        if stamp == self._stamp:
+        if stamp in (self._stamp, self._failed_stamp):  # unchanged, or the change that did not load
             return
         try:
             loaded = self._load()
@@ -105,6 +108,12 @@ class LiveAuthority:
 
     def _stamp_now(self) -> _Stamp:
         return tuple(_file_stamp(path) for path in self._watched())
+
+
+def follow(load: Callable[[], Generations], watched: Callable[[], Iterable[Path]]) -> LiveAuthority:
+    """The generations ``load`` gives, followed from then on: the watched files are stamped first."""
+    stamp = tuple(_file_stamp(path) for path in watched())
+    return LiveAuthority(load(), load, watched, stamp=stamp)
 
 
 def as_live(ca: CertificateAuthority | LiveAuthority) -> LiveAuthority:

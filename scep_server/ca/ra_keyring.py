@@ -13,8 +13,13 @@ leaves either the old keyring or the new one, never a half; nothing is ever rena
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,10 +30,14 @@ from scep_server.ca.certfiles import load_single_certificate, replace_pair
 from scep_server.ca.keys import KeyBackend, NewKey, RaKey, as_ra_key, key_matches
 from scep_server.errors import CAError
 from scep_server.files import CERT_FILE_MODE, write_atomic
+from scep_server.pki.chain import is_issued_by
 
 log = logging.getLogger(__name__)
 
 KEYRING_INDEX = "ra-keyring.json"
+LOCK_FILE = ".ra-keyring.lock"
+_RA_CERT_NAME = re.compile(r"ra(-[0-9a-f]{1,40})?\.pem")
+_RA_KEY_NAME = re.compile(r"ra(-[0-9a-f]{1,40})?\.key")
 LEGACY_CERT, LEGACY_KEY = "ra.pem", "ra.key"
 _FORMAT = 1
 
@@ -88,11 +97,13 @@ def index_path(ca_dir: Path) -> Path:
     return ca_dir / KEYRING_INDEX
 
 
-def load_ra_keyring(ca_dir: Path, keys: KeyBackend, now: datetime | None = None) -> RaKeyring:
+def load_ra_keyring(
+    ca_dir: Path, keys: KeyBackend, now: datetime | None = None, *, issuer: x509.Certificate | None = None
+) -> RaKeyring:
     """The keyring of ``ca_dir``, with the previous RAs whose grace period is over left out.
 
-    The current RA must load and match; a previous one that does not is logged and left out (it only
-    serves devices that cached it)."""
+    The current RA must load and match; a previous one that does not, or that ``issuer`` (the CA) did
+    not issue, is logged and left out (it only serves devices that cached it)."""
     moment = now or datetime.now(UTC)
     current_files, previous = _read_index(ca_dir)
     current = _load_identity(ca_dir, keys, current_files, None)
@@ -101,9 +112,14 @@ def load_ra_keyring(ca_dir: Path, keys: KeyBackend, now: datetime | None = None)
         if until <= moment:
             continue
         try:
-            kept.append(_load_identity(ca_dir, keys, files, until))
+            identity = _load_identity(ca_dir, keys, files, until)
         except CAError as exc:
             log.warning("the previous RA %s is left out of the keyring: %s", files.cert, exc)
+            continue
+        if issuer is not None and not is_issued_by(identity.cert, issuer):
+            log.warning("the previous RA %s is left out of the keyring: the CA did not issue it", files.cert)
+            continue
+        kept.append(identity)
     return RaKeyring(current, tuple(kept))
 
 
@@ -125,32 +141,54 @@ def rotate_ra_keyring(
     if not key_matches(ra_key, new_cert):
         raise CAError("the new RA key does not belong to the new RA certificate")
     files = RaFiles(f"ra-{new_cert.serial_number:x}.pem", f"ra-{new_cert.serial_number:x}.key")
-    prune_ra_keyring(ca_dir, keys, moment)  # also those a keyring loaded after their grace no longer holds
-    replace_pair(new_key, files.key, ca_dir / files.cert, new_cert)  # new names: nothing points at them yet
+    with _index_lock(ca_dir):  # one rotation at a time per CA directory: the CLI, the job, a replica
+        current, previous = _read_index(ca_dir)
+        if current != keyring.current.files:
+            raise CAError(f"the RA of {ca_dir} was rotated meanwhile (it is now {current.cert}): try again")
+        replace_pair(new_key, files.key, ca_dir / files.cert, new_cert)  # new names: nothing points at them yet
+        retiring = [(current, moment + grace), *previous]
+        kept = [(entry, until) for entry, until in retiring if until > moment]
+        try:
+            _write_index_files(ca_dir, files, kept)
+        except CAError:
+            _destroy_files(ca_dir, keys, files)
+            raise
+        for entry, until in retiring:
+            if until <= moment:
+                _destroy_files(ca_dir, keys, entry)
     retired = replace(keyring.current, usable_until=moment + grace)
-    kept = tuple(ra for ra in (retired, *keyring.previous) if ra.usable(moment))
-    try:
-        _write_index(ca_dir, files, kept)
-    except CAError:
-        _destroy_files(ca_dir, keys, files)
-        raise
-    dropped = [ra for ra in (retired, *keyring.previous) if ra not in kept]
-    _destroy(ca_dir, keys, dropped)
-    return RaKeyring(RaIdentity(new_cert, ra_key, files), kept)
+    still = tuple(ra for ra in (retired, *keyring.previous) if ra.usable(moment))
+    return RaKeyring(RaIdentity(new_cert, ra_key, files), still)
 
 
 def prune_ra_keyring(ca_dir: Path, keys: KeyBackend, now: datetime | None = None) -> int:
     """Drop the previous RAs whose grace period is over from the index and destroy them; how many."""
     moment = now or datetime.now(UTC)
-    current, previous = _read_index(ca_dir)
-    expired = [(files, until) for files, until in previous if until <= moment]
-    if not expired:
-        return 0
-    kept = [(files, until) for files, until in previous if until > moment]
-    _write_index_files(ca_dir, current, kept)
-    for files, _ in expired:
-        _destroy_files(ca_dir, keys, files)
+    with _index_lock(ca_dir):
+        current, previous = _read_index(ca_dir)
+        expired = [(files, until) for files, until in previous if until <= moment]
+        if not expired:
+            return 0
+        kept = [(files, until) for files, until in previous if until > moment]
+        _write_index_files(ca_dir, current, kept)
+        for files, _ in expired:
+            _destroy_files(ca_dir, keys, files)
     return len(expired)
+
+
+@contextlib.contextmanager
+def _index_lock(ca_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the keyring of ``ca_dir`` across processes (``.ra-keyring.lock``)."""
+    path = ca_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, CERT_FILE_MODE)
+    except OSError as exc:
+        raise CAError(f"cannot lock {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _load_identity(ca_dir: Path, keys: KeyBackend, files: RaFiles, until: datetime | None) -> RaIdentity:
@@ -180,10 +218,13 @@ def _read_index(ca_dir: Path) -> tuple[RaFiles, list[tuple[RaFiles, datetime]]]:
 
 
 def _files(entry: object) -> RaFiles:
+    """An entry's names: only RA names (``ra.pem``/``ra.key``, ``ra-<hex serial>.pem``/``.key``), never
+    a path or another key of the CA directory (a retired RA's files are deleted)."""
     if not isinstance(entry, dict):
         raise TypeError("an RA entry must be an object")
     cert, key = entry["cert"], entry["key"]
-    if not (isinstance(cert, str) and isinstance(key, str)) or "/" in cert or cert.startswith("."):
+    if not (isinstance(cert, str) and _RA_CERT_NAME.fullmatch(cert) and isinstance(key, str)
+            and _RA_KEY_NAME.fullmatch(key)):
         raise ValueError(f"bad RA file names {cert!r}, {key!r}")
     return RaFiles(cert, key)
 
@@ -197,11 +238,6 @@ def _time(text: object) -> datetime:
     return moment
 
 
-def _write_index(ca_dir: Path, current: RaFiles, previous: tuple[RaIdentity, ...]) -> None:
-    entries = [(ra.files, ra.usable_until) for ra in previous if ra.usable_until is not None]
-    _write_index_files(ca_dir, current, entries)
-
-
 def _write_index_files(ca_dir: Path, current: RaFiles, previous: list[tuple[RaFiles, datetime]]) -> None:
     document = {
         "format": _FORMAT,
@@ -211,11 +247,6 @@ def _write_index_files(ca_dir: Path, current: RaFiles, previous: list[tuple[RaFi
         ],
     }
     write_atomic(index_path(ca_dir), json.dumps(document, indent=2).encode() + b"\n", CERT_FILE_MODE)
-
-
-def _destroy(ca_dir: Path, keys: KeyBackend, identities: list[RaIdentity]) -> None:
-    for identity in identities:
-        _destroy_files(ca_dir, keys, identity.files)
 
 
 def _destroy_files(ca_dir: Path, keys: KeyBackend, files: RaFiles) -> None:

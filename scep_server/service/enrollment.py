@@ -389,12 +389,14 @@ class EnrollmentService:
 
 def _addressed_ra(generations: Generations, signed: SignedMessage) -> RaIdentity:
     """The RA the request's envelope is encrypted to: the issuing CA's current RA, one it replaced that is
-    still in its grace period, or the RA of another CA generation (a device that cached the CA a rollover
-    replaced, or fetched the staged one with GetNextCACert). An envelope addressed to none of them is
-    opened with the current RA, which refuses it the way it refuses any envelope it cannot open."""
+    still in its grace period, or an RA of the CA a rollover replaced, for ``ca.ra_grace_days`` after the
+    activation (a device that cached the old GetCACert). Not the staged CA's RA: it is announced, not in
+    use. An envelope addressed to none of them is opened with the current RA, which refuses it the way it
+    refuses any envelope it cannot open."""
     now = datetime.now(UTC)
     current = generations.active.ca.ra_keyring.current
-    usable = [ra for generation in generations.all() for ra in generation.ca.ra_keyring.identities() if ra.usable(now)]
+    usable = [ra for generation in generations.decrypting(now) for ra in generation.ca.ra_keyring.identities()
+              if ra.usable(now)]
     if len(usable) < 2:
         return current
     index = addressed_recipient(signed.content, [ra.cert for ra in usable])

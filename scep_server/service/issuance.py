@@ -349,7 +349,7 @@ class IssuanceService:
         try:
             return self.revocations.withdraw_undelivered(
                 profile=validation.profile, transaction_id=validation.transaction_id,
-                serial=certificate.serial_number, reason=reason,
+                serial=certificate.serial_number, reason=reason, issuer=certificate.issuer.rfc4514_string(),
             )
         except (StoreError, Conflict, NotFound) as exc:  # never handed out: the next claim revokes it
             log.error("could not revoke withdrawn certificate %x: %s", certificate.serial_number, exc)

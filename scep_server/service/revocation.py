@@ -114,13 +114,14 @@ class RevocationService:
 
     def withdraw_undelivered(
         self, *, profile: str, transaction_id: str, serial: int,
-        reason: CRLReason = CRLReason.CESSATION_OF_OPERATION,
+        reason: CRLReason = CRLReason.CESSATION_OF_OPERATION, issuer: str | None = None,
     ) -> bool:
         """Revoke a certificate stored for a transaction that must not be delivered, in the same store
         transaction that checks it was not delivered: False, and nothing changes, when another handler
-        delivered it (the transaction is ISSUED with it). ``CertificateNotFound`` if it is not stored."""
+        delivered it (the transaction is ISSUED with it). ``CertificateNotFound`` if it is not stored.
+        ``issuer``: the certificate's (a rollover may have made another CA the default since)."""
         withdrawn = self._store.withdraw_undelivered(
-            profile=profile, transaction_id=transaction_id, serial=serial, issuer=self._issuer,
+            profile=profile, transaction_id=transaction_id, serial=serial, issuer=issuer or self._issuer,
             reason=int(reason), revoked_at=self._now(),
         )
         if withdrawn:

@@ -296,7 +296,7 @@ def test_rotate_ra(tmp_path: Path, config: CAConfig) -> None:
     assert load_ca(tmp_path / "ca", config, b"pw", now=after_grace).ra_keyring.previous == ()
     new_files = loaded.ra_keyring.current.files
     assert mode(tmp_path / "ca" / new_files.key) == 0o600
-    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == sorted(
+    assert sorted(p.name for p in (tmp_path / "ca").iterdir() if not p.name.startswith(".")) == sorted(
         [CA_KEY, CA_CERT, RA_KEY, RA_CERT, "ra-keyring.json", new_files.cert, new_files.key]
     )
 
@@ -327,7 +327,8 @@ def test_rotate_ra_failure_leaves_the_old_keyring(tmp_path: Path, monkeypatch: p
     with pytest.raises(CAError, match="disk full"):
         rotate_ra(tmp_path / "ca", old, config, None, now=NOW)
     assert load_ca(tmp_path / "ca", config, None).ra_cert == old.ra_cert
-    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == sorted([CA_KEY, CA_CERT, RA_KEY, RA_CERT])
+    listed = sorted(p.name for p in (tmp_path / "ca").iterdir() if not p.name.startswith("."))
+    assert listed == sorted([CA_KEY, CA_CERT, RA_KEY, RA_CERT])
 
 
 # --- import_ca ------------------------------------------------------------------------------------
