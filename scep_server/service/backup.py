@@ -10,13 +10,14 @@ token (``pkcs11``) the keys stay on the token and the archive holds only the cer
 A backup may run beside a serving server: the database is read in one snapshot, and the CA directory
 changes only on RA rotation (copy it again after one). A restore goes only into an empty database and
 a data directory without a CA (judged by the CA directory's files, never by asking a token). Everything
-is staged under ``<data_dir>/.ca-restoring-<random>`` and checked there, the CA opened with the
-configured passphrase (or from the token) before anything else is touched; the rows are then loaded in
-one transaction which, just before it commits, renames the staged CA directory into place. What was at
-the CA directory's path (a directory without a CA) is renamed aside first and put back when the load
-fails; a crash leaves it whole, in place or aside, and leaves a staging directory that the next restore
-removes. Certificates, CRL numbers and every other row come back as they were, so CRL numbers continue
-and no serial is issued twice (serials are drawn at random and unique in the store).
+is staged under ``<data_dir>/.ca-restoring-<random>`` and checked there, its CA generations (the
+issuing one and a staged one) opened with the configured passphrase (or from the token) before anything
+else is touched; the rows are then loaded in one transaction which, just before it commits, renames the
+staged CA directory into place. What was at the CA directory's path (a directory without a CA) is
+renamed aside first and put back when the load fails; a crash leaves it whole, in place or aside, and
+leaves a staging directory that the next restore removes. Certificates, CRL numbers and every other
+row come back as they were, so CRL numbers continue and no serial is issued twice (serials are drawn at
+random and unique in the store).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from sqlalchemy import Engine
 
 from scep_server import __version__
 from scep_server.ca.authority import CA_CERT, CA_KEY, check_keys_at_rest, load_ca
+from scep_server.ca.generations import Generations, load_generations, read_state
 from scep_server.config import ServerConfig
 from scep_server.errors import CAError, InvalidInput, StoreError
 from scep_server.files import give_to_owner_of, make_private_dir, open_lock_file
@@ -102,7 +104,7 @@ def create_backup(config: ServerConfig, engine: Engine, passphrase: bytes | None
     """Write the archive of this server's database and CA directory to ``out``."""
     if not ca_in_directory(config.ca_dir):
         raise CAError(f"no CA in {config.ca_dir}: nothing to back up (initialise or import a CA first)")
-    load_ca(config.ca_dir, config.ca, passphrase)  # the CA is whole, and its keys encrypted if a passphrase is set
+    _whole_generations(config.ca_dir, config, passphrase)  # whole, and the keys encrypted if a passphrase is set
     check_keys_at_rest(config, passphrase, "backup")
     try:
         with tempfile.TemporaryDirectory(prefix=".scep-backup-", dir=out.parent) as scratch:
@@ -130,7 +132,8 @@ def restore_backup(config: ServerConfig, engine: Engine, passphrase: bytes | Non
         manifest = read_manifest(tar)
         _check_key_backend(manifest, config)
         extract_checked(tar, manifest, staging)
-        ca = load_ca(staging / CA_DIR, config.ca, passphrase)  # before anything at the CA's path is touched
+        # opened before anything at the CA's path is touched
+        issuing = _whole_generations(staging / CA_DIR, config, passphrase).active.ca
         swap = _CaSwap(staging / CA_DIR, config.ca_dir)
         try:
             rows = repository.load(
@@ -142,9 +145,26 @@ def restore_backup(config: ServerConfig, engine: Engine, passphrase: bytes | Non
             raise
     former = swap.finish()
     return RestoreResult(
-        manifest["schema_revision"], rows, _ca_names(manifest), ca.ca_cert.subject.rfc4514_string(),
+        manifest["schema_revision"], rows, _ca_names(manifest), issuing.ca_cert.subject.rfc4514_string(),
         manifest.get("key_backend", "file"), ca_member(CA_KEY) in manifest["sha256"], former,
     )
+
+
+def _whole_generations(ca_dir: Path, config: ServerConfig, passphrase: bytes | None) -> Generations:
+    """The CA generations of ``ca_dir``, loaded as a server loads them; CAError unless the issuing one and
+    a staged one load (a retired one that does not is logged and left out, as a server leaves it)."""
+    state = read_state(ca_dir, config.ca.name).settled(datetime.now(UTC))
+    try:
+        generations = load_generations(ca_dir, config.ca, passphrase)
+    except CAError as exc:
+        raise CAError(f"the issuing CA generation {state.active} does not load: {exc}") from exc
+    if state.next is not None and generations.labelled(state.next) is None:
+        record = state.record(state.next)
+        try:  # again, for the reason load_generations logged
+            load_ca(record.directory(ca_dir), config.ca, passphrase, label=record.label)
+        except CAError as exc:
+            raise CAError(f"the staged CA generation {record.label} does not load: {exc}") from exc
+    return generations
 
 
 # ------------------------------------------------------------------------------------------------- backup

@@ -1,9 +1,10 @@
 """The expiry radar: when each credential the server depends on runs out, as a gauge, a log line and in /readyz.
 
 Credentials: the issuing CA's certificate, its current RA certificate (the one a rotation or the
-renewal job put in place), the delegated OCSP responder certificate (its file, which the renewal task
-replaces), and the Entra ID app's credential: the client certificate file's
-notAfter, or the client secret's endDateTime as Graph lists it (see :mod:`scep_server.intune.credentials`).
+renewal job put in place), its delegated OCSP responder certificate (the file in the issuing
+generation's directory, which the renewal task replaces), and the Entra ID app's credential: the client
+certificate file's notAfter, or the client secret's endDateTime as Graph lists it (see
+:mod:`scep_server.intune.credentials`).
 Each known expiry is exported as ``scep_credential_not_after_seconds{credential}``. Under 30, 14, 7 and
 1 days left a WARNING names the credential and the tightest threshold crossed, once per threshold per
 process per day (an ERROR once a day after it has expired), however often the radar is surveyed.
@@ -22,7 +23,7 @@ from pathlib import Path
 from scep_server import metrics
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.certfiles import load_single_certificate
-from scep_server.ca.live import LiveAuthority, as_live
+from scep_server.ca.live import LiveAuthority
 from scep_server.ca.responder import OCSP_CERT, RENEW_WHEN_LEFT
 from scep_server.config.model import IntuneConfig
 from scep_server.errors import ScepServerError
@@ -31,7 +32,7 @@ from scep_server.intune.credentials import app_credential_kind
 from scep_server.intune.health import AppHealth
 
 __all__ = ["CREDENTIALS", "REMOTE_CREDENTIALS", "WARNING_DAYS", "CertificateFile", "CredentialExpiry",
-           "ExpiryRadar", "ExpiryWarnings", "server_credentials"]
+           "ExpiryRadar", "ExpiryWarnings", "ResponderFile", "server_credentials"]
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +193,35 @@ class CertificateFile:
         return (status.st_mtime_ns, status.st_size, status.st_ino)
 
 
+class ResponderFile:
+    """notAfter of the issuing generation's OCSP responder certificate: after an activation, the file in
+    the new generation's directory. Each file is read again only when it changes (:class:`CertificateFile`)."""
+
+    def __init__(self, authority: LiveAuthority) -> None:
+        self._authority = authority
+        self._files: dict[Path, CertificateFile] = {}  # one per generation that has issued in this process
+        self._lock = threading.Lock()
+
+    def not_after(self) -> datetime:
+        path = self._authority.generations().active.directory / OCSP_CERT
+        with self._lock:
+            watched = self._files.get(path)
+            if watched is None:
+                watched = self._files[path] = CertificateFile(path)
+        return watched.not_after()
+
+
 def server_credentials(
     ca: CertificateAuthority | LiveAuthority, ca_dir: Path, intune: IntuneConfig, app: AppHealth | None
 ) -> dict[str, Source]:
     """The sources of this server's credentials: the app's only when it authenticates to Entra ID. The
-    RA's is the current RA's, whichever rotation (``ca rotate-ra``, the renewal job) put it there."""
-    authority = as_live(ca)
+    CA's, the RA's and the OCSP responder's are the issuing generation's, whichever rotation (``ca
+    rotate-ra``, the renewal job) or activation put them there; ``ca_dir``: where a plain ``ca`` is."""
+    authority = ca if isinstance(ca, LiveAuthority) else LiveAuthority.fixed(ca, ca_dir)
     sources: dict[str, Source] = {
-        "ca": lambda: authority.current().ca_cert.not_valid_after_utc,  # the issuing generation's
+        "ca": lambda: authority.current().ca_cert.not_valid_after_utc,
         "ra": lambda: authority.current().ra_cert.not_valid_after_utc,
-        "ocsp": CertificateFile(ca_dir / OCSP_CERT).not_after,
+        "ocsp": ResponderFile(authority).not_after,
     }
     credential = app_credential_kind(intune)
     if credential is not None and credential.path is not None:

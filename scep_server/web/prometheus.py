@@ -3,6 +3,8 @@ from the store and the CA directory when it is scraped (:mod:`.status_metrics`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import Blueprint, Response, current_app
 
 from scep_server import metrics
@@ -15,7 +17,7 @@ __all__ = ["STATUS_EXTENSION", "bp", "operational_status", "publish_expiry"]
 
 bp = Blueprint("metrics", __name__)
 
-STATUS_EXTENSION = "scep_server.operational_status"  # app.extensions key of the OperationalStatus
+STATUS_EXTENSION = "scep_server.operational_status"  # app.extensions key of the issuing generation's status
 
 
 @bp.get("/metrics")
@@ -26,14 +28,22 @@ def metrics_endpoint() -> Response:
     return Response(body, content_type=content_type)
 
 
+@dataclass(frozen=True, slots=True)
+class _GenerationStatus:
+    label: str
+    status: OperationalStatus
+
+
 def operational_status() -> OperationalStatus:
-    """The app's OperationalStatus, made on first use."""
-    status = current_app.extensions.get(STATUS_EXTENSION)
-    if status is None:
-        current = runtime()
-        created = OperationalStatus(current.store, issuer=current.ca.issuer_name, ca_dir=current.config.ca_dir)
-        status = current_app.extensions.setdefault(STATUS_EXTENSION, created)
-    assert isinstance(status, OperationalStatus)
+    """The OperationalStatus of the issuing generation (its newest CRL, its OCSP responder), made the
+    first time a scrape finds it issuing: after an activation the gauges describe the CA that issues."""
+    current = runtime()
+    active = current.authority.generations().active
+    kept = current_app.extensions.get(STATUS_EXTENSION)
+    if isinstance(kept, _GenerationStatus) and kept.label == active.label:
+        return kept.status
+    status = OperationalStatus(current.store, issuer=active.ca.issuer_name, ca_dir=active.directory)
+    current_app.extensions[STATUS_EXTENSION] = _GenerationStatus(active.label, status)
     return status
 
 

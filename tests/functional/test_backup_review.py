@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from scep_server.ca.authority import CA_CERT, load_ca, rotate_ra
+from scep_server.ca.generations import GENERATIONS_DIR, activate, load_generations, stage_next
 from scep_server.cli import main
 from scep_server.config import SecretSource, ServerConfig, load_config
 from scep_server.errors import CAError, ConfigError, InvalidInput, StoreError
@@ -117,11 +118,11 @@ def test_the_staged_ca_is_opened_before_the_ca_path_is_touched_and_the_former_di
     (target.ca_dir / "notes.txt").write_bytes(b"kept\n")
     opened: list[tuple[Path, dict[str, bytes]]] = []
 
-    def recording_load_ca(ca_dir: Path, *args: Any, **kwargs: Any) -> Any:
+    def recording_load(ca_dir: Path, *args: Any, **kwargs: Any) -> Any:
         opened.append((ca_dir, _tree(target.ca_dir)))
-        return load_ca(ca_dir, *args, **kwargs)
+        return load_generations(ca_dir, *args, **kwargs)
 
-    monkeypatch.setattr(backup, "load_ca", recording_load_ca)
+    monkeypatch.setattr(backup, "load_generations", recording_load)
     result = restore_backup(target, engine_for(target), SECRET, archive)
     [(staged, at_that_time)] = opened
     assert staged.parent.parent == Path(target.data_dir) and staged.parent.name.startswith(STAGING_PREFIX)
@@ -175,6 +176,53 @@ def test_a_rotated_ra_and_the_files_of_subdirectories_come_back(original: ScepTe
     restored = load_ca(target.ca_dir, target.ca, SECRET)
     assert restored.ra_cert == rotated.ra_cert != original.ca.ra_cert
     assert [ra.cert for ra in restored.ra_keyring.previous] == [original.ca.ra_cert]
+
+
+# ------------------------------------------------------------------------------------ CA generations
+
+
+def test_a_staged_generation_is_backed_up_and_restored_staged(original: ScepTestServer, tmp_path: Path) -> None:
+    config = original.runtime.config
+    staged = stage_next(config.ca_dir, config.ca, SECRET)
+    archive = _backup(original, tmp_path / "backup.tar.gz")
+    target = backup_config(tmp_path / "restored")
+    result = restore_backup(target, engine_for(target), SECRET, archive)
+    assert result.ca_subject == original.ca.ca_cert.subject.rfc4514_string()  # the one that issues
+    assert f"{GENERATIONS_DIR}/{staged.label}/ca.pem" in result.ca_files
+    restored = load_generations(target.ca_dir, target.ca, SECRET)
+    assert restored.active.ca.ca_cert == original.ca.ca_cert
+    assert restored.next is not None and restored.next.ca.ca_cert == staged.ca.ca_cert
+
+
+def test_after_an_activation_the_restore_reports_the_issuing_generation(
+    original: ScepTestServer, tmp_path: Path
+) -> None:
+    config = original.runtime.config
+    staged = stage_next(config.ca_dir, config.ca, SECRET)
+    activate(config.ca_dir, config.ca)
+    archive = _backup(original, tmp_path / "backup.tar.gz")
+    target = backup_config(tmp_path / "restored")
+    result = restore_backup(target, engine_for(target), SECRET, archive)
+    assert result.ca_subject == staged.ca.ca_cert.subject.rfc4514_string() != original.ca.issuer_name
+    restored = load_generations(target.ca_dir, target.ca, SECRET)
+    assert restored.active.ca.ca_cert == staged.ca.ca_cert
+    assert [generation.ca.ca_cert for generation in restored.retired] == [original.ca.ca_cert]
+
+
+@pytest.mark.parametrize("activated", [True, False], ids=["issuing", "staged"])
+def test_a_generation_that_does_not_load_is_refused_by_backup(
+    original: ScepTestServer, tmp_path: Path, activated: bool
+) -> None:
+    config = original.runtime.config
+    staged = stage_next(config.ca_dir, config.ca, SECRET)
+    if activated:
+        activate(config.ca_dir, config.ca)
+    (staged.directory / CA_CERT).unlink()
+    role = "issuing" if activated else "staged"
+    archive = tmp_path / "backup.tar.gz"
+    with pytest.raises(CAError, match=f"the {role} CA generation {staged.label} does not load: .*missing ca.pem"):
+        create_backup(config, original.runtime.store.engine, SECRET, archive)
+    assert not archive.exists()
 
 
 # ------------------------------------------------------------------------------------ keys on a token
