@@ -90,10 +90,17 @@ class CertificateQueries:
             raise ValueError("searching by subject needs the issuer")
         return self._store.find_certificates_by_subject(self._issuer, subject)
 
-    def revoke(self, serial: int, *, reason: CRLReason | str, issuer: str | None = None) -> RevokeAnswer:
-        """Revoke the certificate; ``UnknownRevocationReason`` for a reason name that cannot revoke."""
+    def revoke(
+        self, serial: int, *, reason: CRLReason | str, issuer: str | None = None, actor: str = "server",
+        source: str = "service",
+    ) -> RevokeAnswer:
+        """Revoke the certificate, audited as ``actor``'s through ``source`` (see ``RevocationService.revoke``);
+        ``UnknownRevocationReason`` for a reason name that cannot revoke."""
         try:
-            return Revoked(self._revocations.revoke(serial, reason=reason, issuer=issuer or self._issuer))
+            revoked = self._revocations.revoke(
+                serial, reason=reason, issuer=issuer or self._issuer, actor=actor, source=source
+            )
+            return Revoked(revoked)
         except CertificateNotFound:
             return NoSuchCertificate(serial)
         except AlreadyRevoked as exc:

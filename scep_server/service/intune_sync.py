@@ -94,7 +94,8 @@ class RevocationSync:
             invalid = f"serial {record.serial_number!r} is not a hexadecimal serial number"
             return RevocationResultCode.PARAMETER_DATA_INVALID_ERROR, invalid
         try:
-            self._revoker.revoke(serial, reason=INTUNE_REVOCATION_REASON)
+            self._revoker.revoke(serial, reason=INTUNE_REVOCATION_REASON, actor=f"intune:{record.request_context}",
+                                 source="intune-sync")
         except CertificateNotFound:
             return RevocationResultCode.CERTIFICATE_NOT_FOUND_ERROR, f"no certificate with serial {serial:x}"
         except AlreadyRevoked:

@@ -18,7 +18,7 @@ from cryptography import x509
 from scep_server.errors import InvalidInput
 from scep_server.pki.names import parse_name
 from scep_server.pki.reasons import FINAL_REASONS, CRLReason
-from scep_server.store import CertificateRecord, Store
+from scep_server.store import Actor, CertificateRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,12 @@ class RevocationService:
         reason: CRLReason | str,
         issuer: str | x509.Name | None = None,
         revoked_at: datetime | None = None,
+        actor: str = "server",
+        source: str = "service",
     ) -> CertificateRecord:
-        """Revoke the certificate and return its stored state.
+        """Revoke the certificate and return its stored state; the audit log names ``actor`` (who asked:
+        ``admin-token``, ``cli:<user>``, ``intune:<request context>``) and ``source`` (``api``, ``cli``,
+        ``intune-sync``), written in the same store transaction as the revocation.
 
         Raises ``CertificateNotFound`` for a serial the issuer never issued, ``AlreadyRevoked`` when it
         is revoked already (nothing changes then), ``UnknownRevocationReason`` for a reason name that
@@ -107,9 +111,11 @@ class RevocationService:
         code = revocation_reason(reason)
         when = self._revocation_time(revoked_at)
         issuer_name = self._issuer_name(issuer) if issuer is not None else self._issuer_of(serial)
-        record = self._store.revoke(serial, issuer_name, reason=int(code), revoked_at=when)
+        by = Actor(actor, source)
+        record = self._store.revoke(serial, issuer_name, reason=int(code), revoked_at=when, actor=by)
         self._invalidate()
-        log.info("revoked serial=%x issuer=%r reason=%s", serial, issuer_name, code.rfc_name)
+        log.info("revoked serial=%x issuer=%r reason=%s actor=%r source=%s", serial, issuer_name, code.rfc_name,
+                 actor, source)
         return record
 
     def withdraw_undelivered(

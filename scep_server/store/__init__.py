@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scep_server.store.audit_chain import Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak, VerifyReport
 from scep_server.store.intune_revocations import IntuneRevocationRecord
 from scep_server.store.records import (
     AlreadyRevoked,
@@ -26,11 +27,16 @@ from scep_server.store.serials import MAX_SERIAL_BITS, parse_serial_hex, serial_
 
 __all__ = [
     "MAX_SERIAL_BITS",
+    "Actor",
     "AlreadyRevoked",
+    "AuditAction",
+    "AuditEntry",
     "AuditEvent",
+    "AuditRecord",
     "CertStatus",
     "CertificateNotFound",
     "CertificateRecord",
+    "ChainBreak",
     "DuplicateCertificate",
     "IntuneRevocationRecord",
     "NewCertificate",
@@ -44,6 +50,7 @@ __all__ = [
     "TransactionNotPending",
     "TransactionRecord",
     "TransactionState",
+    "VerifyReport",
     "parse_serial_hex",
     "serial_hex",
     "serial_storable",

@@ -3,7 +3,8 @@
 A certificate is stored first and its transaction completed (ISSUED) only once it may be handed out, so
 a handler that dies in between leaves it findable: linked to the PENDING transaction, re-delivered by
 the next claim for the same CSR, or withdrawn (revoked) when it must not be delivered or nobody came
-back for it. Changes that read a transaction and write its certificate lock the transaction row first
+back for it. Each of these changes appends its audit row (``audit_chain.py``) in its own transaction.
+Changes that read a transaction and write its certificate lock the transaction row first
 (PostgreSQL ``FOR UPDATE``; SQLite's write transactions hold the database lock already), so they cannot
 interleave with one another.
 """
@@ -19,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from scep_server.errors import StoreError
+from scep_server.store.audit_chain import BACKGROUND, SCEP, AuditAction, append, issue_entry
 from scep_server.store.base import Repository, aware, check_page, describe, guard, required, utcnow
 from scep_server.store.certificates import (
     VALID_CERT,
@@ -37,7 +39,7 @@ from scep_server.store.records import (
     TransactionRecord,
     TransactionState,
 )
-from scep_server.store.revocations import UNDELIVERED_REASON, revocation
+from scep_server.store.revocations import UNDELIVERED_REASON, revocation, revocation_entry
 from scep_server.store.serials import serial_hex
 from scep_server.store.tables import certificates, transactions
 from scep_server.store.transactions import (
@@ -134,9 +136,14 @@ class DeliveryRepository(Repository):
                     return False
                 if current.state is TransactionState.PENDING:
                     _unlink(conn, current)
-            conn.execute(update(certificates).where(certificate_key(serial, issuer) & VALID_CERT).values(**changes))
-            if conn.execute(select(certificates.c.id).where(certificate_key(serial, issuer))).first() is None:
+            key = certificate_key(serial, issuer)
+            withdrawn = conn.execute(update(certificates).where(key & VALID_CERT).values(**changes)).rowcount
+            if conn.execute(select(certificates.c.id).where(key)).first() is None:
                 raise CertificateNotFound(serial, issuer)
+            if withdrawn:
+                entry = revocation_entry(SCEP, AuditAction.CERTIFICATE_WITHDRAW, serial, issuer, reason,
+                                         profile=profile, transaction_id=transaction_id)
+                append(conn, entry)
         return True
 
     def undelivered_before(self, *, before: datetime, limit: int = 100) -> list[TransactionRecord]:
@@ -169,11 +176,12 @@ class DeliveryRepository(Repository):
                       "csr_der": None, "updated_at": utcnow()}
             update_transaction(conn, PENDING, profile, transaction_id, failed)
             certificate = select(transactions.c.certificate_id).where(transaction_key(profile, transaction_id))
-            conn.execute(
-                update(certificates)
-                .where(certificates.c.id == certificate.scalar_subquery(), VALID_CERT)
-                .values(**changes)
-            )
+            linked = certificates.c.id == certificate.scalar_subquery()
+            if conn.execute(update(certificates).where(linked, VALID_CERT).values(**changes)).rowcount:
+                issuer = conn.execute(select(certificates.c.issuer).where(linked)).scalar_one()
+                entry = revocation_entry(BACKGROUND, AuditAction.CERTIFICATE_WITHDRAW, current.serial, issuer,
+                                         UNDELIVERED_REASON, profile=profile, transaction_id=transaction_id)
+                append(conn, entry)
         return current.serial
 
     def _store(self, certificate: NewCertificate, values: Mapping[str, Any], link: Link) -> CertificateRecord:
@@ -185,6 +193,7 @@ class DeliveryRepository(Repository):
                     cert_id = required(conn.execute(insert(certificates).values(**values)).inserted_primary_key)[0]
                     link(conn, cert_id)
                     row = conn.execute(select(certificates).where(certificates.c.id == cert_id)).one()
+                    append(conn, issue_entry(certificate))
             except IntegrityError as exc:
                 with self._engine.connect() as conn:
                     taken = conn.execute(certificate_query(certificate.serial, certificate.issuer)).first()

@@ -1,12 +1,13 @@
 """An enrollment decided at once, stored in one database transaction.
 
 For validators that decide locally and need not confirm the issuance (``static``), the transaction, its
-certificate and its audit record are written together, ISSUED: one write (one fsync on SQLite) per
-enrollment instead of a claim, a link, a completion and an audit record. The transaction must not exist
-yet; a concurrent request of the same transaction that got in first makes this one store nothing
-(``TransactionExists``), and the certificate it signed is then kept as withdrawn (``record_withdrawn``),
-so that a certificate signed for a transaction another request won is on record, revoked. When the
-database fails, nothing of the enrollment is stored, and its certificate must not be handed out.
+certificate, its audit record and its row of the audit chain are written together, ISSUED: one write (one
+fsync on SQLite) per enrollment instead of a claim, a link, a completion and an audit record. The
+transaction must not exist yet; a concurrent request of the same transaction that got in first makes
+this one store nothing (``TransactionExists``), and the certificate it signed is then kept as withdrawn
+(``record_withdrawn``), so that a certificate signed for a transaction another request won is on record,
+revoked. When the database fails, nothing of the enrollment is stored, and its certificate must not be
+handed out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scep_server.errors import StoreError
 from scep_server.store.audit import event_row
+from scep_server.store.audit_chain import SCEP, AuditAction, append, issue_entry
 from scep_server.store.base import Repository, check_length, describe, guard, required, utcnow
 from scep_server.store.certificates import certificate_query, certificate_values
 from scep_server.store.records import (
@@ -28,7 +30,7 @@ from scep_server.store.records import (
     TransactionExists,
     TransactionState,
 )
-from scep_server.store.revocations import revocation
+from scep_server.store.revocations import revocation, revocation_entry
 from scep_server.store.tables import DIGEST_LENGTH, IP_LENGTH, certificates, scep_events, transactions
 from scep_server.store.transactions import check_key, claim_values, transaction_key
 
@@ -59,14 +61,18 @@ class EnrollmentRepository(Repository):
                     cert_id = required(conn.execute(INSERT_CERTIFICATE, values).inserted_primary_key)[0]
                     conn.execute(INSERT_TRANSACTION, _issued_values(transaction, values["serial_hex"], cert_id))
                     conn.execute(INSERT_EVENT, events)
+                    append(conn, issue_entry(certificate))
             except IntegrityError as exc:
                 self._raise_conflict(exc, transaction, certificate)
 
     def record_withdrawn(self, certificate: NewCertificate, *, reason: int, revoked_at: datetime) -> None:
         """Store a certificate that was signed and never handed out as revoked (``reason``)."""
         values = {**certificate_values(certificate), **revocation(reason, revoked_at)}
+        entry = revocation_entry(SCEP, AuditAction.CERTIFICATE_WITHDRAW, certificate.serial, certificate.issuer,
+                                 reason, profile=certificate.profile, transaction_id=certificate.transaction_id)
         with guard(), self._writer.begin() as conn:
             conn.execute(INSERT_CERTIFICATE, values)
+            append(conn, entry)
 
     def _raise_conflict(self, exc: IntegrityError, transaction: NewTransaction, certificate: NewCertificate) -> None:
         with self._engine.connect() as conn:

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from scep_server.store import writer
 from scep_server.store.audit import AuditRepository
+from scep_server.store.audit_chain import SERVICE, Actor, AuditChain, AuditEntry, AuditRecord, VerifyReport
 from scep_server.store.certificates import CertificateRepository
 from scep_server.store.crls import CrlRepository, PublishedCrlRecord
 from scep_server.store.deferred import DeferredRepository
@@ -35,6 +36,7 @@ from scep_server.store.records import (
     OutboxRecord,
     TransactionRecord,
 )
+from scep_server.store.reports import CertificateFilter, EventFilter, ReportRepository
 from scep_server.store.revocations import RevocationRepository, RevokedEntry
 from scep_server.store.transactions import TransactionRepository
 
@@ -55,6 +57,8 @@ class Store:
         self.outbox = OutboxRepository(engine)
         self.intune_revocations = IntuneRevocationRepository(engine)
         self.crls = CrlRepository(engine)
+        self.reports = ReportRepository(engine)
+        self.audit_chain = AuditChain(engine)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 5) -> Store:
@@ -210,8 +214,10 @@ class Store:
 
     # -- revocations and CRL numbers (revocations.py) -------------------------------------------
 
-    def revoke(self, serial: int, issuer: str, *, reason: int, revoked_at: datetime) -> CertificateRecord:
-        return self.revocations.revoke(serial, issuer, reason=reason, revoked_at=revoked_at)
+    def revoke(
+        self, serial: int, issuer: str, *, reason: int, revoked_at: datetime, actor: Actor = SERVICE
+    ) -> CertificateRecord:
+        return self.revocations.revoke(serial, issuer, reason=reason, revoked_at=revoked_at, actor=actor)
 
     def iter_revoked(self, issuer: str, *, batch_size: int = 1000) -> Iterator[RevokedEntry]:
         return self.revocations.iter_revoked(issuer, batch_size=batch_size)
@@ -255,6 +261,25 @@ class Store:
         self, *, limit: int = 100, offset: int = 0, profile: str | None = None, transaction_id: str | None = None
     ) -> list[OperationRecord]:
         return self.audit.list_operations(limit=limit, offset=offset, profile=profile, transaction_id=transaction_id)
+
+    # -- hash-chained audit log of state changes (audit_chain.py) -------------------------------
+
+    def append_audit(self, entry: AuditEntry) -> int:
+        return self.audit_chain.append_audit(entry)
+
+    def verify_audit(self) -> VerifyReport:
+        return self.audit_chain.verify_audit()
+
+    def list_audit(self, *, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
+        return self.audit_chain.list_audit(limit=limit, offset=offset)
+
+    # -- reports (reports.py) -------------------------------------------------------------------
+
+    def search_certificates(self, wanted: CertificateFilter) -> list[CertificateRecord]:
+        return self.reports.search_certificates(wanted)
+
+    def search_events(self, wanted: EventFilter) -> list[OperationRecord]:
+        return self.reports.search_events(wanted)
 
     # -- Intune outbox (outbox.py) --------------------------------------------------------------
 

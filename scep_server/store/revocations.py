@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scep_server.errors import StoreError, StoreUnavailable
 from scep_server.pki.reasons import CRLReason
+from scep_server.store.audit_chain import SERVICE, Actor, AuditAction, AuditEntry, append, certificate_entry
 from scep_server.store.base import RACE_ATTEMPTS, Repository, aware, guard, utcnow
 from scep_server.store.certificates import VALID_CERT, certificate_key, certificate_record
 from scep_server.store.records import AlreadyRevoked, CertificateNotFound, CertificateRecord, CertStatus
@@ -26,13 +27,18 @@ RevokedEntry = tuple[int, datetime, int | None]
 class RevocationRepository(Repository):
     """Revocations and the CRL numbers."""
 
-    def revoke(self, serial: int, issuer: str, *, reason: int, revoked_at: datetime) -> CertificateRecord:
-        """Revoke a VALID certificate (``reason`` is an RFC 5280 §5.3.1 CRLReason code)."""
+    def revoke(
+        self, serial: int, issuer: str, *, reason: int, revoked_at: datetime, actor: Actor = SERVICE
+    ) -> CertificateRecord:
+        """Revoke a VALID certificate (``reason`` is an RFC 5280 §5.3.1 CRLReason code), audited as
+        ``actor``'s in the same transaction."""
         changes = revocation(reason, revoked_at)
         key = certificate_key(serial, issuer)
         with guard(), self._writer.begin() as conn:
             revoked = conn.execute(update(certificates).where(key & VALID_CERT).values(**changes)).rowcount
             row = conn.execute(select(certificates).where(key)).one_or_none()
+            if revoked:
+                append(conn, revocation_entry(actor, AuditAction.CERTIFICATE_REVOKE, serial, issuer, reason))
         if row is None:
             raise CertificateNotFound(serial, issuer)
         record = certificate_record(row)
@@ -76,6 +82,13 @@ def revocation(reason: int, revoked_at: datetime) -> dict[str, Any]:
         raise ValueError(f"{reason} is not an RFC 5280 CRLReason code")
     return {"status": CertStatus.REVOKED.value, "revoked_at": aware(revoked_at, "revoked_at"),
             "revocation_reason": reason}
+
+
+def revocation_entry(
+    actor: Actor, action: AuditAction, serial: int, issuer: str, reason: int, **detail: str | None
+) -> AuditEntry:
+    """The audit entry of revoking (or withdrawing) a certificate with ``reason``."""
+    return certificate_entry(actor, action, serial, issuer, reason=CRLReason(reason).rfc_name, **detail)
 
 
 def _revoked_query(issuer: str) -> Select[str, datetime | None, int | None]:

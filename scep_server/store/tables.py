@@ -227,3 +227,31 @@ published_crls = Table(
     Column("published_at", UTCDateTime(), nullable=False),
     UniqueConstraint("issuer", "crl_number"),
 )
+
+# The hash-chained log of state changes (store/audit_chain.py). A row's id is its place in the chain,
+# given under the chain's lock as the head's last_id + 1: no sequence, so a rolled-back append leaves
+# no gap. detail is a small JSON object as text; hash covers every other column and prev_hash.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("source", String(LABEL_LENGTH), nullable=False),
+    Column("action", String(LABEL_LENGTH), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(DIGEST_LENGTH), nullable=False),
+    Column("hash", String(DIGEST_LENGTH), nullable=False),
+)
+
+# The chain's last row as of each append, written in the same transaction: rows deleted from the end
+# leave a head naming a row that is not there. One row (id 1), from the first append on.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_id", BigInteger, nullable=False),
+    Column("last_hash", String(DIGEST_LENGTH), nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+)

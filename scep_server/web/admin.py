@@ -78,7 +78,7 @@ def show_certificate(serial: str) -> Response:
 def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
     """An unknown reason name is answered 400 by the app's error handler."""
     reason = _reason(_json_body())
-    match runtime().certificates.revoke(_serial(serial), reason=reason):
+    match runtime().certificates.revoke(_serial(serial), reason=reason, actor="admin-token", source="api"):
         case Revoked(certificate=record):
             log.info("admin API: revoked %x (%s) for %s", record.serial, reason, request.remote_addr)
             return jsonify(describe(record))

@@ -19,9 +19,9 @@ from scep_server.store.tables import UTCDateTime, metadata
 
 TABLES = {
     "certificates", "scep_transactions", "crl_state", "scep_events", "intune_outbox", "intune_revocations",
-    "published_crls",
+    "published_crls", "audit_log", "audit_head",
 }
-HEAD = "0006"
+HEAD = "0007"
 
 
 def _schema_diff(store: Store, target: MetaData) -> list[object]:
