@@ -177,7 +177,10 @@ def parse_time(text: str, option: str, *, now: datetime) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise ValueError(f"{option} {text!r} has no time zone: add one (like +02:00 or Z)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{option} {text!r} is outside the calendar") from None
 
 
 def parse_range(

@@ -73,6 +73,9 @@ def check_length(value: str | None, limit: int, name: str) -> None:
         raise ValueError(f"{name} is longer than {limit} characters")
 
 
+MAX_PAGE = 100_000  # rows one query hands back at most: a page, never the whole table in memory
+
+
 def check_page(limit: int, offset: int = 0) -> None:
-    if limit < 1 or offset < 0:
-        raise ValueError("limit must be >= 1 and offset >= 0")
+    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= 2**62:
+        raise ValueError(f"limit must be from 1 to {MAX_PAGE} and offset from 0")

@@ -19,10 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from scep_server.errors import StoreError, StoreUnavailable
+from scep_server.store.audit_chain import SCEP, AuditAction, append
 from scep_server.store.base import RACE_ATTEMPTS, Repository, check_length, guard, utcnow
 from scep_server.store.certificates import VALID_CERT
 from scep_server.store.records import TransactionNotPending, TransactionRecord, TransactionState
-from scep_server.store.revocations import UNDELIVERED_REASON, revocation
+from scep_server.store.revocations import UNDELIVERED_REASON, revocation, revocation_entry
 from scep_server.store.serials import serial_hex
 from scep_server.store.tables import (
     DIGEST_LENGTH,
@@ -271,12 +272,15 @@ def _revoke_orphans(conn: Connection, profile: str, transaction_id: str, keep: i
     orphan = (c.profile == profile) & (c.transaction_id == transaction_id) & VALID_CERT
     if keep is not None:
         orphan &= c.id != keep
-    serials = list(conn.execute(select(c.serial_hex).where(orphan)).scalars())
-    if not serials:
+    orphans = list(conn.execute(select(c.serial_hex, c.issuer).where(orphan)))
+    if not orphans:
         return
     conn.execute(update(certificates).where(orphan).values(**revocation(UNDELIVERED_REASON, utcnow())))
+    for serial, issuer in orphans:
+        append(conn, revocation_entry(SCEP, AuditAction.CERTIFICATE_WITHDRAW, int(serial, 16), issuer,
+                                      UNDELIVERED_REASON, profile=profile, transaction_id=transaction_id))
     log.warning("transaction %r of profile %r reclaimed: revoked its undelivered certificate(s) %s",
-                transaction_id, profile, ", ".join(serials))
+                transaction_id, profile, ", ".join(serial for serial, _ in orphans))
 
 
 def _reset_transaction(conn: Connection, existing: TransactionRecord, values: Mapping[str, Any], now: datetime) -> bool:

@@ -131,6 +131,9 @@ def test_finding5_reclaim_for_another_csr_revokes_the_undelivered_certificate(
     revoked = store.get_certificate(0x71, ISSUER)
     assert revoked is not None and revoked.status is CertStatus.REVOKED
     assert revoked.revocation_reason == CESSATION_OF_OPERATION
+    newest = store.list_audit(limit=1)[0]  # the withdrawal is audited like any other
+    assert newest.action == "certificate.withdraw" and "71" in newest.subject
+    assert store.verify_audit().intact
 
 
 def test_finding5_reclaim_of_a_failed_transaction_revokes_every_undelivered_certificate(
