@@ -1,10 +1,10 @@
 """The ``scep-server`` console script: one module per command group, assembled into one parser here.
 
 ``ca`` (init, import-ca, ca show|rotate-ra), ``serve``, ``check`` (config check), ``certs``, ``events``, ``intune``,
-``backup``, ``audit`` (verify|list) and ``tools``, which runs the dev tools' own console scripts
-(``scep-simulator``, ``scep-intune-emulator``) under their old subcommand names. A configuration error
-ends every command with one line per problem and status 2. The CLI is the top of the package: it may
-use every layer below, but never the emulator or the simulator, which it only starts as programs.
+``backup``, ``audit`` (verify|list), ``tokens`` (create|list|revoke) and ``tools``, which runs the dev
+tools' own console scripts (``scep-simulator``, ``scep-intune-emulator``) under their old subcommand names.
+A configuration error ends every command with one line per problem and status 2. The CLI is the top of the
+package: it may use every layer below, but never the emulator or the simulator, which it only starts as programs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from scep_server import __version__
-from scep_server.cli import audit, backup, ca, certs, check, events, intune, serve, tools
+from scep_server.cli import audit, backup, ca, certs, check, events, intune, serve, tokens, tools
 from scep_server.cli.common import PROG, Command
 from scep_server.config import ServerConfig, load_config
 from scep_server.config.checks import log_level
@@ -24,7 +24,7 @@ from scep_server.errors import ConfigError, ScepServerError
 
 __all__ = ["configure_logging", "main"]
 
-COMMAND_GROUPS = (ca, serve, check, tools, intune, certs, events, backup, audit)
+COMMAND_GROUPS = (ca, serve, check, tools, intune, certs, events, backup, audit, tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

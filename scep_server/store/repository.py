@@ -38,6 +38,7 @@ from scep_server.store.records import (
 )
 from scep_server.store.reports import CertificateFilter, EventFilter, ReportRepository
 from scep_server.store.revocations import RevocationRepository, RevokedEntry
+from scep_server.store.tokens import TokenRecord, TokenRepository
 from scep_server.store.transactions import TransactionRepository
 
 
@@ -59,6 +60,7 @@ class Store:
         self.crls = CrlRepository(engine)
         self.reports = ReportRepository(engine)
         self.audit_chain = AuditChain(engine)
+        self.tokens = TokenRepository(engine)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 5) -> Store:
@@ -332,3 +334,23 @@ class Store:
 
     def mark_revocation_results_uploaded(self, request_contexts: Sequence[str], *, at: datetime) -> None:
         self.intune_revocations.mark_revocation_results_uploaded(request_contexts, at=at)
+
+    # -- named API tokens (tokens.py) -----------------------------------------------------------
+
+    def add_token(self, *, name: str, scopes: Sequence[str], token_hash: str, prefix: str) -> TokenRecord:
+        return self.tokens.add_token(name=name, scopes=scopes, token_hash=token_hash, prefix=prefix)
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        return self.tokens.token_by_hash(token_hash)
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return self.tokens.list_tokens()
+
+    def revoke_token(self, name: str, *, at: datetime) -> TokenRecord | None:
+        return self.tokens.revoke_token(name, at=at)
+
+    def touch_token(self, token_id: int, *, at: datetime, unless_since: datetime) -> None:
+        self.tokens.touch_token(token_id, at=at, unless_since=unless_since)
+
+    def has_active_tokens(self) -> bool:
+        return self.tokens.has_active_tokens()

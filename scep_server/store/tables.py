@@ -255,3 +255,23 @@ audit_head = Table(
     Column("last_hash", String(DIGEST_LENGTH), nullable=False),
     CheckConstraint("id = 1", name="one_row"),
 )
+
+TOKEN_NAME_LENGTH = 64
+TOKEN_PREFIX_LENGTH = 8
+
+# Named API tokens (store/tokens.py). Only the SHA-256 of a token is kept, and its first characters to
+# tell tokens apart in listings; scopes is a comma-separated list (read, revoke, admin).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    _id_column(),
+    Column("name", String(TOKEN_NAME_LENGTH), nullable=False),
+    Column("scopes", String(LABEL_LENGTH), nullable=False),
+    Column("token_hash", String(DIGEST_LENGTH), nullable=False),
+    Column("prefix", String(TOKEN_PREFIX_LENGTH), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("name"),
+    UniqueConstraint("token_hash"),
+)

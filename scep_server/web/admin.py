@@ -1,10 +1,15 @@
 """The admin API: list, show and revoke certificates over HTTP (JSON), behind a bearer token.
 
-Off unless ``admin_token`` is configured (answers 404 then). Every call needs exactly
-``Authorization: Bearer <token>`` (RFC 6750 §2.1; the scheme is case-insensitive), compared in constant
-time; anything else is 401 with ``WWW-Authenticate: Bearer``. Put it behind TLS and a network boundary:
-the token is the only credential. Malformed parameters and bodies are 400, never 500. Revocations go
-through the same RevocationService as the CLI and Intune's requests, so OCSP and the CRL follow at once.
+A token is the configured ``admin_token`` (every scope) or a named API token made with
+``scep-server tokens create`` (``scep_server.service.tokens``): ``read`` for the GETs, ``revoke`` for a
+revocation, ``admin`` for both. The API is on when ``admin_token`` is configured or a named token that
+is not revoked exists; otherwise it answers 404 (whether one exists is remembered for a few seconds,
+so refused requests cost no query each; a presented named token is always looked up). Every call needs
+exactly ``Authorization: Bearer <token>`` (RFC 6750 §2.1; the scheme is case-insensitive), compared in
+constant time; anything else is 401 with ``WWW-Authenticate: Bearer``, and a token without the scope
+the call needs is 403. Put it behind TLS and a network boundary: the token is the only credential.
+Malformed parameters and bodies are 400, never 500. Revocations go through the same RevocationService
+as the CLI and Intune's requests, so OCSP and the CRL follow at once; the audit log names the token.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from scep_server.service.certificates import (
     STATUSES,
@@ -26,6 +31,7 @@ from scep_server.service.certificates import (
     parse_serial,
 )
 from scep_server.service.revocation import REASON_NAMES
+from scep_server.service.tokens import ADMIN_TOKEN_GRANT, Scope, TokenGrant, TokenService
 from scep_server.web.context import runtime
 
 log = logging.getLogger("scep_server.web.admin")
@@ -33,18 +39,55 @@ log = logging.getLogger("scep_server.web.admin")
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 MAX_LIMIT = 1000
+TOKENS_EXTENSION = "scep_server.tokens"  # app.extensions key of the TokenService
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @bp.before_request
 def _authenticate() -> Response | None:
     expected = runtime().config.admin_token.resolve()
-    if not expected:
-        abort(404)
-    if bearer_token_matches(request.headers.get("Authorization", ""), expected):
-        return None
-    log.warning("admin API: refused a request from %s", request.remote_addr)
-    return Response("a valid bearer token is required (Authorization: Bearer <token>)\n", status=401,
-                    mimetype="text/plain", headers={"WWW-Authenticate": 'Bearer realm="scep-server-admin"'})
+    authorization = request.headers.get("Authorization", "")
+    grant = _grant(authorization, expected)
+    if grant is None:
+        if not expected and not _tokens().any_active():
+            abort(404)
+        log.warning("admin API: refused a request from %s", request.remote_addr)
+        return Response("a valid bearer token is required (Authorization: Bearer <token>)\n", status=401,
+                        mimetype="text/plain", headers={"WWW-Authenticate": 'Bearer realm="scep-server-admin"'})
+    needed = _needed_scope()
+    if not grant.allows(needed):
+        log.warning("admin API: %s lacks the %s scope (from %s)", grant.actor, needed, request.remote_addr)
+        return Response(f"this token lacks the {needed} scope\n", status=403, mimetype="text/plain")
+    g.admin_grant = grant
+    return None
+
+
+def _grant(authorization: str, expected: str | None) -> TokenGrant | None:
+    if expected and bearer_token_matches(authorization, expected):
+        return ADMIN_TOKEN_GRANT
+    scheme, _, offered = authorization.partition(" ")
+    return _tokens().authenticate(offered.strip()) if scheme.lower() == "bearer" else None
+
+
+def _needed_scope() -> Scope:
+    if request.endpoint == "admin.revoke_certificate":
+        return Scope.REVOKE
+    return Scope.READ if request.method in READ_METHODS else Scope.ADMIN
+
+
+def _tokens() -> TokenService:
+    """The app's TokenService, made on first use (it keeps a small cache across requests)."""
+    service = current_app.extensions.get(TOKENS_EXTENSION)
+    if not isinstance(service, TokenService):
+        service = current_app.extensions[TOKENS_EXTENSION] = TokenService(runtime().store)
+    return service
+
+
+def _actor() -> str:
+    grant = g.get("admin_grant")
+    if not isinstance(grant, TokenGrant):
+        raise TypeError("an admin API view ran without a grant")
+    return grant.actor
 
 
 def bearer_token_matches(authorization: str, expected: str) -> bool:
@@ -78,9 +121,9 @@ def show_certificate(serial: str) -> Response:
 def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
     """An unknown reason name is answered 400 by the app's error handler."""
     reason = _reason(_json_body())
-    match runtime().certificates.revoke(_serial(serial), reason=reason, actor="admin-token", source="api"):
+    match runtime().certificates.revoke(_serial(serial), reason=reason, actor=_actor(), source="api"):
         case Revoked(certificate=record):
-            log.info("admin API: revoked %x (%s) for %s", record.serial, reason, request.remote_addr)
+            log.info("admin API: revoked %x (%s) for %s by %s", record.serial, reason, request.remote_addr, _actor())
             return jsonify(describe(record))
         case WasRevoked(certificate=record):
             return jsonify({"error": "already revoked", "certificate": describe(record)}), 409

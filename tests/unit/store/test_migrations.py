@@ -19,9 +19,9 @@ from scep_server.store.tables import UTCDateTime, metadata
 
 TABLES = {
     "certificates", "scep_transactions", "crl_state", "scep_events", "intune_outbox", "intune_revocations",
-    "published_crls", "audit_log", "audit_head",
+    "published_crls", "audit_log", "audit_head", "api_tokens",
 }
-HEAD = "0007"
+HEAD = "0008"
 
 
 def _schema_diff(store: Store, target: MetaData) -> list[object]:
