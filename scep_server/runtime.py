@@ -145,7 +145,7 @@ def _assemble(config: ServerConfig, authority: LiveAuthority, store: Store) -> R
     if any(p.defer_when_unavailable for p in profiles.values()):
         worker_tasks.append(jobs.deferred_validations(DeferredValidations(store, service.issuance, profiles)))
     certificates = CertificateQueries(store, revocations)  # any generation's: a rollover keeps the old ones
-    renewal = RaRenewal(authority, config.ca, ca_passphrase(config))
+    renewal = RaRenewal(authority, config.ca, ca_passphrase(config), store=store)
     worker_tasks.append(jobs.ra_renewal(renewal.renew_due))
     readiness = Readiness.of_server(config, authority, store, issuers)
     readiness.radar.survey(local_only=True)  # the gauges set and a near expiry logged at start, without Graph

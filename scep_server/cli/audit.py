@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
+import pwd
 from typing import Any
 
-from scep_server.cli.common import Subcommands, fail, open_store
+from scep_server.cli.common import Subcommands, fail, migrate, open_store
 from scep_server.config import ServerConfig
+from scep_server.errors import StoreError
 from scep_server.pki.names import printable
-from scep_server.store import AuditRecord, ChainBreak, Store
+from scep_server.store import Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak, Store
 
 NOT_MIGRATED = "the database schema is not current: start the server or run `init --if-missing` to migrate it"
 
@@ -31,10 +32,25 @@ def register(sub: Subcommands) -> None:
 
 def cli_actor() -> str:
     """``cli:<login name>``: who the audit log names for a change made with this command line."""
+    # The account the process runs as, not $USER or $LOGNAME, which whoever runs it may set to anything.
     try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):  # no login name in the environment and none for the uid (a bare container)
+        return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:  # no account for the uid (a bare container)
         return f"cli:uid={os.getuid()}"
+
+
+def audit_cli_change(config: ServerConfig, action: AuditAction, subject: str, done: str, **detail: str) -> int:
+    """Append the audit row of a change the command line has just made outside the store (to the CA's
+    files); 0, or 1 with ``done`` and why it is not audited on stderr, so a script sees the gap.
+
+    The schema is migrated first, as ``init`` does: the audit log is where every CA change must land."""
+    try:
+        migrate(config)
+        with open_store(config) as store:
+            store.append_audit(AuditEntry(Actor(cli_actor(), "cli"), action.value, subject, detail))
+    except StoreError as exc:
+        return fail(f"{done}, but it could not be written to the audit log: {exc}")
+    return 0
 
 
 def cmd_audit_verify(config: ServerConfig, args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from scep_server.ca.generations import (
 )
 from scep_server.ca.responder import OCSP_KEY
 from scep_server.ca.verify import Finding, Level, passed, ra_decrypts_until, verify_authority
+from scep_server.cli.audit import audit_cli_change
 from scep_server.cli.common import Subcommands, fail, migrate
 from scep_server.cli.output import print_fields
 from scep_server.cli.preflight import require_startup
@@ -50,6 +51,7 @@ from scep_server.errors import CAError
 from scep_server.files import make_private_dir, read_file
 from scep_server.pki.names import parse_name, printable
 from scep_server.runtime import ca_passphrase
+from scep_server.store import AuditAction
 
 ROTATE_RA_HELP = (
     "replace the RA key and certificate; a running server takes the new RA within seconds, and the previous "
@@ -199,7 +201,17 @@ def cmd_ca_rotate_ra(config: ServerConfig, args: argparse.Namespace) -> int:
     print(f"new RA certificate serial {new.serial_number:x} valid from {_when(new.not_valid_before_utc)} "
           f"until {_when(new.not_valid_after_utc)}")
     print(_previous_ra_line(ca, config.ca.ra_grace_days))
-    return 0
+    previous = ca.ra_keyring.previous[0].serial if ca.ra_keyring.previous else None
+    return audit_cli_change(
+        config, AuditAction.CA_ROTATE_RA, _ca_subject(config, active.label), "the RA was rotated",
+        ra_serial=f"{new.serial_number:x}", not_after=new.not_valid_after_utc.isoformat(),
+        **({"previous_ra_serial": f"{previous:x}"} if previous is not None else {}),
+    )
+
+
+def _ca_subject(config: ServerConfig, label: str) -> str:
+    """The audit subject of a change to one CA generation."""
+    return f"ca={config.ca.name} generation={label}"
 
 
 def _previous_ra_line(ca: CertificateAuthority, grace_days: int) -> str:
@@ -255,7 +267,13 @@ def cmd_rollover_stage(config: ServerConfig, args: argparse.Namespace) -> int:
     print(f"staged {staged.label}: GetNextCACert hands it out; it issues once `scep-server ca rollover activate` "
           "makes it active")
     _print_staged(staged)
-    return 0
+    cert = staged.ca.ca_cert
+    return audit_cli_change(
+        config, AuditAction.CA_ROLLOVER_STAGE, _ca_subject(config, staged.label), f"{staged.label} was staged",
+        ca_subject=cert.subject.rfc4514_string(), serial=f"{cert.serial_number:x}",
+        not_after=cert.not_valid_after_utc.isoformat(), imported="yes" if args.cert is not None else "no",
+        cross_signed="yes" if args.cross_sign else "no",
+    )
 
 
 def _subject_argument(args: argparse.Namespace) -> x509.Name | None:
@@ -326,7 +344,10 @@ def cmd_rollover_activate(config: ServerConfig, args: argparse.Namespace) -> int
         return fail(str(exc))
     since = f"from {_zoned_when(at)}" if at is not None and at > now else "from now on"
     print(f"{label} issues new certificates {since}")
-    return 0
+    return audit_cli_change(
+        config, AuditAction.CA_ROLLOVER_ACTIVATE, _ca_subject(config, label), f"{label} was activated",
+        active_from=(at if at is not None and at > now else now).isoformat(),
+    )
 
 
 def _zoned_time(text: str) -> datetime:

@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from scep_server.cli.audit import NOT_MIGRATED
+from scep_server.cli.audit import NOT_MIGRATED, cli_actor
 from scep_server.cli.common import Subcommands, fail, open_store
 from scep_server.config import ServerConfig
 from scep_server.errors import Conflict, NotFound
@@ -38,7 +38,7 @@ def cmd_tokens_create(config: ServerConfig, args: argparse.Namespace) -> int:
         if not store.schema_is_current():
             return fail(NOT_MIGRATED, 2)
         try:
-            record, secret = TokenService(store).create(args.name, args.scope)
+            record, secret = TokenService(store).create(args.name, args.scope, actor=cli_actor(), source="cli")
         except Conflict as exc:
             return fail(str(exc))
     print(f"created token {record.name} with scopes {', '.join(record.scopes)} (prefix {record.prefix});")
@@ -67,7 +67,7 @@ def cmd_tokens_revoke(config: ServerConfig, args: argparse.Namespace) -> int:
         if not store.schema_is_current():
             return fail(NOT_MIGRATED, 2)
         try:
-            record, now = TokenService(store).revoke(args.name)
+            record, now = TokenService(store).revoke(args.name, actor=cli_actor(), source="cli")
         except NotFound as exc:
             return fail(str(exc))
     if not now:

@@ -14,11 +14,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from scep_server import metrics
-from scep_server.ca.authority import generation_namespace, key_backend, rotate_ra
+from scep_server.ca.authority import CertificateAuthority, generation_namespace, key_backend, rotate_ra
 from scep_server.ca.live import LiveAuthority
 from scep_server.ca.ra_keyring import prune_ra_keyring
 from scep_server.config import CAConfig
-from scep_server.errors import ScepServerError
+from scep_server.errors import ScepServerError, StoreError
+from scep_server.store import AuditAction, AuditEntry, Store
+from scep_server.store.audit_chain import BACKGROUND
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,15 @@ RENEWAL_GAIN = timedelta(days=1)  # a renewal must push the RA's end at least th
 class RaRenewal:
     """Renews the RA of one CA directory when it is due; see the module docstring."""
 
-    def __init__(self, authority: LiveAuthority, config: CAConfig, passphrase: bytes | None) -> None:
-        """Renews the RA of the issuing generation (``authority.generations().active``)."""
+    def __init__(
+        self, authority: LiveAuthority, config: CAConfig, passphrase: bytes | None, *, store: Store | None = None
+    ) -> None:
+        """Renews the RA of the issuing generation (``authority.generations().active``), and appends each
+        renewal to ``store``'s audit log."""
         self._authority = authority
         self._config = config
         self._passphrase = passphrase
+        self._store = store
 
     @property
     def window(self) -> timedelta:
@@ -72,12 +78,25 @@ class RaRenewal:
             return False
         self._authority.replace_active(new)
         metrics.RA_RENEWALS.labels("renewed").inc()
+        self._audit(active.label, new, old)
         log.warning(
             "RA renewed: RA %x (valid until %s) replaces RA %x, which keeps decrypting until %s",
             new.ra_cert.serial_number, new.ra_cert.not_valid_after_utc, old.ra_cert.serial_number,
             moment + timedelta(days=self._config.ra_grace_days),
         )
         return True
+
+    def _audit(self, label: str, new: CertificateAuthority, old: CertificateAuthority) -> None:
+        if self._store is None:
+            return
+        entry = AuditEntry(BACKGROUND, AuditAction.CA_ROTATE_RA.value, f"ca={self._config.name} generation={label}", {
+            "ra_serial": f"{new.ra_cert.serial_number:x}", "not_after": new.ra_cert.not_valid_after_utc.isoformat(),
+            "previous_ra_serial": f"{old.ra_cert.serial_number:x}",
+        })
+        try:
+            self._store.append_audit(entry)
+        except StoreError as exc:  # the renewal stands: the log says what the audit log could not
+            log.error("RA renewal of generation %s not written to the audit log: %s", label, exc)
 
     def _prune(self, now: datetime) -> None:
         """Destroy the replaced RAs of every generation whose grace period is over."""

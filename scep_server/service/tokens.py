@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from scep_server.errors import InvalidInput, NotFound
-from scep_server.store import Store
+from scep_server.store import Actor, Store
 from scep_server.store.tokens import TokenRecord
 
 __all__ = [
@@ -93,16 +93,16 @@ class TokenService:
         self._monotonic = monotonic
         self._active: tuple[float, bool] | None = None  # (checked at, answer)
 
-    def create(self, name: str, scopes: Iterable[str]) -> tuple[TokenRecord, str]:
-        """A new token and its secret, which is not kept; ``InvalidInput`` for a bad name or scope,
-        ``Conflict`` when the name is taken (by a revoked token too)."""
+    def create(self, name: str, scopes: Iterable[str], *, actor: str, source: str) -> tuple[TokenRecord, str]:
+        """A new token and its secret, which is not kept, audited as ``actor``'s through ``source``;
+        ``InvalidInput`` for a bad name or scope, ``Conflict`` when the name is taken (by a revoked token too)."""
         if not NAME.fullmatch(name):
             raise InvalidInput("a token name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         parsed = parse_scopes(scopes)
         secret = SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
         record = self._store.add_token(
             name=name, scopes=[str(scope) for scope in parsed], token_hash=token_hash(secret),
-            prefix=secret[:PREFIX_LENGTH],
+            prefix=secret[:PREFIX_LENGTH], actor=Actor(actor, source),
         )
         self._active = None
         return record, secret
@@ -123,10 +123,11 @@ class TokenService:
     def list(self) -> list[TokenRecord]:
         return self._store.list_tokens()
 
-    def revoke(self, name: str) -> tuple[TokenRecord, bool]:
-        """Revoke the token; whether it was revoked now (False: earlier). ``NotFound`` when there is none."""
+    def revoke(self, name: str, *, actor: str, source: str) -> tuple[TokenRecord, bool]:
+        """Revoke the token, audited as ``actor``'s through ``source``; whether it was revoked now (False:
+        earlier, and nothing is audited). ``NotFound`` when there is none."""
         now = self._clock()
-        record = self._store.revoke_token(name, at=now)
+        record = self._store.revoke_token(name, at=now, actor=Actor(actor, source))
         if record is None:
             raise NotFound(f"no token named {name!r}")
         self._active = None

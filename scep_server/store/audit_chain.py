@@ -54,6 +54,12 @@ class AuditAction(StrEnum):
     CERTIFICATE_REVOKE = "certificate.revoke"
     CERTIFICATE_WITHDRAW = "certificate.withdraw"  # revoked because it must not, or was not, delivered
 
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
+    CA_ROTATE_RA = "ca.rotate-ra"  # by `ca rotate-ra` or the ra-renewal job
+    CA_ROLLOVER_STAGE = "ca.rollover.stage"
+    CA_ROLLOVER_ACTIVATE = "ca.rollover.activate"
+    OUTBOX_RETRY = "outbox.retry"  # an operator made an outbox entry due again
 
 @dataclass(frozen=True, slots=True)
 class Actor:

@@ -337,8 +337,10 @@ class Store:
 
     # -- named API tokens (tokens.py) -----------------------------------------------------------
 
-    def add_token(self, *, name: str, scopes: Sequence[str], token_hash: str, prefix: str) -> TokenRecord:
-        return self.tokens.add_token(name=name, scopes=scopes, token_hash=token_hash, prefix=prefix)
+    def add_token(
+        self, *, name: str, scopes: Sequence[str], token_hash: str, prefix: str, actor: Actor
+    ) -> TokenRecord:
+        return self.tokens.add_token(name=name, scopes=scopes, token_hash=token_hash, prefix=prefix, actor=actor)
 
     def token_by_hash(self, token_hash: str) -> TokenRecord | None:
         return self.tokens.token_by_hash(token_hash)
@@ -346,8 +348,8 @@ class Store:
     def list_tokens(self) -> list[TokenRecord]:
         return self.tokens.list_tokens()
 
-    def revoke_token(self, name: str, *, at: datetime) -> TokenRecord | None:
-        return self.tokens.revoke_token(name, at=at)
+    def revoke_token(self, name: str, *, at: datetime, actor: Actor) -> TokenRecord | None:
+        return self.tokens.revoke_token(name, at=at, actor=actor)
 
     def touch_token(self, token_id: int, *, at: datetime, unless_since: datetime) -> None:
         self.tokens.touch_token(token_id, at=at, unless_since=unless_since)

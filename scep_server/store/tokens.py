@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Row, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from scep_server.errors import Conflict, StoreError
+from scep_server.store.audit_chain import Actor, AuditAction, AuditEntry, append
 from scep_server.store.base import Repository, aware, check_length, guard, utcnow
 from scep_server.store.tables import (
     DIGEST_LENGTH,
@@ -42,8 +43,11 @@ class TokenRecord:
 class TokenRepository(Repository):
     """The API-token methods of ``Store``."""
 
-    def add_token(self, *, name: str, scopes: Sequence[str], token_hash: str, prefix: str) -> TokenRecord:
-        """Store a new token; ``Conflict`` when a token (revoked or not) has that name already."""
+    def add_token(
+        self, *, name: str, scopes: Sequence[str], token_hash: str, prefix: str, actor: Actor
+    ) -> TokenRecord:
+        """Store a new token, audited as ``actor``'s in the same transaction; ``Conflict`` when a token
+        (revoked or not) has that name already."""
         joined = ",".join(scopes)
         check_length(name, TOKEN_NAME_LENGTH, "name")
         check_length(joined, LABEL_LENGTH, "scopes")
@@ -54,6 +58,7 @@ class TokenRepository(Repository):
         try:
             with guard(), self._writer.begin() as conn:
                 conn.execute(insert(api_tokens).values(**row))
+                append(conn, _token_entry(actor, AuditAction.TOKEN_CREATE, name, scopes=joined, prefix=prefix))
         except StoreError as exc:
             if isinstance(exc.__cause__, IntegrityError):
                 raise Conflict(f"a token named {name!r} exists already") from exc
@@ -71,11 +76,13 @@ class TokenRepository(Repository):
             rows = conn.execute(select(api_tokens).order_by(_c.name)).all()
         return [_record(row) for row in rows]
 
-    def revoke_token(self, name: str, *, at: datetime) -> TokenRecord | None:
-        """Revoke the token named ``name`` (a revoked one keeps its first revocation time); None if there is none."""
+    def revoke_token(self, name: str, *, at: datetime, actor: Actor) -> TokenRecord | None:
+        """Revoke the token named ``name`` (a revoked one keeps its first revocation time), audited as
+        ``actor``'s in the same transaction when it changed anything; None if there is none."""
         statement = update(api_tokens).where(_c.name == name, _c.revoked_at.is_(None))
         with guard(), self._writer.begin() as conn:
-            conn.execute(statement.values(revoked_at=aware(at, "at")))
+            if conn.execute(statement.values(revoked_at=aware(at, "at"))).rowcount:
+                append(conn, _token_entry(actor, AuditAction.TOKEN_REVOKE, name))
         return self._one(_c.name == name)
 
     def touch_token(self, token_id: int, *, at: datetime, unless_since: datetime) -> None:
@@ -93,6 +100,10 @@ class TokenRepository(Repository):
         with guard(), self._engine.connect() as conn:
             row = conn.execute(select(api_tokens).where(condition)).one_or_none()
         return None if row is None else _record(row)
+
+
+def _token_entry(actor: Actor, action: AuditAction, name: str, **detail: str) -> AuditEntry:
+    return AuditEntry(actor, action.value, f"token={name}", detail)
 
 
 def _record(row: Row[object]) -> TokenRecord:

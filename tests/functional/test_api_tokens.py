@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scep_server.cli import main
+from scep_server.cli.audit import cli_actor
 from scep_server.config import SecretSource
 
 from .conftest import Device, ScepTestServer, make_config, serving
@@ -90,6 +91,24 @@ def test_a_revoked_token_is_refused_at_once(
     assert tokened.http.get("/admin/certificates", headers=_auth(reader)).status_code == 401
     assert _cli(tmp_path, "tokens", "revoke", "reader") == 1
     assert _cli(tmp_path, "tokens", "revoke", "nobody") == 1
+
+
+def test_creating_and_revoking_tokens_is_audited_as_the_cli_user(
+    tokened: ScepTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = _create(tmp_path, capsys, "reader", "read")
+    assert _cli(tmp_path, "tokens", "revoke", "reader") == 0
+    assert _cli(tmp_path, "tokens", "revoke", "reader") == 1  # already revoked: nothing more to audit
+    capsys.readouterr()
+    assert _cli(tmp_path, "audit", "list", "--json") == 0
+    output = capsys.readouterr().out
+    rows = [row for row in json.loads(output) if row["action"].startswith("token.")]
+    assert [(row["action"], row["actor"], row["source"], row["subject"]) for row in rows] == [
+        ("token.revoke", cli_actor(), "cli", "token=reader"),
+        ("token.create", cli_actor(), "cli", "token=reader"),
+    ]
+    assert secret not in output and secret[len("scep_"):] not in output
+    assert _cli(tmp_path, "audit", "verify") == 0
 
 
 def test_a_named_token_turns_the_api_on_without_admin_token(

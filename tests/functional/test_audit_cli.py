@@ -4,9 +4,9 @@ the server, the admin API, the CLI and Intune's requests are each audited with t
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -118,14 +118,15 @@ def test_audit_list_prints_a_table_newest_first(
     assert "admin-token" in lines[1] and "certificate.revoke" in lines[1] and '{"reason":"keyCompromise"}' in lines[1]
 
 
-def test_the_cli_actor_is_the_login_name_or_else_the_uid(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
-    assert cli_actor() == "cli:alice"
+def test_the_cli_actor_is_the_account_of_the_uid_not_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert cli_actor() == f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
 
-    def no_login_name() -> str:
-        raise OSError("No username set in the environment")
+    def no_account(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
 
-    monkeypatch.setattr(getpass, "getuser", no_login_name)
+    monkeypatch.setattr(pwd, "getpwuid", no_account)
     assert cli_actor() == f"cli:uid={os.getuid()}"
 
 

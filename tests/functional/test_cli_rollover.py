@@ -3,6 +3,7 @@ activating it now or at a time, and one-line refusals for what cannot be done.""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from scep_server.ca.authority import certificate_fingerprints
 from scep_server.cli import main
+from scep_server.cli.audit import cli_actor
 
 from .conftest import CHALLENGE, CONFIG
 
@@ -229,3 +231,34 @@ def test_a_missing_import_file_is_one_line(config: str, tmp_path: Path, capsys: 
     status, _, err = run(capsys, config, "stage", "--cert", str(missing), "--key", str(missing))
     assert status == 1
     assert one_line_error(err) == f"scep-server: the next CA's certificate file {missing} does not exist"
+
+
+def test_rotations_and_rollovers_are_audited_as_the_cli_user(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", config, "ca", "rotate-ra"]) == 0
+    assert run(capsys, config, "stage")[0] == 0
+    assert run(capsys, config, "activate")[0] == 0
+    assert main(["--config", config, "audit", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["action"], row["actor"], row["source"], row["subject"]) for row in rows] == [
+        ("ca.rollover.activate", cli_actor(), "cli", f"ca=test-ca generation={NEXT}"),
+        ("ca.rollover.stage", cli_actor(), "cli", f"ca=test-ca generation={NEXT}"),
+        ("ca.rotate-ra", cli_actor(), "cli", "ca=test-ca generation=test-ca"),
+    ]
+    staged = x509.load_pem_x509_certificate(next_ca_file(Path(config).parent).read_bytes())
+    assert rows[1]["detail"]["serial"] == f"{staged.serial_number:x}"
+    assert rows[1]["detail"]["ca_subject"] == NEXT_SUBJECT
+    assert "previous_ra_serial" in rows[2]["detail"]
+    assert main(["--config", config, "audit", "verify"]) == 0
+
+
+def test_a_change_that_cannot_be_audited_says_so_and_fails(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "var" / "scep-server.db"
+    assert database.exists()
+    database.unlink()
+    database.mkdir()  # the database cannot be opened: the staging happened, its audit row cannot be written
+    status, _, err = run(capsys, config, "stage")
+    assert status == 1
+    expected = f"scep-server: {NEXT} was staged, but it could not be written to the audit log"
+    assert one_line_error(err).startswith(expected)

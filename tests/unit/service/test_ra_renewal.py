@@ -3,6 +3,7 @@ failure leaves the RA that serves."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from scep_server.ca.live import LiveAuthority
 from scep_server.config import CAConfig
 from scep_server.errors import CAError
 from scep_server.service.ra_renewal import RaRenewal
+from scep_server.store import Store
 
 CONFIG = CAConfig(key_type="ec", curve="P-256", ra_validity_days=60, ra_renew_days=30, ra_grace_days=7)
 
@@ -91,3 +93,17 @@ def test_a_failed_renewal_is_counted_and_the_ra_keeps_serving(
     assert not job.renew_due(first.ra_cert.not_valid_after_utc - timedelta(days=2))
     assert renewals("failed") == before + 1
     assert live.current().ra_cert == first.ra_cert
+
+
+def test_a_renewal_is_audited_as_the_background_job(tmp_path: Path, store: Store) -> None:
+    made_at = datetime.now(UTC)
+    first = init_ca(tmp_path / "ca", CONFIG, None, now=made_at)
+    live = renewal(tmp_path / "ca")[1]
+    job = RaRenewal(live, CONFIG, None, store=store)
+    assert job.renew_due(first.ra_cert.not_valid_after_utc - timedelta(days=30))
+    [row] = store.list_audit()
+    assert (row.action, row.actor, row.source) == ("ca.rotate-ra", "server", "jobs")
+    detail = json.loads(row.detail)
+    assert detail["ra_serial"] == f"{live.current().ra_cert.serial_number:x}"
+    assert detail["previous_ra_serial"] == f"{first.ra_cert.serial_number:x}"
+    assert store.verify_audit().intact
