@@ -23,15 +23,18 @@ from scep_server.jobs.worker import BackgroundWorker, Task
 from scep_server.scep.message import CONTENT_KEY_LEDGER, DecodeOptions
 from scep_server.service.certificates import CertificateQueries
 from scep_server.service.enrollment import EnrollmentService
+from scep_server.service.enrollments import EnrollmentQueries
 from scep_server.service.intune_outbox import NotificationOutbox
 from scep_server.service.intune_sync import RevocationSync
 from scep_server.service.issuance import IssuanceService
 from scep_server.service.issuers import Issuers, IssuerServices, OcspRouter
 from scep_server.service.ocsp import OcspResponder
+from scep_server.service.operations import Operations
 from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlCache, RevocationWatch
 from scep_server.service.ra_renewal import RaRenewal
 from scep_server.service.readiness import Readiness
+from scep_server.service.reports import Reports
 from scep_server.service.revocation import RevocationService
 from scep_server.store import Store
 
@@ -49,6 +52,9 @@ class Runtime:
     revocations: RevocationService
     certificates: CertificateQueries
     readiness: Readiness
+    reports: Reports
+    operations: Operations
+    enrollments: EnrollmentQueries
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -151,7 +157,9 @@ def _assemble(config: ServerConfig, authority: LiveAuthority, store: Store) -> R
     readiness.radar.survey(local_only=True)  # the gauges set and a near expiry logged at start, without Graph
     worker_tasks.append(jobs.credential_expiry(readiness.radar.survey))
     return Runtime(
-        config, authority, store, profiles, issuers, service, background, ocsp, revocations, certificates, readiness
+        config, authority, store, profiles, issuers, service, background, ocsp, revocations, certificates, readiness,
+        reports=Reports(store), operations=Operations(store, readiness.radar),
+        enrollments=EnrollmentQueries(store),
     )
 
 
@@ -196,7 +204,8 @@ def _intune_services(
     tasks.append(jobs.intune_outbox(outbox.deliver_due))
     rounds = revocation_sync(config, store, client, revocations)
     tasks.append(jobs.intune_revocation_sync(rounds, every=config.intune.revocation_poll_seconds))
-    return Resources((IntuneLink(client, outbox, ca_configuration(config)),)) if uses_intune else Resources()
+    link = IntuneLink(client, outbox, ca_configuration(config), journal=store)
+    return Resources((link,)) if uses_intune else Resources()
 
 
 def revocation_sync(

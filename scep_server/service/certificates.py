@@ -92,13 +92,14 @@ class CertificateQueries:
 
     def revoke(
         self, serial: int, *, reason: CRLReason | str, issuer: str | None = None, actor: str = "server",
-        source: str = "service",
+        source: str = "service", comment: str | None = None,
     ) -> RevokeAnswer:
-        """Revoke the certificate, audited as ``actor``'s through ``source`` (see ``RevocationService.revoke``);
-        ``UnknownRevocationReason`` for a reason name that cannot revoke."""
+        """Revoke the certificate, audited as ``actor``'s through ``source`` with ``comment`` if given (see
+        ``RevocationService.revoke``); ``UnknownRevocationReason`` for a reason name that cannot revoke,
+        ``ValueError`` for a comment that cannot be recorded."""
         try:
             revoked = self._revocations.revoke(
-                serial, reason=reason, issuer=issuer or self._issuer, actor=actor, source=source
+                serial, reason=reason, issuer=issuer or self._issuer, actor=actor, source=source, comment=comment
             )
             return Revoked(revoked)
         except CertificateNotFound:

@@ -5,6 +5,9 @@ parsed here, so every surface understands a time the same way: a duration back f
 ``24h``, ``30m``) or an ISO 8601 time with its zone. A report's rows come as JSON-ready dicts
 (:func:`certificate_row`, :func:`event_row`) and as JSON or CSV text (:func:`to_json`, :func:`to_csv`).
 Bad input is a ``ValueError`` whose message names the option and says what was expected.
+
+The admin API and the console page through certificates, revocations and the audit log by cursor
+(:meth:`Reports.certificate_page`, :meth:`Reports.revocations`, :meth:`Reports.audit`; see ``paging.py``).
 """
 
 from __future__ import annotations
@@ -22,21 +25,27 @@ from typing import Any, Generic, TypeVar
 from scep_server.pki.names import printable
 from scep_server.pki.reasons import CRLReason
 from scep_server.scep.types import MessageType
-from scep_server.service.certificates import describe
+from scep_server.service.audit_listing import AuditQuery, RevocationQuery, audit_page, revocation_page
+from scep_server.service.certificates import describe, parse_serial
 from scep_server.service.outcome import OperationStatus
-from scep_server.store import CertificateRecord, CertStatus, OperationRecord, Store
-from scep_server.store.reports import CertificateFilter, CertificateOrder, EventFilter
+from scep_server.service.paging import CursorPage, check_limit, decode_cursor, page_of
+from scep_server.store import CertificateRecord, CertStatus, OperationRecord, Store, serial_hex, serial_storable
+from scep_server.store.reports import CertificateFilter, CertificateOrder, EventFilter, KeyedCertificate
 
 __all__ = [
     "CERTIFICATE_COLUMNS",
     "EVENT_COLUMNS",
     "OUTCOMES",
     "REPORT_STATUSES",
+    "AuditQuery",
+    "CertificateQuery",
     "CertificateSearch",
     "EventSearch",
     "ReportPage",
     "ReportStatus",
     "Reports",
+    "RevocationQuery",
+    "certificate_filter",
     "certificate_row",
     "event_row",
     "parse_duration",
@@ -54,6 +63,8 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 _FAILURE = "FAILURE:"
 # What a spreadsheet would start a formula with (OWASP's CSV injection list).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_THUMBPRINT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+MAX_SEARCH_LENGTH = 1024  # of a subject, SAN or device id searched for
 
 
 class ReportStatus(StrEnum):
@@ -87,6 +98,31 @@ class CertificateSearch:
     subject: str | None = None
     status: ReportStatus | None = None
     profile: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateQuery:
+    """A page of the certificates matching every given filter, newest first (issued_at, then id).
+
+    ``serial`` as a number or as people write it (hex, ``0x``, ``:``); ``subject`` and ``san`` are
+    substrings, any case; ``thumbprint`` a hex SHA-1 (40 digits) or SHA-256 (64 digits), any case, ``:``
+    allowed; ``device_id`` the Intune device id a SAN ``IntuneDeviceId://<id>`` names (the whole id, any
+    case). Issued in ``[issued_since, issued_until)``; notAfter before ``expires_before``. ``cursor``:
+    the previous page's ``next_cursor``.
+    """
+
+    serial: int | str | None = None
+    subject: str | None = None
+    san: str | None = None
+    thumbprint: str | None = None
+    profile: str | None = None
+    status: ReportStatus | None = None
+    issued_since: datetime | None = None
+    issued_until: datetime | None = None
+    expires_before: datetime | None = None
+    device_id: str | None = None
+    cursor: str | None = None
     limit: int = 100
 
 
@@ -141,6 +177,21 @@ class Reports:
         )
         return _page(self._store.search_certificates(wanted), limit, now)
 
+    def certificate_page(self, query: CertificateQuery) -> CursorPage[CertificateRecord]:
+        """A page of the matching certificates, newest first; ``ValueError`` naming a bad parameter."""
+        wanted = certificate_filter(query, self._now())
+        keyed = self._store.reports.search_keyed_certificates(wanted)
+        page = page_of(keyed, query.limit, _certificate_key)
+        return CursorPage([row.record for row in page.items], page.next_cursor)
+
+    def revocations(self, query: RevocationQuery) -> CursorPage[dict[str, Any]]:
+        """Revocations and withdrawals as the audit log recorded them, newest first (see ``audit_listing``)."""
+        return revocation_page(self._store, query)
+
+    def audit(self, query: AuditQuery) -> CursorPage[dict[str, Any]]:
+        """A page of the hash-chained audit log, newest first (see ``audit_listing``)."""
+        return audit_page(self._store, query)
+
     def events(self, search: EventSearch) -> ReportPage[OperationRecord]:
         """Matching SCEP PKIOperation events, newest first."""
         wanted = EventFilter(
@@ -148,6 +199,24 @@ class Reports:
             outcomes=search.outcomes, limit=_checked_limit(search.limit) + 1,
         )
         return _page(self._store.search_events(wanted), search.limit, self._now())
+
+
+def certificate_filter(query: CertificateQuery, now: datetime) -> CertificateFilter:
+    """The store filter of a page of ``query`` at ``now``: one more row than the page, to tell whether
+    more follow; ``ValueError`` naming the first bad parameter."""
+    status = _report_status(query.status)
+    bounds = _status_bounds(status, now)
+    since, until = _aware(query.issued_since, "issued_since"), _aware(query.issued_until, "issued_until")
+    if since is not None and until is not None and since >= until:
+        raise ValueError(f"issued_since {since.isoformat()} is not before issued_until {until.isoformat()}")
+    expires_before = _earliest(bounds.pop("expires_before", None), _aware(query.expires_before, "expires_before"))
+    return CertificateFilter(
+        issued_since=since, issued_until=until, expires_before=expires_before, profile=query.profile,
+        subject_contains=_search_text(query.subject, "subject"), san_contains=_search_text(query.san, "san"),
+        serial=_serial_hex(query.serial), thumbprint=_thumbprint(query.thumbprint),
+        device_id=_device_id(query.device_id), before=None if query.cursor is None else decode_cursor(query.cursor),
+        limit=check_limit(query.limit) + 1, **bounds,
+    )
 
 
 def parse_duration(text: str, option: str) -> timedelta:
@@ -272,6 +341,68 @@ def _status_bounds(status: ReportStatus | None, now: datetime) -> dict[str, Any]
     if status is ReportStatus.EXPIRED:
         return {"expires_before": now}
     return {}
+
+
+def _certificate_key(row: KeyedCertificate) -> tuple[datetime, int]:
+    return row.record.issued_at, row.row_id
+
+
+def _report_status(status: ReportStatus | str | None) -> ReportStatus | None:
+    if status is None:
+        return None
+    try:
+        return ReportStatus(status)
+    except ValueError:
+        raise ValueError(f"status {status!r} is not one of {', '.join(REPORT_STATUSES)}") from None
+
+
+def _aware(moment: datetime | None, name: str) -> datetime | None:
+    if moment is not None and moment.utcoffset() is None:
+        raise ValueError(f"{name} must be a time with a zone")
+    return moment
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    given = [moment for moment in moments if moment is not None]
+    return min(given) if given else None
+
+
+def _search_text(text: str | None, name: str) -> str | None:
+    if text is not None and len(text) > MAX_SEARCH_LENGTH:
+        raise ValueError(f"{name} is longer than {MAX_SEARCH_LENGTH} characters")
+    return text
+
+
+def _serial_hex(serial: int | str | None) -> str | None:
+    """The stored form of a serial given as a number or as text; ValueError naming ``serial``."""
+    if serial is None:
+        return None
+    if isinstance(serial, str):
+        try:
+            serial = parse_serial(serial)
+        except ValueError:
+            raise ValueError(f"serial {serial!r} is not a hexadecimal serial number this CA can issue") from None
+    if not serial_storable(serial):
+        raise ValueError(f"serial {serial!r} is not a serial number this CA can issue")
+    return serial_hex(serial)
+
+
+def _thumbprint(text: str | None) -> str | None:
+    if text is None:
+        return None
+    cleaned = text.strip().replace(":", "").lower()
+    if not _THUMBPRINT.fullmatch(cleaned):
+        raise ValueError(f"thumbprint {text!r} must be 40 (SHA-1) or 64 (SHA-256) hex digits")
+    return cleaned
+
+
+def _device_id(text: str | None) -> str | None:
+    if text is None:
+        return None
+    cleaned = _search_text(text.strip(), "device_id")
+    if not cleaned:
+        raise ValueError("device_id must not be empty")
+    return cleaned
 
 
 def _checked_limit(limit: int) -> int:

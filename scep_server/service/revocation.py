@@ -19,6 +19,7 @@ from scep_server.errors import InvalidInput
 from scep_server.pki.names import parse_name
 from scep_server.pki.reasons import FINAL_REASONS, CRLReason
 from scep_server.store import Actor, CertificateRecord, Store
+from scep_server.store.revocations import check_comment
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,13 @@ class RevocationService:
         revoked_at: datetime | None = None,
         actor: str = "server",
         source: str = "service",
+        comment: str | None = None,
     ) -> CertificateRecord:
         """Revoke the certificate and return its stored state; the audit log names ``actor`` (who asked:
         ``admin-token``, ``cli:<user>``, ``intune:<request context>``) and ``source`` (``api``, ``cli``,
-        ``intune-sync``), written in the same store transaction as the revocation.
+        ``intune-sync``), written in the same store transaction as the revocation, with the operator's
+        ``comment`` if there is one (at most 500 characters, no control characters: ``ValueError``; a
+        blank one is none).
 
         Raises ``CertificateNotFound`` for a serial the issuer never issued, ``AlreadyRevoked`` when it
         is revoked already (nothing changes then), ``UnknownRevocationReason`` for a reason name that
@@ -109,10 +113,13 @@ class RevocationService:
         revocation was decided elsewhere, say.
         """
         code = revocation_reason(reason)
+        note = check_comment(comment) if comment is not None and comment.strip() else None
         when = self._revocation_time(revoked_at)
         issuer_name = self._issuer_name(issuer) if issuer is not None else self._issuer_of(serial)
         by = Actor(actor, source)
-        record = self._store.revoke(serial, issuer_name, reason=int(code), revoked_at=when, actor=by)
+        record = self._store.revocations.revoke(
+            serial, issuer_name, reason=int(code), revoked_at=when, actor=by, comment=note
+        )
         self._invalidate()
         log.info("revoked serial=%x issuer=%r reason=%s actor=%r source=%s", serial, issuer_name, code.rfc_name,
                  actor, source)

@@ -24,6 +24,7 @@ from scep_server.store.records import (
 )
 from scep_server.store.repository import Store
 from scep_server.store.serials import MAX_SERIAL_BITS, parse_serial_hex, serial_hex, serial_storable
+from scep_server.store.steps import EnrollmentStep, StepRecord, TransactionSearch, TransactionSummary
 
 __all__ = [
     "MAX_SERIAL_BITS",
@@ -38,6 +39,7 @@ __all__ = [
     "CertificateRecord",
     "ChainBreak",
     "DuplicateCertificate",
+    "EnrollmentStep",
     "IntuneRevocationRecord",
     "NewCertificate",
     "NewTransaction",
@@ -45,11 +47,14 @@ __all__ = [
     "OutboxEntryNotPending",
     "OutboxRecord",
     "OutboxState",
+    "StepRecord",
     "Store",
     "TransactionExists",
     "TransactionNotPending",
     "TransactionRecord",
+    "TransactionSearch",
     "TransactionState",
+    "TransactionSummary",
     "VerifyReport",
     "parse_serial_hex",
     "serial_hex",

@@ -31,9 +31,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from scep_server.errors import StoreError
-from scep_server.store.base import Repository, check_length, check_page, guard, utcnow
+from scep_server.store.base import Repository, aware, check_length, check_page, guard, utcnow
 from scep_server.store.records import NewCertificate
 from scep_server.store.serials import serial_hex
 from scep_server.store.tables import LABEL_LENGTH, audit_head, audit_log
@@ -53,13 +54,13 @@ class AuditAction(StrEnum):
     CERTIFICATE_ISSUE = "certificate.issue"
     CERTIFICATE_REVOKE = "certificate.revoke"
     CERTIFICATE_WITHDRAW = "certificate.withdraw"  # revoked because it must not, or was not, delivered
-
     TOKEN_CREATE = "token.create"
     TOKEN_REVOKE = "token.revoke"
     CA_ROTATE_RA = "ca.rotate-ra"  # by `ca rotate-ra` or the ra-renewal job
     CA_ROLLOVER_STAGE = "ca.rollover.stage"
     CA_ROLLOVER_ACTIVATE = "ca.rollover.activate"
     OUTBOX_RETRY = "outbox.retry"  # an operator made an outbox entry due again
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:
@@ -122,6 +123,20 @@ class VerifyReport:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which rows: every given bound must hold; ``actions`` any of these (all when empty). Newest first
+    (by id, the chain's order); ``before_id`` keeps the rows before that one, to page on."""
+
+    actions: tuple[str, ...] = ()
+    actor: str | None = None
+    source: str | None = None
+    since: datetime | None = None  # occurred_at >= since
+    until: datetime | None = None  # occurred_at < until
+    before_id: int | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class _Head:
     last_id: int
     last_hash: str
@@ -160,6 +175,34 @@ class AuditChain(Repository):
                 return [_record(row) for row in conn.execute(query)]
             except (ValueError, TypeError) as exc:  # a value edited into something unreadable
                 raise StoreError(f"an audit row cannot be read ({exc}); run audit verify") from None
+
+    def search_audit(self, wanted: AuditFilter) -> list[AuditRecord]:
+        """The rows ``wanted`` selects, newest first."""
+        check_page(wanted.limit)
+        query = select(audit_log).where(*_audit_conditions(wanted)).order_by(audit_log.c.id.desc())
+        with guard(), self._engine.connect() as conn:
+            try:
+                return [_record(row) for row in conn.execute(query.limit(wanted.limit))]
+            except (ValueError, TypeError) as exc:  # a value edited into something unreadable
+                raise StoreError(f"an audit row cannot be read ({exc}); run audit verify") from None
+
+
+def _audit_conditions(wanted: AuditFilter) -> list[ColumnElement[bool]]:
+    c = audit_log.c
+    conditions: list[ColumnElement[bool]] = []
+    if wanted.actions:
+        conditions.append(c.action.in_(wanted.actions))
+    if wanted.actor is not None:
+        conditions.append(c.actor == wanted.actor)
+    if wanted.source is not None:
+        conditions.append(c.source == wanted.source)
+    if wanted.since is not None:
+        conditions.append(c.occurred_at >= aware(wanted.since, "since"))
+    if wanted.until is not None:
+        conditions.append(c.occurred_at < aware(wanted.until, "until"))
+    if wanted.before_id is not None:
+        conditions.append(c.id < wanted.before_id)
+    return conditions
 
 
 def append(conn: Connection, entry: AuditEntry) -> int:

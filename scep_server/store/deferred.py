@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from scep_server.store.base import Repository, aware, check_page, guard, utcnow
 from scep_server.store.records import TransactionRecord
@@ -73,6 +73,21 @@ class DeferredRepository(Repository):
         """Count another failed retry of a deferred transaction and try again at ``next_attempt_at``."""
         with guard(), self._writer.begin() as conn:
             update_transaction(conn, DEFERRED, profile, transaction_id, _retry_changes(next_attempt_at, error))
+
+
+    def count_deferred(self) -> int:
+        """How many transactions wait for a background retry."""
+        query = select(func.count()).select_from(transactions).where(DEFERRED)
+        with guard(), self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def list_deferred(self, *, limit: int = 50) -> list[TransactionRecord]:
+        """The deferred transactions, the one due first first."""
+        check_page(limit)
+        c = transactions.c
+        query = select(transactions).where(DEFERRED).order_by(c.next_attempt_at, c.id).limit(limit)
+        with guard(), self._engine.connect() as conn:
+            return [transaction_record(row) for row in conn.execute(query)]
 
 
 def _retry_changes(next_attempt_at: datetime, error: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from scep_server.errors import StoreError
@@ -38,6 +38,18 @@ class IntuneRevocationRecord:
     def needs_processing(self) -> bool:
         """Never processed, or last time only a retryable result came out."""
         return self.result_code is None or self.result_code >= RETRYABLE_FLOOR
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationSyncSummary:
+    """Where the revocation sync stands: the latest request received, processed and uploaded, the
+    results not uploaded yet, and how many requests have each result code."""
+
+    last_received_at: datetime | None
+    last_processed_at: datetime | None
+    last_uploaded_at: datetime | None
+    awaiting_upload: int
+    results: dict[int, int]
 
 
 class IntuneRevocationRepository(Repository):
@@ -87,6 +99,20 @@ class IntuneRevocationRepository(Repository):
         )
         with guard(), self._engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
+
+    def revocation_sync_summary(self) -> RevocationSyncSummary:
+        """The summary over every request recorded."""
+        latest = select(
+            func.max(_c.received_at), func.max(_c.processed_at), func.max(_c.uploaded_at),
+            func.count().filter(_c.uploaded_at.is_(None) & _c.result_code.is_not(None)),
+        ).select_from(intune_revocations)
+        by_code = (
+            select(_c.result_code, func.count()).where(_c.result_code.is_not(None)).group_by(_c.result_code)
+        )
+        with guard(), self._engine.connect() as conn:
+            received, processed, uploaded, awaiting = conn.execute(latest).one()
+            results = {int(code): int(count) for code, count in conn.execute(by_code)}
+        return RevocationSyncSummary(received, processed, uploaded, int(awaiting), results)
 
     def mark_revocation_results_uploaded(self, request_contexts: Sequence[str], *, at: datetime) -> None:
         if not request_contexts:

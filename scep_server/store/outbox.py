@@ -4,7 +4,8 @@ Each entry is PENDING until it is delivered or given up on (dead). A background 
 entries (``outbox_due``) and leases each one before sending it (``outbox_lease``), which moves its next
 attempt to the end of the lease: of several workers that saw an entry due, only one sends it, and if that
 one dies the entry is due again when the lease runs out. The worker then records the delivery, a retry
-or the end (``outbox_delivered``, ``outbox_retry``, ``outbox_dead``).
+or the end (``outbox_delivered``, ``outbox_retry``, ``outbox_dead``). An operator may make an entry that
+is not delivered due again (``requeue``), a dead one included: it is pending again, its attempts kept.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
 
+from scep_server.store.audit_chain import SERVICE, Actor, AuditAction, AuditEntry, append
 from scep_server.store.base import Repository, aware, check_length, check_page, guard, required, utcnow
 from scep_server.store.records import OutboxEntryNotPending, OutboxRecord
 from scep_server.store.tables import OUTBOX_KIND_LENGTH, TRANSACTION_ID_LENGTH, intune_outbox
@@ -111,6 +113,20 @@ class OutboxRepository(Repository):
         with guard(), self._engine.connect() as conn:
             return [_outbox_record(row) for row in conn.execute(query)]
 
+    def requeue(self, outbox_id: int, now: datetime, *, actor: Actor = SERVICE) -> bool:
+        """Make the entry due at ``now`` if it is not delivered (pending or dead: it is pending again),
+        audited as ``actor``'s in the same transaction; False, and nothing changes, for an entry that is
+        missing or delivered. A pending entry a worker holds the lease of may be sent twice: its lease is
+        given up, and Intune takes a repeated notification as the same one."""
+        mine = (_c.id == outbox_id) & _c.delivered_at.is_(None)
+        due = {"next_attempt_at": aware(now, "now"), "dead_at": None}
+        with guard(), self._writer.begin() as conn:
+            row = conn.execute(select(intune_outbox).where(mine)).one_or_none()
+            if row is None or conn.execute(update(intune_outbox).where(mine).values(**due)).rowcount != 1:
+                return False
+            append(conn, _requeue_entry(actor, _outbox_record(row)))
+        return True
+
     def _finish(self, outbox_id: int, changes: Mapping[str, Any]) -> None:
         with guard(), self._writer.begin() as conn:
             _update_pending_entry(conn, outbox_id, changes)
@@ -122,6 +138,12 @@ def _update_pending_entry(conn: Connection, outbox_id: int, changes: Mapping[str
         return
     row = conn.execute(select(intune_outbox).where(mine)).one_or_none()
     raise OutboxEntryNotPending(outbox_id, None if row is None else _outbox_record(row).state)
+
+
+def _requeue_entry(actor: Actor, entry: OutboxRecord) -> AuditEntry:
+    detail = {"kind": entry.kind, "transaction_id": entry.transaction_id, "state": entry.state.value,
+              "attempts": entry.attempts}
+    return AuditEntry(actor, AuditAction.OUTBOX_RETRY.value, f"outbox={entry.id}", detail)
 
 
 def _encode_payload(payload: Mapping[str, Any]) -> str:

@@ -17,14 +17,26 @@ from sqlalchemy import Engine
 
 from scep_server.store import writer
 from scep_server.store.audit import AuditRepository
-from scep_server.store.audit_chain import SERVICE, Actor, AuditChain, AuditEntry, AuditRecord, VerifyReport
+from scep_server.store.audit_chain import (
+    SERVICE,
+    Actor,
+    AuditChain,
+    AuditEntry,
+    AuditFilter,
+    AuditRecord,
+    VerifyReport,
+)
 from scep_server.store.certificates import CertificateRepository
 from scep_server.store.crls import CrlRepository, PublishedCrlRecord
 from scep_server.store.deferred import DeferredRepository
 from scep_server.store.deliveries import DeliveryRepository
 from scep_server.store.engine import SchemaRepository, open_engine
 from scep_server.store.enrollments import EnrollmentRepository
-from scep_server.store.intune_revocations import IntuneRevocationRecord, IntuneRevocationRepository
+from scep_server.store.intune_revocations import (
+    IntuneRevocationRecord,
+    IntuneRevocationRepository,
+    RevocationSyncSummary,
+)
 from scep_server.store.outbox import OutboxRepository
 from scep_server.store.records import (
     AuditEvent,
@@ -36,8 +48,9 @@ from scep_server.store.records import (
     OutboxRecord,
     TransactionRecord,
 )
-from scep_server.store.reports import CertificateFilter, EventFilter, ReportRepository
+from scep_server.store.reports import CertificateFilter, EventFilter, KeyedCertificate, ReportRepository
 from scep_server.store.revocations import RevocationRepository, RevokedEntry
+from scep_server.store.steps import StepRecord, StepRepository, TransactionSearch, TransactionSummary
 from scep_server.store.tokens import TokenRecord, TokenRepository
 from scep_server.store.transactions import TransactionRepository
 
@@ -61,6 +74,7 @@ class Store:
         self.reports = ReportRepository(engine)
         self.audit_chain = AuditChain(engine)
         self.tokens = TokenRepository(engine)
+        self.steps = StepRepository(engine)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 5) -> Store:
@@ -128,12 +142,51 @@ class Store:
     def get_transaction(self, profile: str, transaction_id: str) -> TransactionRecord | None:
         return self.transactions.get_transaction(profile, transaction_id)
 
+    # -- the steps and the story of an enrollment (steps.py) ------------------------------------
+
+    def record_step(
+        self,
+        *,
+        profile: str,
+        transaction_id: str,
+        step: str,
+        outcome: str,
+        intune_code: str | None = None,
+        activity_id: str | None = None,
+        detail: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self.steps.record_step(
+            profile=profile, transaction_id=transaction_id, step=step, outcome=outcome, intune_code=intune_code,
+            activity_id=activity_id, detail=detail, at=at,
+        )
+
+    def steps_of(self, transaction_id: str, profile: str | None = None) -> list[StepRecord]:
+        return self.steps.steps_of(transaction_id, profile)
+
+    def search_transactions(self, wanted: TransactionSearch) -> list[TransactionSummary]:
+        return self.steps.search_transactions(wanted)
+
+    def certificate_of_transaction(
+        self, profile: str, transaction_id: str, serial: int | None = None
+    ) -> CertificateRecord | None:
+        return self.steps.certificate_of_transaction(profile, transaction_id, serial)
+
+    def outbox_of(self, transaction_id: str) -> list[OutboxRecord]:
+        return self.steps.outbox_of(transaction_id)
+
     # -- deferred transactions (deferred.py) ----------------------------------------------------
 
     def defer_transaction(self, *, profile: str, transaction_id: str, next_attempt_at: datetime, error: str) -> None:
         self.deferred.defer_transaction(
             profile=profile, transaction_id=transaction_id, next_attempt_at=next_attempt_at, error=error
         )
+
+    def count_deferred(self) -> int:
+        return self.deferred.count_deferred()
+
+    def list_deferred(self, *, limit: int = 50) -> list[TransactionRecord]:
+        return self.deferred.list_deferred(limit=limit)
 
     def due_deferred(self, *, now: datetime, limit: int = 20) -> list[TransactionRecord]:
         return self.deferred.due_deferred(now=now, limit=limit)
@@ -217,9 +270,12 @@ class Store:
     # -- revocations and CRL numbers (revocations.py) -------------------------------------------
 
     def revoke(
-        self, serial: int, issuer: str, *, reason: int, revoked_at: datetime, actor: Actor = SERVICE
+        self, serial: int, issuer: str, *, reason: int, revoked_at: datetime, actor: Actor = SERVICE,
+        comment: str | None = None,
     ) -> CertificateRecord:
-        return self.revocations.revoke(serial, issuer, reason=reason, revoked_at=revoked_at, actor=actor)
+        return self.revocations.revoke(
+            serial, issuer, reason=reason, revoked_at=revoked_at, actor=actor, comment=comment
+        )
 
     def iter_revoked(self, issuer: str, *, batch_size: int = 1000) -> Iterator[RevokedEntry]:
         return self.revocations.iter_revoked(issuer, batch_size=batch_size)
@@ -272,6 +328,9 @@ class Store:
     def verify_audit(self) -> VerifyReport:
         return self.audit_chain.verify_audit()
 
+    def search_audit(self, wanted: AuditFilter) -> list[AuditRecord]:
+        return self.audit_chain.search_audit(wanted)
+
     def list_audit(self, *, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
         return self.audit_chain.list_audit(limit=limit, offset=offset)
 
@@ -279,6 +338,9 @@ class Store:
 
     def search_certificates(self, wanted: CertificateFilter) -> list[CertificateRecord]:
         return self.reports.search_certificates(wanted)
+
+    def search_keyed_certificates(self, wanted: CertificateFilter) -> list[KeyedCertificate]:
+        return self.reports.search_keyed_certificates(wanted)
 
     def search_events(self, wanted: EventFilter) -> list[OperationRecord]:
         return self.reports.search_events(wanted)
@@ -307,6 +369,9 @@ class Store:
     def outbox_dead(self, outbox_id: int, *, at: datetime, error: str) -> None:
         self.outbox.outbox_dead(outbox_id, at=at, error=error)
 
+    def requeue(self, outbox_id: int, now: datetime, *, actor: Actor = SERVICE) -> bool:
+        return self.outbox.requeue(outbox_id, now, actor=actor)
+
     def outbox_counts(self) -> dict[str, int]:
         return self.outbox.outbox_counts()
 
@@ -328,6 +393,9 @@ class Store:
 
     def set_revocation_result(self, request_context: str, *, code: int, message: str) -> None:
         self.intune_revocations.set_revocation_result(request_context, code=code, message=message)
+
+    def revocation_sync_summary(self) -> RevocationSyncSummary:
+        return self.intune_revocations.revocation_sync_summary()
 
     def revocation_results_to_upload(self, *, limit: int = 500) -> list[IntuneRevocationRecord]:
         return self.intune_revocations.revocation_results_to_upload(limit=limit)

@@ -1,4 +1,9 @@
-"""Revoking certificates and listing the revoked ones for CRLs and OCSP, with each issuer's CRLNumber."""
+"""Revoking certificates and listing the revoked ones for CRLs and OCSP, with each issuer's CRLNumber.
+
+An operator's revocation may carry a comment (why, the ticket it belongs to): it goes into the audit
+row's detail, at most ``MAX_COMMENT_LENGTH`` characters and without control characters, so a listing or
+a log line that shows it shows exactly that.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from sqlalchemy import Connection, DateTime, Select, insert, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
 from scep_server.errors import StoreError, StoreUnavailable
+from scep_server.pki.names import describe_character, unprintable_character
 from scep_server.pki.reasons import CRLReason
 from scep_server.store.audit_chain import SERVICE, Actor, AuditAction, AuditEntry, append, certificate_entry
 from scep_server.store.base import RACE_ATTEMPTS, Repository, aware, guard, utcnow
@@ -20,6 +26,7 @@ from scep_server.store.tables import certificates, crl_state
 REVOCATION_REASONS = frozenset(int(reason) for reason in CRLReason)
 # A stored certificate that was never delivered, revoked when its transaction is reclaimed or abandoned.
 UNDELIVERED_REASON = int(CRLReason.CESSATION_OF_OPERATION)
+MAX_COMMENT_LENGTH = 500
 
 RevokedEntry = tuple[int, datetime, int | None]
 
@@ -28,17 +35,19 @@ class RevocationRepository(Repository):
     """Revocations and the CRL numbers."""
 
     def revoke(
-        self, serial: int, issuer: str, *, reason: int, revoked_at: datetime, actor: Actor = SERVICE
+        self, serial: int, issuer: str, *, reason: int, revoked_at: datetime, actor: Actor = SERVICE,
+        comment: str | None = None,
     ) -> CertificateRecord:
         """Revoke a VALID certificate (``reason`` is an RFC 5280 §5.3.1 CRLReason code), audited as
-        ``actor``'s in the same transaction."""
+        ``actor``'s in the same transaction, with ``comment`` (see :func:`check_comment`) if given."""
         changes = revocation(reason, revoked_at)
+        noted = {} if comment is None else {"comment": check_comment(comment)}
         key = certificate_key(serial, issuer)
         with guard(), self._writer.begin() as conn:
             revoked = conn.execute(update(certificates).where(key & VALID_CERT).values(**changes)).rowcount
             row = conn.execute(select(certificates).where(key)).one_or_none()
             if revoked:
-                append(conn, revocation_entry(actor, AuditAction.CERTIFICATE_REVOKE, serial, issuer, reason))
+                append(conn, revocation_entry(actor, AuditAction.CERTIFICATE_REVOKE, serial, issuer, reason, **noted))
         if row is None:
             raise CertificateNotFound(serial, issuer)
         record = certificate_record(row)
@@ -82,6 +91,18 @@ def revocation(reason: int, revoked_at: datetime) -> dict[str, Any]:
         raise ValueError(f"{reason} is not an RFC 5280 CRLReason code")
     return {"status": CertStatus.REVOKED.value, "revoked_at": aware(revoked_at, "revoked_at"),
             "revocation_reason": reason}
+
+
+def check_comment(comment: str) -> str:
+    """``comment`` if it can go into a revocation's audit row; ``ValueError`` naming ``comment`` otherwise."""
+    if not isinstance(comment, str):
+        raise ValueError("comment must be text")
+    if len(comment) > MAX_COMMENT_LENGTH:
+        raise ValueError(f"comment is longer than {MAX_COMMENT_LENGTH} characters")
+    char = unprintable_character(comment)
+    if char is not None:
+        raise ValueError(f"comment contains the control character {describe_character(char)}")
+    return comment
 
 
 def revocation_entry(

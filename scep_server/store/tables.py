@@ -45,6 +45,7 @@ SERIAL_HEX_LENGTH = 40
 LABEL_LENGTH = 64
 OUTBOX_KIND_LENGTH = 64
 DIGEST_LENGTH = 64  # hex SHA-256
+DEVICE_ID_LENGTH = 64
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -114,6 +115,14 @@ certificates = Table(
     # The CRL's scan of one issuer's revoked serials in order; serial_hex alone finds any issuer's serial.
     Index(None, "issuer", "status", "serial_hex"),
     Index(None, "serial_hex"),
+    # The device behind the certificate (0010): Intune's managed device id or the Entra ID device id, by
+    # device_id_kind; device_hold_at while an ocsp-only profile's device is disabled.
+    Column("device_id", String(DEVICE_ID_LENGTH), nullable=True),
+    Column("device_id_kind", String(16), nullable=True),
+    Column("device_hold_at", UTCDateTime(), nullable=True),
+    Index(None, "device_id"),
+    # The expiry report: valid certificates by end of validity.
+    Index(None, "status", "not_after", "id"),
 )
 
 transactions = Table(
@@ -149,6 +158,7 @@ transactions = Table(
     CheckConstraint("state IN ('pending', 'issued', 'failed')", name="state"),
     Index(None, "state", "updated_at"),
     Index(None, "deferred", "next_attempt_at"),
+    Index(None, "created_at", "id"),  # the enrollment search, newest first
 )
 
 crl_state = Table(
@@ -173,6 +183,10 @@ scep_events = Table(
     Column("requester_ip", String(IP_LENGTH), nullable=True),
     Index(None, "occurred_at"),
     Index(None, "profile", "transaction_id"),
+    # The event reports, newest first: all of them, or those of one outcome; and a transaction's events.
+    Index(None, "outcome", "occurred_at", "id"),
+    Index(None, "occurred_at", "id"),
+    Index(None, "transaction_id"),
 )
 
 # Notifications that must reach Intune even if the process restarts before sending them: stored first,
@@ -191,6 +205,25 @@ intune_outbox = Table(
     Column("dead_at", UTCDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
     Index(None, "delivered_at", "dead_at", "next_attempt_at"),
+    Index(None, "transaction_id"),  # the notifications of one enrollment
+)
+
+# What happened to one enrollment beyond its SCEP messages (store/steps.py): Intune's validateRequest
+# answer (intune_code, and the activity id the call ran under), the success and failure notifications.
+enrollment_steps = Table(
+    "enrollment_steps",
+    metadata,
+    _id_column(),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("profile", String(PROFILE_LENGTH), nullable=False),
+    Column("transaction_id", String(TRANSACTION_ID_LENGTH), nullable=False),
+    Column("step", String(LABEL_LENGTH), nullable=False),
+    Column("outcome", String(LABEL_LENGTH), nullable=False),
+    Column("intune_code", String(LABEL_LENGTH), nullable=True),
+    Column("activity_id", String(LABEL_LENGTH), nullable=True),
+    Column("detail", Text, nullable=True),
+    Index(None, "transaction_id", "occurred_at", "id"),
+    Index(None, "intune_code"),
 )
 
 REQUEST_CONTEXT_LENGTH = 512
@@ -274,4 +307,31 @@ api_tokens = Table(
     Column("revoked_at", UTCDateTime(), nullable=True),
     UniqueConstraint("name"),
     UniqueConstraint("token_hash"),
+)
+
+# The device lifecycle sync's place in each Graph delta query (service/device_lifecycle.py).
+device_sync_state = Table(
+    "device_sync_state",
+    metadata,
+    Column("name", String(LABEL_LENGTH), primary_key=True),
+    Column("delta_link", Text, nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# One-time challenge passwords (challenge type otp), kept as SHA-256 only; used_at is set by the one
+# enrollment that consumes the password, in a conditional UPDATE, so two replicas cannot both use it.
+otp_challenges = Table(
+    "otp_challenges",
+    metadata,
+    _id_column(),
+    Column("profile", String(PROFILE_LENGTH), nullable=False),
+    Column("secret_hash", String(DIGEST_LENGTH), nullable=False),
+    Column("subject_pattern", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+    Column("used_by_transaction", String(TRANSACTION_ID_LENGTH), nullable=True),
+    UniqueConstraint("secret_hash"),
+    Index(None, "profile", "created_at", "id"),
 )

@@ -162,7 +162,8 @@ def test_a_second_restore_into_the_same_data_dir_is_refused_and_removes_nothing(
 
 def test_a_rotated_ra_and_the_files_of_subdirectories_come_back(original: ScepTestServer, tmp_path: Path) -> None:
     config = original.runtime.config
-    rotated = rotate_ra(config.ca_dir, original.ca, config.ca, SECRET)
+    before = original.ca  # the live authority follows the rotation within a second: keep what it was
+    rotated = rotate_ra(config.ca_dir, before, config.ca, SECRET)
     nested = config.ca_dir / "generations" / "next"
     nested.mkdir(parents=True, mode=0o700)
     (nested / CA_CERT).write_bytes((config.ca_dir / CA_CERT).read_bytes())
@@ -174,8 +175,8 @@ def test_a_rotated_ra_and_the_files_of_subdirectories_come_back(original: ScepTe
     assert stat.S_IMODE((target.ca_dir / "generations" / "next").stat().st_mode) == 0o700
     assert stat.S_IMODE((target.ca_dir / "generations" / "next" / CA_CERT).stat().st_mode) == 0o600
     restored = load_ca(target.ca_dir, target.ca, SECRET)
-    assert restored.ra_cert == rotated.ra_cert != original.ca.ra_cert
-    assert [ra.cert for ra in restored.ra_keyring.previous] == [original.ca.ra_cert]
+    assert restored.ra_cert == rotated.ra_cert != before.ra_cert
+    assert [ra.cert for ra in restored.ra_keyring.previous] == [before.ra_cert]
 
 
 # ------------------------------------------------------------------------------------ CA generations
@@ -198,15 +199,16 @@ def test_after_an_activation_the_restore_reports_the_issuing_generation(
     original: ScepTestServer, tmp_path: Path
 ) -> None:
     config = original.runtime.config
+    first = original.ca  # the live authority follows the activation within a second: keep what it was
     staged = stage_next(config.ca_dir, config.ca, SECRET)
     activate(config.ca_dir, config.ca)
     archive = _backup(original, tmp_path / "backup.tar.gz")
     target = backup_config(tmp_path / "restored")
     result = restore_backup(target, engine_for(target), SECRET, archive)
-    assert result.ca_subject == staged.ca.ca_cert.subject.rfc4514_string() != original.ca.issuer_name
+    assert result.ca_subject == staged.ca.ca_cert.subject.rfc4514_string() != first.issuer_name
     restored = load_generations(target.ca_dir, target.ca, SECRET)
     assert restored.active.ca.ca_cert == staged.ca.ca_cert
-    assert [generation.ca.ca_cert for generation in restored.retired] == [original.ca.ca_cert]
+    assert [generation.ca.ca_cert for generation in restored.retired] == [first.ca_cert]
 
 
 @pytest.mark.parametrize("activated", [True, False], ids=["issuing", "staged"])

@@ -105,7 +105,7 @@ def test_failures_go_to_the_notifier(make_request: MakeRequest) -> None:
     request = make_request(b"x")
     _validator(FakeClient(), notifier).notify_failed(request, 0x80004005, "policy refused the CSR")
     assert notifier.queued == [{"transaction_id": "tx-1", "csr_der": request.csr_der, "hresult": 0x80004005,
-                                "description": "policy refused the CSR"}]
+                                "description": "policy refused the CSR", "profile": request.profile}]
 
 
 def test_renewals_are_asked_about_too() -> None:

@@ -20,7 +20,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, event, inspect
+from sqlalchemy import Connection, event, inspect, text
 
 from scep_server.store import CertStatus, NewCertificate, Store
 from scep_server.store.engine import alembic_config
@@ -105,9 +105,13 @@ def test_a_scan_without_an_index_is_told_apart(filled: Store) -> None:
 def test_0006_goes_down_to_the_0005_indexes_and_up_again(filled: Store) -> None:
     _alembic(filled, "downgrade", "0005")
     assert _certificate_indexes(filled) == INDEXES_0005
-    assert [c.serial for c in filled.list_certificates(status=CertStatus.REVOKED)] == [6, 4, 2]
-    filled.migrate()
+    # Read with SQL of that schema: today's queries name columns later migrations add.
+    with filled.engine.connect() as conn:
+        revoked = conn.execute(text("SELECT serial_hex FROM certificates WHERE status = 'revoked'")).scalars()
+        assert sorted(revoked) == ["2", "4", "6"]
+    _alembic(filled, "upgrade", "0006")
     assert _certificate_indexes(filled) == INDEXES_0006
+    filled.migrate()
     with filled.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 

@@ -19,9 +19,10 @@ from scep_server.store.tables import UTCDateTime, metadata
 
 TABLES = {
     "certificates", "scep_transactions", "crl_state", "scep_events", "intune_outbox", "intune_revocations",
-    "published_crls", "audit_log", "audit_head", "api_tokens",
+    "published_crls", "audit_log", "audit_head", "api_tokens", "enrollment_steps", "device_sync_state",
+    "otp_challenges",
 }
-HEAD = "0008"
+HEAD = "0010"
 
 
 def _schema_diff(store: Store, target: MetaData) -> list[object]:
