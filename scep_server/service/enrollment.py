@@ -169,7 +169,7 @@ class EnrollmentService:
         transaction = NewTransaction(
             profile=profile.name, transaction_id=context.transaction_id, message_type=int(request.message_type),
             csr_der=request.csr_der, requester_ip=ip, signer_key_sha256=_signer_key_digest(request),
-            subject_sha256=name_digest(request.csr.subject),
+            subject_sha256=name_digest(request.csr.subject), received_at=datetime.now(UTC),
         )
         validation = ValidationRequest(profile.name, context.transaction_id, request.csr, request.csr_der, ip)
         if self.issuance.issues_at_once(profile):

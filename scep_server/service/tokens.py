@@ -1,4 +1,5 @@
-"""Named API tokens with scopes: created, listed and revoked by the CLI, checked by the admin API.
+"""Named API tokens with scopes: created, listed and revoked by the CLI, checked by the admin APIs and the
+console (which keeps only a token's SHA-256 in its session: :meth:`TokenService.authenticate_digest`).
 
 A token is ``scep_`` and 32 random bytes in base64url, shown once when it is created; the store keeps
 only its SHA-256 and its first ``PREFIX_LENGTH`` characters. Scopes: ``read`` (GET), ``revoke``
@@ -40,6 +41,7 @@ PREFIX_LENGTH = 8
 TOUCH_INTERVAL = timedelta(minutes=1)
 ACTIVE_CACHE_SECONDS = 5.0  # how long "is any named token active?" is remembered (see TokenService.any_active)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class Scope(StrEnum):
@@ -111,7 +113,13 @@ class TokenService:
         """The grant of a named token that is not revoked; None for anything else."""
         if not secret.startswith(SECRET_PREFIX):
             return None
-        digest = token_hash(secret)
+        return self.authenticate_digest(token_hash(secret))
+
+    def authenticate_digest(self, digest: str) -> TokenGrant | None:
+        """The grant of the named token whose SHA-256 is ``digest`` (as :func:`token_hash` gives it), if it
+        is not revoked: what a console session holds instead of the secret. None for anything else."""
+        if not HEX_DIGEST.fullmatch(digest):
+            return None
         record = self._store.token_by_hash(digest)
         # The lookup is by the hash of the secret, never by the secret; the comparison is constant-time anyway.
         if record is None or not hmac.compare_digest(record.token_hash, digest) or record.revoked_at is not None:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from scep_server.errors import StoreError
 from scep_server.store.audit import event_row
 from scep_server.store.audit_chain import SCEP, AuditAction, append, issue_entry
-from scep_server.store.base import Repository, check_length, describe, guard, required, utcnow
+from scep_server.store.base import Repository, aware, check_length, describe, guard, required, utcnow
 from scep_server.store.certificates import certificate_query, certificate_values
 from scep_server.store.records import (
     AuditEvent,
@@ -104,7 +104,7 @@ def _issued_values(transaction: NewTransaction, hex_serial: str, cert_id: int) -
         "serial_hex": hex_serial,
         "certificate_id": cert_id,
         "csr_der": None,  # the request may carry a shared secret: keep only its hash once decided
-        "created_at": now,
+        "created_at": aware(transaction.received_at, "received_at") if transaction.received_at else now,
         "updated_at": now,
     }
 

@@ -42,6 +42,8 @@ class NewTransaction:
     requester_ip: str | None
     signer_key_sha256: str | None
     subject_sha256: str | None
+    # When the request arrived: a transaction decided and stored in one step is written only at its end.
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,14 @@ from flask import Flask
 
 from scep_server.config import ServerConfig, load_config
 from scep_server.runtime import Runtime, build_runtime
-from scep_server.web import admin, ca_files, errors, health, ocsp, prometheus, scep
+from scep_server.web import admin, api_v1, ca_files, console, errors, health, ocsp, prometheus, scep
 from scep_server.web.context import RUNTIME_EXTENSION
 from scep_server.web.request_ids import RequestIds
 
 __all__ = ["create_app"]
 
 # One Blueprint per surface.
-BLUEPRINTS = (scep.bp, ca_files.bp, ocsp.bp, health.bp, prometheus.bp, admin.bp)
+BLUEPRINTS = (scep.bp, ca_files.bp, ocsp.bp, health.bp, prometheus.bp, admin.bp, api_v1.bp, console.bp)
 
 
 def create_app(

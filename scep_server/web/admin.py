@@ -1,26 +1,21 @@
 """The admin API: list, show and revoke certificates over HTTP (JSON), behind a bearer token.
 
-A token is the configured ``admin_token`` (every scope) or a named API token made with
-``scep-server tokens create`` (``scep_server.service.tokens``): ``read`` for the GETs, ``revoke`` for a
-revocation, ``admin`` for both. The API is on when ``admin_token`` is configured or a named token that
-is not revoked exists; otherwise it answers 404 (whether one exists is remembered for a few seconds,
-so refused requests cost no query each; a presented named token is always looked up). Every call needs
-exactly ``Authorization: Bearer <token>`` (RFC 6750 §2.1; the scheme is case-insensitive), compared in
-constant time; anything else is 401 with ``WWW-Authenticate: Bearer``, and a token without the scope
-the call needs is 403. Put it behind TLS and a network boundary: the token is the only credential.
+Kept as it was when ``/api/v1`` (``api_v1.py``) came: the same answers, its errors plain text. Tokens and
+scopes are :mod:`scep_server.web.auth`'s: ``read`` for the GETs, ``revoke`` for a revocation, ``admin`` for
+both; the API answers 404 while no token is configured or active, 401 without a valid bearer token, 403
+without the scope. Put it behind TLS and a network boundary: the token is the only credential.
 Malformed parameters and bodies are 400, never 500. Revocations go through the same RevocationService
 as the CLI and Intune's requests, so OCSP and the CRL follow at once; the audit log names the token.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, g, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, request
 
 from scep_server.service.certificates import (
     STATUSES,
@@ -31,70 +26,29 @@ from scep_server.service.certificates import (
     parse_serial,
 )
 from scep_server.service.revocation import REASON_NAMES
-from scep_server.service.tokens import ADMIN_TOKEN_GRANT, Scope, TokenGrant, TokenService
+from scep_server.service.tokens import Scope
+from scep_server.web import auth
+from scep_server.web.auth import bearer_token_matches
 from scep_server.web.context import runtime
+
+__all__ = ["bearer_token_matches", "bp"]  # bearer_token_matches: where it was before auth.py
 
 log = logging.getLogger("scep_server.web.admin")
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 LIMIT = re.compile(r"[0-9]{1,4}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 MAX_LIMIT = 1000
-TOKENS_EXTENSION = "scep_server.tokens"  # app.extensions key of the TokenService
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @bp.before_request
-def _authenticate() -> Response | None:
-    expected = runtime().config.admin_token.resolve()
-    authorization = request.headers.get("Authorization", "")
-    grant = _grant(authorization, expected)
-    if grant is None:
-        if not expected and not _tokens().any_active():
-            abort(404)
-        log.warning("admin API: refused a request from %s", request.remote_addr)
-        return Response("a valid bearer token is required (Authorization: Bearer <token>)\n", status=401,
-                        mimetype="text/plain", headers={"WWW-Authenticate": 'Bearer realm="scep-server-admin"'})
-    needed = _needed_scope()
-    if not grant.allows(needed):
-        log.warning("admin API: %s lacks the %s scope (from %s)", grant.actor, needed, request.remote_addr)
-        return Response(f"this token lacks the {needed} scope\n", status=403, mimetype="text/plain")
-    g.admin_grant = grant
-    return None
-
-
-def _grant(authorization: str, expected: str | None) -> TokenGrant | None:
-    if expected and bearer_token_matches(authorization, expected):
-        return ADMIN_TOKEN_GRANT
-    scheme, _, offered = authorization.partition(" ")
-    return _tokens().authenticate(offered.strip()) if scheme.lower() == "bearer" else None
+def _authenticate() -> None:
+    auth.require(_needed_scope())
 
 
 def _needed_scope() -> Scope:
     if request.endpoint == "admin.revoke_certificate":
         return Scope.REVOKE
-    return Scope.READ if request.method in READ_METHODS else Scope.ADMIN
-
-
-def _tokens() -> TokenService:
-    """The app's TokenService, made on first use (it keeps a small cache across requests)."""
-    service = current_app.extensions.get(TOKENS_EXTENSION)
-    if not isinstance(service, TokenService):
-        service = current_app.extensions[TOKENS_EXTENSION] = TokenService(runtime().store)
-    return service
-
-
-def _actor() -> str:
-    grant = g.get("admin_grant")
-    if not isinstance(grant, TokenGrant):
-        raise TypeError("an admin API view ran without a grant")
-    return grant.actor
-
-
-def bearer_token_matches(authorization: str, expected: str) -> bool:
-    """Whether an Authorization header is ``Bearer <expected>``; the token is compared in constant time."""
-    scheme, _, offered = authorization.partition(" ")
-    matches = hmac.compare_digest(offered.strip().encode(), expected.encode())
-    return scheme.lower() == "bearer" and matches
+    return Scope.READ if request.method in auth.READ_METHODS else Scope.ADMIN
 
 
 @bp.get("/certificates")
@@ -121,9 +75,10 @@ def show_certificate(serial: str) -> Response:
 def revoke_certificate(serial: str) -> Response | tuple[Response, int]:
     """An unknown reason name is answered 400 by the app's error handler."""
     reason = _reason(_json_body())
-    match runtime().certificates.revoke(_serial(serial), reason=reason, actor=_actor(), source="api"):
+    actor = auth.actor()
+    match runtime().certificates.revoke(_serial(serial), reason=reason, actor=actor, source="api"):
         case Revoked(certificate=record):
-            log.info("admin API: revoked %x (%s) for %s by %s", record.serial, reason, request.remote_addr, _actor())
+            log.info("admin API: revoked %x (%s) for %s by %s", record.serial, reason, request.remote_addr, actor)
             return jsonify(describe(record))
         case WasRevoked(certificate=record):
             return jsonify({"error": "already revoked", "certificate": describe(record)}), 409

@@ -18,7 +18,7 @@ from scep_server.scep.types import PKIStatus
 from scep_server.service.enrollments import EnrollmentSearch
 from scep_server.service.intune_outbox import NotificationOutbox
 
-from .conftest import Device
+from .conftest import Device, ScepTestServer
 from .intune_env import IntuneEnv, csr_for, enroll
 
 
@@ -167,3 +167,23 @@ def _deliver_outbox_as_if_due(env: IntuneEnv) -> None:
         assert NotificationOutbox(env.server.runtime.store, intune_client).deliver_due(now=later) == 1
     finally:
         intune_client.close()
+
+
+def test_a_request_issued_in_one_step_is_received_first(server: ScepTestServer) -> None:
+    """A static profile decides and stores a new transaction in one step, at its end: the story still
+    starts when the request arrived."""
+    started = datetime.now(UTC)
+    device = Device(common_name="one-step")
+    certificate = server.enroll(device)
+    [found] = server.runtime.enrollments.search(EnrollmentSearch(profile="default")).items
+    story = server.runtime.enrollments.story(found["transaction_id"], "default")
+    assert story is not None
+    names = [step["step"] for step in story["steps"]]
+    assert names[0] == "received" and names.index("issued") > 0
+    received = datetime.fromisoformat(story["steps"][0]["at"])
+    assert started <= received <= datetime.fromisoformat(_at(story, "issued"))
+    assert story["certificate"]["serial"] == f"{certificate.serial_number:x}"
+
+
+def _at(story: dict[str, Any], name: str) -> str:
+    return str(next(step["at"] for step in story["steps"] if step["step"] == name))
