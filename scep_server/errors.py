@@ -23,6 +23,9 @@
      ├─ ScepClientError          the client side: a SCEP server's answer we cannot use (scep/client/)
      │   └─ ScepHttpError        the HTTP exchange failed (simulator/http.py)
      ├─ MalformedOcspRequest     an OCSP request we cannot read: answered malformedRequest (ca/ocsp.py)
+     ├─ WebhookSignatureError    a webhook delivery its receiver must not trust (challenge/webhook_signature.py)
+     │   ├─ MissingWebhookHeader  MalformedWebhookHeader  StaleWebhookTimestamp
+     │   └─ WebhookSignatureMismatch  ReplayedWebhookDelivery
      └─ ScepError
          ├─ RequestError         → HTTP 400, no CertRep possible (unknown operation, undecodable message)
          │   └─ PayloadTooLarge  → HTTP 413

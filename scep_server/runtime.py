@@ -15,13 +15,17 @@ from scep_server.ca.responder import DelegatedResponder, responder_policy
 from scep_server.challenge import Resources, build_validator, defers_when_unavailable, needs_intune
 from scep_server.challenge.intune import IntuneLink
 from scep_server.config import ProfileConfig, ServerConfig
+from scep_server.config.model import DeviceLifecycle
 from scep_server.intune.client import IntuneClient
+from scep_server.intune.graph_devices import GraphDevices
+from scep_server.intune.transport import IntuneTransport
 from scep_server.jobs import tasks as jobs
 from scep_server.jobs.locks import INTUNE_REVOCATION_ROUND, LockFactory
 from scep_server.jobs.tasks import DeferredValidations, RevocationRounds
 from scep_server.jobs.worker import BackgroundWorker, Task
 from scep_server.scep.message import CONTENT_KEY_LEDGER, DecodeOptions
 from scep_server.service.certificates import CertificateQueries
+from scep_server.service.device_lifecycle import DeviceLifecycleSync, lifecycle_policies
 from scep_server.service.enrollment import EnrollmentService
 from scep_server.service.enrollments import EnrollmentQueries
 from scep_server.service.intune_outbox import NotificationOutbox
@@ -34,9 +38,11 @@ from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlCache, RevocationWatch
 from scep_server.service.ra_renewal import RaRenewal
 from scep_server.service.readiness import Readiness
+from scep_server.service.reissue_poll import ReissuePoll, SharedRounds
 from scep_server.service.reports import Reports
 from scep_server.service.revocation import RevocationService
 from scep_server.store import Store
+from scep_server.store.otp import OtpRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,7 @@ class Runtime:
     reports: Reports
     operations: Operations
     enrollments: EnrollmentQueries
+    device_lifecycle: DeviceLifecycleSync | None = None  # the sync's job, when a profile has it on
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -113,6 +120,7 @@ def build_profile(config: ServerConfig, profile: ProfileConfig, resources: Resou
         pending_timeout=timedelta(minutes=profile.challenge.pending_timeout_minutes),
         get_cert=GetCertScope(profile.get_cert),
         require_signer_subject=profile.require_signer_subject,
+        device_id=profile.device_id,
     )
 
 
@@ -132,7 +140,7 @@ def _assemble(config: ServerConfig, authority: LiveAuthority, store: Store) -> R
     ca = authority.current()
     worker_tasks: list[Task] = []
     background = BackgroundWorker(worker_tasks, locks=LockFactory(store))
-    watch = RevocationWatch(store)
+    watch = RevocationWatch(store, holds=any(p.device_lifecycle is DeviceLifecycle.OCSP_ONLY for p in config.profiles))
     issuers = Issuers(authority, lambda generation: _issuer_services(config, generation, store, watch, background))
     worker_tasks.append(jobs.crl_publishing(issuers.publish_due))
     issuers.active().responder.current()  # create/renew at startup; fails early if the CA dir is read-only
@@ -143,10 +151,13 @@ def _assemble(config: ServerConfig, authority: LiveAuthority, store: Store) -> R
         issuers=lambda: [generation.ca.issuer_name for generation in authority.generations().all()],
     )
     resources = _intune_services(config, store, background, worker_tasks, revocations)
+    resources = Resources((*resources.items, OtpRepository(store.engine)))  # the otp validators' ledger
     profiles = {p.name: build_profile(config, p, resources) for p in config.profiles}
     lease = timedelta(seconds=config.transaction_lease_seconds)
     issuance = IssuanceService(authority, store, revocations)
-    service = EnrollmentService(authority, store, profiles, issuers, issuance, claim_lease=lease)
+    reissue_poll, lifecycle = _device_services(config, store, revocations, issuers, worker_tasks)
+    service = EnrollmentService(authority, store, profiles, issuers, issuance, claim_lease=lease,
+                                reissue_poll=reissue_poll)
     worker_tasks.append(jobs.undelivered_certificates(service.withdraw_abandoned))
     if any(p.defer_when_unavailable for p in profiles.values()):
         worker_tasks.append(jobs.deferred_validations(DeferredValidations(store, service.issuance, profiles)))
@@ -159,7 +170,7 @@ def _assemble(config: ServerConfig, authority: LiveAuthority, store: Store) -> R
     return Runtime(
         config, authority, store, profiles, issuers, service, background, ocsp, revocations, certificates, readiness,
         reports=Reports(store), operations=Operations(store, readiness.radar),
-        enrollments=EnrollmentQueries(store),
+        enrollments=EnrollmentQueries(store), device_lifecycle=lifecycle,
     )
 
 
@@ -206,6 +217,30 @@ def _intune_services(
     tasks.append(jobs.intune_revocation_sync(rounds, every=config.intune.revocation_poll_seconds))
     link = IntuneLink(client, outbox, ca_configuration(config), journal=store)
     return Resources((link,)) if uses_intune else Resources()
+
+
+def _device_services(
+    config: ServerConfig, store: Store, revocations: RevocationService, issuers: Issuers, tasks: list[Task]
+) -> tuple[ReissuePoll | None, DeviceLifecycleSync | None]:
+    """The revocation poll before a reissue (Intune-validated profiles) and the device lifecycle sync's job
+    (profiles with ``device_lifecycle`` on), each when it applies; they share one Graph/Intune transport."""
+    validated = [p.name for p in config.profiles if needs_intune(p.challenge)]
+    policies = lifecycle_policies(config.profiles)
+    wait = config.intune.revocation_poll_before_reissue_seconds
+    if not config.intune.configured or not (policies or (validated and wait > 0)):
+        return None, None
+    transport = IntuneTransport(config.intune)
+    poll = None
+    if validated and wait > 0:
+        rounds = revocation_sync(config, store, IntuneClient(config.intune, transport=transport), revocations)
+        poll = ReissuePoll(store.devices, SharedRounds(lambda: rounds.run_when_free(wait)), wait=wait,
+                           profiles=validated, device_ids={p.name: p.device_id for p in config.profiles})
+    lifecycle = None
+    if policies:
+        lifecycle = DeviceLifecycleSync(store, GraphDevices(transport), revocations, policies, caches=(issuers,),
+                                        interval=config.intune.device_lifecycle_interval_seconds)
+        tasks.append(jobs.device_lifecycle(lifecycle.run_safely))
+    return poll, lifecycle
 
 
 def revocation_sync(

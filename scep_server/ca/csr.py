@@ -71,6 +71,8 @@ def check_request(
     """
     check_subject(csr.subject, policy)
     sans = copyable_sans(csr, policy)
+    if policy.only_sans is not None:  # narrowed by the challenge validator
+        sans = [name for name in sans if name in policy.only_sans]
     if not csr.subject.rdns and not sans:
         raise BadRequest("the CSR has an empty subject and no subjectAltName: there is nothing to certify")
     sid_extension = _sid_extension(csr, policy)

@@ -3,7 +3,9 @@
 What a client asks for in its CSR is granted only where the profile's policy allows it, and a CSR that
 asks for more is refused (BadRequest, naming the setting that would allow it) rather than trimmed: a
 certificate never differs silently from what the device asked for, and an administrator learns which
-setting a deployment needs. The policy covers:
+setting a deployment needs. Only the profile's challenge validator may grant less than was asked
+(fewer subjectAltNames, a shorter validity: :meth:`IssuancePolicy.narrowed`), having said so. The
+policy covers:
 
 - the key: its type, RSA size or EC curve;
 - the subject: at most ``max_subject_length`` characters, printable (no control characters), and not
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -93,6 +96,9 @@ class IssuancePolicy:
     max_sans: int = 20
     max_subject_length: int = 512
     max_san_length: int = 256
+    # What a challenge validator narrowed the request to (see ``narrowed``): only these of the CSR's
+    # subjectAltNames are certified; None: every one the policy allows.
+    only_sans: frozenset[x509.GeneralName] | None = None
 
     def __post_init__(self) -> None:
         check_hash_name(self.hash_name)
@@ -117,6 +123,21 @@ class IssuancePolicy:
             self, crl_url=_relabelled(self.crl_url, label, ".crl"),
             ca_issuers_url=_relabelled(self.ca_issuers_url, label, ".crt"),
         )
+
+    def narrowed(self, *, sans: Iterable[x509.GeneralName] | None, validity_days: int | None) -> IssuancePolicy:
+        """This policy granting less: only ``sans`` of the CSR's subjectAltNames (None: as before), a
+        validity of ``validity_days`` (None: as before). BadRequest for a validity beyond this policy's:
+        a validator may narrow what the profile grants, never widen it."""
+        validity = self.validity
+        if validity_days is not None:
+            validity = timedelta(days=validity_days)
+            if not timedelta(0) < validity <= self.validity:
+                raise BadRequest(
+                    f"the challenge validator granted a validity of {validity_days} days: this profile issues "
+                    f"for at most {self.validity.days} (validity_days), and a validator may only shorten it"
+                )
+        only_sans = self.only_sans if sans is None else frozenset(sans)
+        return replace(self, validity=validity, only_sans=only_sans)
 
     @classmethod
     def from_profile(

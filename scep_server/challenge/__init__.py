@@ -6,6 +6,8 @@ inputs Intune's validateRequest takes — and either returns (accept), raises
 :class:`~scep_server.errors.ValidatorUnavailable` (could not decide now: the caller may answer PENDING and retry).
 Validators may block for hundreds of milliseconds; they are called outside any database transaction.
 After issuance the validator is told the outcome (Intune wants success/failure notifications).
+A validator may also accept less than was asked for: ``validate`` then returns an
+:class:`IssuanceNarrowing` (fewer subjectAltNames, a shorter validity), which issuance applies.
 
 Every module of this package is a validator that registers itself with :func:`register`, keyed by the
 ``challenge.type`` that selects it, together with the class of its configuration section; a new kind of
@@ -29,6 +31,7 @@ from scep_server.errors import ConfigError
 
 __all__ = [
     "ChallengeValidator",
+    "IssuanceNarrowing",
     "IssuedCertificate",
     "Resources",
     "ValidationRequest",
@@ -54,6 +57,20 @@ class ValidationRequest:
     csr: x509.CertificateSigningRequest
     csr_der: bytes
     requester_ip: str | None
+    renewal: bool = False  # a RenewalReq (signed by the certificate it renews), else a PKCSReq
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceNarrowing:
+    """What a validator grants when it accepts less than the request asks for.
+
+    ``sans``: only these of the CSR's own subjectAltNames are certified (None: every one the profile
+    allows). ``validity_days``: the certificate's validity, at most the profile's (None: the profile's);
+    issuance refuses a longer one. A narrowing never adds anything.
+    """
+
+    sans: tuple[x509.GeneralName, ...] | None = None
+    validity_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +93,9 @@ class ChallengeValidator(Protocol):
     # does (Intune). False lets a new transaction be validated, signed and stored in one step.
     confirms_issuance: bool
 
-    def validate(self, request: ValidationRequest) -> None:
-        """Return to accept; raise ChallengeRejected to refuse, ValidatorUnavailable when undecided."""
+    def validate(self, request: ValidationRequest) -> IssuanceNarrowing | None:
+        """Return to accept (a narrowing to grant less than asked); raise ChallengeRejected to refuse,
+        ValidatorUnavailable when undecided."""
 
     def notify_issued(self, request: ValidationRequest, issued: IssuedCertificate) -> None:
         """Called once the certificate is stored; raising ValidatorUnavailable means 'do not deliver it'."""

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from scep_server import __version__
-from scep_server.cli import audit, backup, ca, certs, check, events, intune, serve, tokens, tools
+from scep_server.cli import audit, backup, ca, certs, check, events, intune, otp, serve, tokens, tools
 from scep_server.cli.common import PROG, Command
 from scep_server.config import ServerConfig, load_config
 from scep_server.config.checks import log_level
@@ -24,7 +24,7 @@ from scep_server.errors import ConfigError, ScepServerError
 
 __all__ = ["configure_logging", "main"]
 
-COMMAND_GROUPS = (ca, serve, check, tools, intune, certs, events, backup, audit, tokens)
+COMMAND_GROUPS = (ca, serve, check, tools, intune, certs, events, backup, audit, tokens, otp)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

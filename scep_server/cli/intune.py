@@ -7,6 +7,7 @@ import argparse
 from scep_server.ca.generations import issuer_names
 from scep_server.cli.common import Subcommands, fail, open_store
 from scep_server.config import ServerConfig
+from scep_server.config.model import DeviceLifecycle
 from scep_server.intune.check import run_checks
 from scep_server.intune.client import IntuneClient
 from scep_server.intune.transport import IntuneTransport
@@ -38,7 +39,8 @@ def cmd_intune_check(config: ServerConfig, args: argparse.Namespace) -> int:
     transport = IntuneTransport(config.intune)  # ConfigError (exit 2): unreadable credential files
     try:
         results = []
-        for result in run_checks(transport, probe=args.probe):
+        lifecycle = any(p.device_lifecycle is not DeviceLifecycle.OFF for p in config.profiles)
+        for result in run_checks(transport, probe=args.probe, device_lifecycle=lifecycle):
             print(result.line(), flush=True)
             results.append(result)
     finally:

@@ -29,6 +29,7 @@ from scep_server.config.checks import check_section, log_level
 from scep_server.config.model import (
     CAConfig,
     ChallengeConfig,
+    DeviceLifecycle,
     FailureBudgetConfig,
     IntuneConfig,
     LimitsConfig,
@@ -195,6 +196,10 @@ def _check_intune_is_configured(config: ServerConfig, problems: Problems) -> Non
     if users and not config.intune.configured:
         problems.add(f"a profile uses the intune challenge ({', '.join(users)}): set intune.tenant and "
                      "intune.client_id (or TENANT and AAD_APP_ID)")
+    synced = [p.name for p in config.profiles if p.device_lifecycle is not DeviceLifecycle.OFF]
+    if synced and not config.intune.configured:
+        problems.add(f"a profile turns the device lifecycle sync on ({', '.join(synced)}): it asks Microsoft "
+                     "Graph, so set intune.tenant and intune.client_id (or TENANT and AAD_APP_ID)")
 
 
 def _build_profiles(raw: Any, where: str) -> tuple[ProfileConfig, ...]:

@@ -7,7 +7,8 @@ needs a setting is handed the dataclass of its section.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -16,11 +17,15 @@ from typing import Any, ClassVar
 
 from scep_server.config.parsing import enum_value, integer, parser, reject_unknown, shown
 from scep_server.errors import ConfigError
+from scep_server.pki.reasons import CRLReason
 from scep_server.pki.sans import SAN_TYPES
 
 __all__ = [
     "CAConfig",
     "ChallengeConfig",
+    "DeviceIdConfig",
+    "DeviceIdSource",
+    "DeviceLifecycle",
     "FailureBudgetConfig",
     "IntuneConfig",
     "KeyType",
@@ -175,6 +180,75 @@ class ChallengeConfig:
     pending_timeout_minutes: int = field(default=60, metadata=parser(integer(1)))
 
 
+class DeviceIdSource(StrEnum):
+    """Where a profile's certificates name the device behind them (``device_id.source``)."""
+
+    INTUNE_SAN_URI = "intune_san_uri"  # a URI subjectAltName IntuneDeviceId://<Intune managed device id>
+    ENTRA_SAN_URI = "entra_san_uri"  # a URI subjectAltName <uri_prefix><Entra ID device id>
+    ENTRA_OID = "entra_oid"  # the Entra ID device id in the subject attribute or extension ``oid``
+
+
+class DeviceLifecycle(StrEnum):
+    """What the device lifecycle sync does to a profile's certificates (docs/device-lifecycle.md)."""
+
+    REVOKE = "revoke"  # a device deleted or retired: its certificates are revoked
+    OCSP_ONLY = "ocsp-only"  # the same, and while the device is disabled OCSP answers certificateHold
+    OFF = "off"
+
+
+INTUNE_DEVICE_URI_PREFIX = "IntuneDeviceId://"
+ENTRA_DEVICE_URI_PREFIX = "EntraDeviceId://"
+_DOTTED_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdConfig:
+    """``device_id: {source: ..., oid: ..., uri_prefix: ...}``: how a profile's certificates name their device.
+
+    ``uri_prefix`` (the URI sources) defaults to ``IntuneDeviceId://`` or ``EntraDeviceId://``; ``oid``
+    (``entra_oid``, required there) is a dotted OID."""
+
+    source: DeviceIdSource = field(default=DeviceIdSource.INTUNE_SAN_URI,
+                                   metadata=parser(enum_value(DeviceIdSource)))
+    oid: str | None = None
+    uri_prefix: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The store's ``device_id_kind``: ``intune`` (a managed device id) or ``entra`` (an Entra ID device id)."""
+        return "intune" if self.source is DeviceIdSource.INTUNE_SAN_URI else "entra"
+
+    @property
+    def prefix(self) -> str:
+        default = INTUNE_DEVICE_URI_PREFIX if self.source is DeviceIdSource.INTUNE_SAN_URI else ENTRA_DEVICE_URI_PREFIX
+        return self.uri_prefix or default
+
+    def check(self, where: str) -> None:
+        if self.source is DeviceIdSource.ENTRA_OID and not (self.oid and _DOTTED_OID.match(self.oid)):
+            raise ConfigError(f"{where}.oid must be a dotted OID (like 2.5.4.3) with source entra_oid, "
+                              f"not {shown(self.oid)}")
+        if self.source is not DeviceIdSource.ENTRA_OID and self.oid is not None:
+            raise ConfigError(f"{where}.oid is read only with source entra_oid")
+        if self.uri_prefix is not None and (not self.uri_prefix or self.source is DeviceIdSource.ENTRA_OID):
+            raise ConfigError(f"{where}.uri_prefix must be a non-empty URI prefix, read only with the URI sources")
+
+
+def _device_lifecycle(raw: Any, where: str) -> DeviceLifecycle:
+    """``revoke``, ``ocsp-only`` or ``off`` (YAML reads a bare ``off`` as false: that is off too)."""
+    return DeviceLifecycle.OFF if raw is False else enum_value(DeviceLifecycle)(raw, where)
+
+
+def _revocation_reason(raw: Any, where: str) -> str:
+    """An RFC 5280 CRLReason a certificate can be revoked with, by name (``cessationOfOperation``)."""
+    try:
+        reason = CRLReason.from_name(raw) if isinstance(raw, str) else None
+    except ValueError:
+        reason = None
+    if reason is None or reason is CRLReason.REMOVE_FROM_CRL:
+        raise ConfigError(f"{where} must name a CRLReason such as cessationOfOperation, not {shown(raw)}")
+    return reason.rfc_name
+
+
 @dataclass(frozen=True, slots=True)
 class ProfileConfig:
     """Issuance policy of one SCEP profile, served at ``/scep/<name>`` (``default`` also at ``/scep``)."""
@@ -208,6 +282,22 @@ class ProfileConfig:
     # PKIOperations of this profile in flight at once in one worker process; past it HTTP 503 with
     # Retry-After (PENDING where the validator defers). 0: no cap beyond the worker's threads.
     max_concurrent_operations: int = 0
+    # The device behind each certificate (stored with it), and what the device lifecycle sync does when
+    # Graph says that device is gone or disabled (docs/device-lifecycle.md).
+    device_id: DeviceIdConfig = field(default_factory=DeviceIdConfig)
+    device_lifecycle: DeviceLifecycle = field(default=DeviceLifecycle.OFF, metadata=parser(_device_lifecycle))
+    device_lifecycle_reason: str = field(default="cessationOfOperation", metadata=parser(_revocation_reason))
+
+
+def _seconds(low: float, high: float) -> Callable[[Any, str], float]:
+    """A parser of a number of seconds from ``low`` to ``high``."""
+
+    def parse(raw: Any, where: str) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not low <= raw <= high:
+            raise ConfigError(f"{where} must be a number from {low:g} to {high:g} (seconds), not {shown(raw)}")
+        return float(raw)
+
+    return parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +336,10 @@ class IntuneConfig:
     # Hosts a Graph-discovered Intune service URL may name: each entry matches itself and its subdomains
     # (an IP address only itself). The token and device CSRs go only there.
     allowed_service_hosts: tuple[str, ...] = ("manage.microsoft.com",)
+    # The device lifecycle sync's interval, and how long a PKCSReq for a subject or device that still
+    # holds a valid certificate waits for one Intune revocation round first (0: it does not).
+    device_lifecycle_interval_seconds: int = field(default=3600, metadata=parser(integer(60)))
+    revocation_poll_before_reissue_seconds: float = field(default=5.0, metadata=parser(_seconds(0, 60)))
 
     @property
     def configured(self) -> bool:

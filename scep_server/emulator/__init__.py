@@ -1,5 +1,7 @@
-"""An Intune emulator: Entra ID (tokens), Microsoft Graph (service discovery) and Intune's SCEP validation
-and CA revocation APIs, faithful to intune-api.md, for testing a CA's integration without a tenant.
+"""An Intune emulator: Entra ID (tokens), Microsoft Graph (service discovery; Intune's managed devices and
+Entra ID's devices, with delta queries and JSON batching) and Intune's SCEP validation and CA revocation
+APIs, faithful to intune-api.md, for testing a CA's integration without a tenant (devices:
+docs/emulator-devices.md).
 
 A tool of its own (``scep-intune-emulator``, ``python -m scep_server.emulator``): nothing in the server
 imports this package, and it shares only ``pki/``, ``scep/`` and the Intune contract

@@ -16,11 +16,27 @@ GET      /admin/counters             calls per endpoint and tokens:<scope>
 POST     /admin/revocations          {"serials": [...], "issuerName", "caConfiguration"?} -> 201 {"requestContexts"}
 GET      /admin/revocation-results   {"value": [every uploaded result]}
 POST     /admin/apps                 {"clientId", "clientSecret"?, "certificate"? (PEM), "intuneRoles"?,
-                                     "secretExpires"? (ISO 8601)} -> 201
-POST     /admin/apps/<id>/roles      {"intuneRoles": [...]}: grant or revoke the consent -> 204
+                                     "graphRoles"?, "secretExpires"? (ISO 8601)} -> 201
+POST     /admin/apps/<id>/roles      {"intuneRoles"?, "graphRoles"?}: grant or revoke the consent -> 204
 POST     /admin/services             {"providerName", "uri"} -> 204
 POST     /admin/untarget             {"certificateRequestId"} -> 204
+POST     /admin/devices              {"name", "os", "intuneDeviceId"?, "entraDeviceId"?, "osVersion"?,
+                                     "userPrincipalName"?} -> 201 the device
+GET      /admin/devices              {"value": [every device]}
+GET      /admin/devices/<id>         the device (by its Intune id, Entra device id or Entra object id)
+POST     /admin/devices/<id>/<change>  delete-intune, retire, wipe, management-state
+                                     {"managementState"}, delete-entra {"restorable"?}, disable,
+                                     enable -> 200 the device
+POST     /admin/devices/<id>/challenges  ChallengeSpec JSON ("subject" defaults to CN=<name>) -> 201
+                                     {"challenge", "spec"}: deviceId and the IntuneDeviceId:// SAN URI set
+DELETE   /admin/delta-tokens         every Graph skip/delta token is forgotten (syncStateNotFound) -> 204
 =======  ==========================  ===========================================================
+
+A device is ``{"intuneDeviceId", "entraDeviceId", "entraObjectId", "name", "os", "managementState"
+(null once deleted in Intune), "accountEnabled" (null once deleted in Entra ID), "intuneDeleted",
+"entraDeleted", "entraRemoval" (null, "deleted" or "changed")}``; see ``devices``. An unknown device
+answers 404, a change to a side already deleted 409. Device fields may also be spelt in snake_case
+(``intune_device_id``).
 """
 
 from __future__ import annotations
@@ -33,7 +49,8 @@ from typing import Any
 from cryptography import x509
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from scep_server.emulator.tokens import INTUNE_ROLE
+from scep_server.emulator.devices import DeviceStateError, UnknownDevice
+from scep_server.emulator.tokens import GRAPH_ROLES, INTUNE_ROLE
 from scep_server.emulator.wire import Surface, emulator, error, json_body
 from scep_server.intune.contract import ChallengeSpec
 
@@ -42,6 +59,9 @@ admin = Blueprint("admin", __name__, url_prefix="/admin")
 _FAULT_KEYS = {"status": "status", "latency": "latency", "hang": "hang", "malformedJson": "malformed_json",
                "authFailure": "auth_failure", "times": "times", "code": "code", "retryAfter": "retry_after",
                "seconds": "seconds"}
+_DEVICE_KEYS = {"name": "name", "os": "os", "intuneDeviceId": "intune_device_id", "entraDeviceId": "entra_device_id",
+                "osVersion": "os_version", "userPrincipalName": "user_principal_name"}
+_DEVICE_ALIASES = {**{value: value for value in _DEVICE_KEYS.values()}, **_DEVICE_KEYS}
 
 
 @admin.before_request
@@ -124,20 +144,30 @@ def register_app() -> tuple[Response, int]:
     certificate = x509.load_pem_x509_certificate(pem.encode()) if pem else None
     expires = _timestamp(payload["secretExpires"]) if payload.get("secretExpires") is not None else None
     emulator().register_app(client_id, secret=secret, certificate=certificate,
-                            intune_roles=_roles(payload.get("intuneRoles", [INTUNE_ROLE])), secret_expires=expires)
+                            intune_roles=_roles(payload.get("intuneRoles", [INTUNE_ROLE]), "intuneRoles"),
+                            graph_roles=_roles(payload.get("graphRoles", list(GRAPH_ROLES)), "graphRoles"),
+                            secret_expires=expires)
     return jsonify(clientId=client_id), 201
 
 
 @admin.post("/apps/<client_id>/roles")
 def set_roles(client_id: str) -> tuple[str, int]:
-    """Grant or revoke the admin consent: the Intune roles the app's next tokens carry."""
-    emulator().set_intune_roles(client_id, _roles(_payload().get("intuneRoles")))
+    """Grant or revoke the admin consent: the Intune and/or Graph roles the app's next tokens carry."""
+    payload = _payload()
+    if "intuneRoles" not in payload and "graphRoles" not in payload:
+        raise ValueError("give intuneRoles, graphRoles or both")
+    intune = _roles(payload["intuneRoles"], "intuneRoles") if "intuneRoles" in payload else None
+    graph = _roles(payload["graphRoles"], "graphRoles") if "graphRoles" in payload else None
+    if intune is not None:
+        emulator().set_intune_roles(client_id, intune)
+    if graph is not None:
+        emulator().set_graph_roles(client_id, graph)
     return "", 204
 
 
-def _roles(roles: Any) -> tuple[str, ...]:
+def _roles(roles: Any, name: str) -> tuple[str, ...]:
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise ValueError("intuneRoles must be a list of strings")
+        raise ValueError(f"{name} must be a list of strings")
     return tuple(roles)
 
 
@@ -170,6 +200,93 @@ def untarget() -> tuple[str, int]:
     return "", 204
 
 
+@admin.post("/devices")
+def create_device() -> tuple[Response, int]:
+    payload = _payload()
+    unknown = sorted(set(payload) - set(_DEVICE_ALIASES))
+    if unknown:
+        raise ValueError(f"a device is {{{', '.join(_DEVICE_KEYS)}}}; unknown: {', '.join(unknown)}")
+    fields = {_DEVICE_ALIASES[key]: value for key, value in payload.items() if value is not None}
+    if not all(isinstance(value, str) for value in fields.values()):
+        raise ValueError("every device field is a string")
+    name, os = fields.pop("name", ""), fields.pop("os", "")
+    return jsonify(emulator().devices.create(name, os, **fields)), 201
+
+
+@admin.get("/devices")
+def list_devices() -> Response:
+    return jsonify(value=emulator().devices.views())
+
+
+@admin.get("/devices/<device>")
+def get_device(device: str) -> Response:
+    return jsonify(emulator().devices.get(device))
+
+
+@admin.post("/devices/<device>/delete-intune")
+def delete_intune_device(device: str) -> Response:
+    return jsonify(emulator().devices.delete_intune(device))
+
+
+@admin.post("/devices/<device>/retire")
+def retire_device(device: str) -> Response:
+    return jsonify(emulator().devices.set_management_state(device, "retirePending"))
+
+
+@admin.post("/devices/<device>/wipe")
+def wipe_device(device: str) -> Response:
+    return jsonify(emulator().devices.set_management_state(device, "wipePending"))
+
+
+@admin.post("/devices/<device>/management-state")
+def set_management_state(device: str) -> Response:
+    state = _payload().get("managementState")
+    if not isinstance(state, str):
+        raise ValueError("managementState is required")
+    return jsonify(emulator().devices.set_management_state(device, state))
+
+
+@admin.post("/devices/<device>/delete-entra")
+def delete_entra_device(device: str) -> Response:
+    restorable = _optional_payload().get("restorable", False)
+    if type(restorable) is not bool:
+        raise ValueError("restorable must be true or false")
+    return jsonify(emulator().devices.delete_entra(device, restorable=restorable))
+
+
+@admin.post("/devices/<device>/disable")
+def disable_device(device: str) -> Response:
+    return jsonify(emulator().devices.set_account_enabled(device, False))
+
+
+@admin.post("/devices/<device>/enable")
+def enable_device(device: str) -> Response:
+    return jsonify(emulator().devices.set_account_enabled(device, True))
+
+
+@admin.post("/devices/<device>/challenges")
+def mint_device_challenge(device: str) -> tuple[Response, int]:
+    """A challenge for the device: its Intune id as deviceId, and the IntuneDeviceId:// SAN URI."""
+    view = emulator().devices.get(device)
+    payload = dict(_optional_payload())
+    if payload.get("deviceId", view["intuneDeviceId"]) != view["intuneDeviceId"]:
+        raise ValueError("deviceId is the device's Intune id; leave it out")
+    payload.setdefault("subject", f"CN={view['name']}")
+    challenge, spec = emulator().mint_device_challenge(device, ChallengeSpec.from_json(payload))
+    return jsonify(challenge=challenge, spec=spec.to_json()), 201
+
+
+@admin.delete("/delta-tokens")
+def forget_delta_tokens() -> tuple[str, int]:
+    emulator().devices.forget_delta_tokens()
+    return "", 204
+
+
+def _optional_payload() -> Mapping[str, Any]:
+    """The JSON object body, or an empty one when none is sent."""
+    return _payload() if request.get_data() else {}
+
+
 def _payload() -> Mapping[str, Any]:
     payload = json_body()
     if not isinstance(payload, Mapping):
@@ -181,4 +298,14 @@ def _bad_request(exc: ValueError) -> Response:
     return error(Surface.ADMIN, 400, str(exc))
 
 
+def _unknown_device(exc: UnknownDevice) -> Response:
+    return error(Surface.ADMIN, 404, str(exc.args[0]))
+
+
+def _device_conflict(exc: DeviceStateError) -> Response:
+    return error(Surface.ADMIN, 409, str(exc))
+
+
 admin.register_error_handler(ValueError, _bad_request)
+admin.register_error_handler(UnknownDevice, _unknown_device)
+admin.register_error_handler(DeviceStateError, _device_conflict)

@@ -27,6 +27,10 @@ ENDPOINTS = (
     "failureNotification",
     "downloadRevocationRequests",
     "uploadRevocationResults",
+    "graph.managedDevices",
+    "graph.devices",
+    "graph.devicesDelta",
+    "graph.batch",
 )
 CODE_ENDPOINTS = ("validateRequest", "successNotification", "failureNotification")
 

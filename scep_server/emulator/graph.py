@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from scep_server.emulator.state import INTUNE_APP_ID
-from scep_server.emulator.tokens import GRAPH_ROLES, AccessDenied
+from scep_server.emulator.tokens import APPLICATION_READ_ROLE, AccessDenied
 from scep_server.emulator.wire import Surface, denied, emulator, endpoint, error, origin
 
 graph = Blueprint("graph", __name__, url_prefix="/graph")
@@ -23,7 +23,7 @@ GRAPH_VERSIONS = ("v1.0", "beta")
 @graph.get("/<version>/servicePrincipals/appId=<app_id>/endpoints")
 @endpoint("discovery", Surface.GRAPH)
 def service_endpoints(version: str, app_id: str) -> Response:
-    emulator().authorize(request.headers.get("Authorization"), resource="graph", role=GRAPH_ROLES[0], origin=origin())
+    _authorize()
     if version not in GRAPH_VERSIONS:
         return error(Surface.GRAPH, 400, f"Invalid version: {version}")
     if app_id.lower() != INTUNE_APP_ID:
@@ -37,7 +37,7 @@ def service_endpoints(version: str, app_id: str) -> Response:
 @endpoint("application", Surface.GRAPH)
 def application(version: str, app_id: str) -> Response:
     """An app registration by its client id: its password and key credentials' dates, never their values."""
-    emulator().authorize(request.headers.get("Authorization"), resource="graph", role=GRAPH_ROLES[0], origin=origin())
+    _authorize()
     if version not in GRAPH_VERSIONS:
         return error(Surface.GRAPH, 400, f"Invalid version: {version}")
     registration = emulator().application(app_id)
@@ -45,6 +45,11 @@ def application(version: str, app_id: str) -> Response:
         return error(Surface.GRAPH, 404, f"Resource '{app_id}' does not exist or one of its queried "
                      "reference-property objects are not present.")
     return jsonify({"@odata.context": f"{origin()}/graph/{version}/$metadata#applications/$entity", **registration})
+
+
+def _authorize() -> None:
+    emulator().authorize(request.headers.get("Authorization"), resource="graph", role=APPLICATION_READ_ROLE,
+                         origin=origin())
 
 
 def _access_denied(exc: AccessDenied) -> Response:

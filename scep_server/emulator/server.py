@@ -27,7 +27,7 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from scep_server.emulator.app import create_app
 from scep_server.emulator.state import IntuneEmulator
 from scep_server.emulator.tls import ensure_tls_files
-from scep_server.emulator.tokens import INTUNE_ROLE
+from scep_server.emulator.tokens import GRAPH_ROLES, INTUNE_ROLE
 
 HOST = "127.0.0.1"
 HANDSHAKE_TIMEOUT = 10.0
@@ -172,12 +172,14 @@ class EmulatorServer:
 
     def register_client(
         self, client_id: str | None = None, secret: str | None = None, *,
-        intune_roles: tuple[str, ...] = (INTUNE_ROLE,), secret_expires: float | None = None,
+        intune_roles: tuple[str, ...] = (INTUNE_ROLE,), graph_roles: tuple[str, ...] = GRAPH_ROLES,
+        secret_expires: float | None = None,
     ) -> tuple[str, str]:
         """Register an app with a secret (generated when not given); ``settings()`` then includes it."""
         client_id = client_id or str(uuid.uuid4())
         secret = secret or secrets.token_urlsafe(30)
-        self.emulator.register_app(client_id, secret=secret, intune_roles=intune_roles, secret_expires=secret_expires)
+        self.emulator.register_app(client_id, secret=secret, intune_roles=intune_roles, graph_roles=graph_roles,
+                                   secret_expires=secret_expires)
         self._client = (client_id, secret)
         return client_id, secret
 

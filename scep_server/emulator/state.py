@@ -1,7 +1,8 @@
 """The emulator's state and behaviour, without HTTP: Entra ID, Graph discovery and Intune in memory.
 
-One lock guards everything, so one ``IntuneEmulator`` can serve several threads and several
-``EmulatorServer`` instances (a second server can stand in for a moved Intune service, intune-api.md §3).
+One lock guards everything but the devices (``devices``, a ``DeviceDirectory`` with its own lock), so
+one ``IntuneEmulator`` can serve several threads and several ``EmulatorServer`` instances (a second
+server can stand in for a moved Intune service, intune-api.md §3).
 Times come from ``clock`` (unix seconds), so tests can expire tokens and challenges without sleeping.
 
 ``validateRequest`` (intune-api.md §5) checks, in order: the CSR decodes; its own signature verifies; it
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from cryptography import x509
@@ -29,6 +30,7 @@ from cryptography import x509
 from scep_server.emulator.challenges import ChallengeCodec, check_lifetime
 from scep_server.emulator.codes import Code, Rejection
 from scep_server.emulator.csrcheck import challenge_password, check_proof_of_possession, compare, load_csr
+from scep_server.emulator.devices import DeviceDirectory, device_challenge_spec
 from scep_server.emulator.faults import ENDPOINTS, Fault, FaultTable
 from scep_server.emulator.revocations import RevocationQueue, RevocationResult
 from scep_server.emulator.tokens import (
@@ -78,28 +80,39 @@ class IntuneEmulator:
         self._faults = FaultTable()
         self._counters: Counter[str] = Counter()
         self._origins: set[str] = set()
+        self.devices = DeviceDirectory(clock)
 
     # --- Entra ID (intune-api.md §2) ---
 
     def register_app(
         self, client_id: str, *, secret: str | None = None, certificate: x509.Certificate | None = None,
-        intune_roles: tuple[str, ...] = (INTUNE_ROLE,), secret_expires: float | None = None,
+        intune_roles: tuple[str, ...] = (INTUNE_ROLE,), graph_roles: tuple[str, ...] = GRAPH_ROLES,
+        secret_expires: float | None = None,
     ) -> None:
-        """Register (or replace) an app; ``intune_roles`` are the Intune permissions consented to it and
-        ``secret_expires`` (unix seconds) the secret's end (default: 180 days from now)."""
+        """Register (or replace) an app; ``intune_roles`` and ``graph_roles`` are the Intune and Graph
+        permissions consented to it and ``secret_expires`` (unix seconds) the secret's end (default: 180
+        days from now)."""
         if not client_id or (secret is None and certificate is None):
             raise ValueError("an app needs a client id and a secret or a certificate")
         with self._lock:
             self._apps[client_id] = AppRegistration(client_id, secret, certificate, tuple(intune_roles),
-                                                    created=self.clock(), secret_expires=secret_expires)
+                                                    tuple(graph_roles), created=self.clock(),
+                                                    secret_expires=secret_expires)
 
     def set_intune_roles(self, client_id: str, intune_roles: tuple[str, ...]) -> None:
         """Grant or revoke (``()``) the app's Intune permissions: tokens issued from now on carry these."""
+        self._replace_app(client_id, intune_roles=tuple(intune_roles))
+
+    def set_graph_roles(self, client_id: str, graph_roles: tuple[str, ...]) -> None:
+        """Grant or revoke (``()``) the app's Graph permissions: tokens issued from now on carry these."""
+        self._replace_app(client_id, graph_roles=tuple(graph_roles))
+
+    def _replace_app(self, client_id: str, **changes: Any) -> None:
         with self._lock:
             app = self._apps.get(client_id)
             if app is None:
                 raise ValueError(f"no app {client_id!r} is registered")
-            self._apps[client_id] = dataclasses.replace(app, intune_roles=tuple(intune_roles))
+            self._apps[client_id] = dataclasses.replace(app, **changes)
 
     def application(self, client_id: str) -> dict[str, Any] | None:
         """The app registration as Graph lists it (None: no such app in this tenant)."""
@@ -139,7 +152,7 @@ class IntuneEmulator:
                                       audiences=self._token_endpoints(origin), now=now)
             resource = scope_resource(form.get("scope"), self.tenant).rstrip("/")
             kind = self._resource_kind(resource, origin)
-            roles = app.intune_roles if kind == "intune" else GRAPH_ROLES
+            roles = app.intune_roles if kind == "intune" else app.graph_roles
             claims = access_token_claims(app, audience=resource + "/", roles=roles, issuer=self._issuer(origin),
                                          tenant_id=self.tenant_id, now=now)
             self._counters[f"tokens:{form['scope']}"] += 1
@@ -150,11 +163,14 @@ class IntuneEmulator:
         """Sign arbitrary access-token claims with the emulator's key (to test token checks)."""
         return self._signer.sign(claims)
 
-    def authorize(self, authorization: str | None, *, resource: str, role: str, origin: str) -> dict[str, Any]:
-        """The claims of a valid bearer token for ``resource`` ("graph" | "intune") carrying ``role``.
+    def authorize(
+        self, authorization: str | None, *, resource: str, role: str | Collection[str] | None, origin: str
+    ) -> dict[str, Any]:
+        """The claims of a valid bearer token for ``resource`` ("graph" | "intune") carrying ``role`` (or
+        one of several roles; None: any token of the resource).
 
         Raises ``AccessDenied``: 401 when the token is missing, not ours, expired or for another
-        audience or tenant; 403 when the app lacks ``role``.
+        audience or tenant; 403 when the app lacks the role.
         """
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -163,9 +179,10 @@ class IntuneEmulator:
         with self._lock:
             audiences = self._resource_urls(resource, origin)
         _check_token_claims(claims, audiences=audiences, tenant_id=self.tenant_id, now=self.clock())
+        accepted = (role,) if isinstance(role, str) else tuple(role or ())
         roles = claims.get("roles", [])
-        if not isinstance(roles, list) or role not in roles:
-            raise AccessDenied(403, f"the application lacks the {role} permission (or admin consent)")
+        if accepted and (not isinstance(roles, list) or not set(accepted) & set(roles)):
+            raise AccessDenied(403, f"the application lacks the {' or '.join(accepted)} permission (or admin consent)")
         return claims
 
     def add_origin(self, origin: str) -> None:
@@ -210,6 +227,12 @@ class IntuneEmulator:
     def mint_challenge(self, spec: ChallengeSpec) -> str:
         """A challenge for a device, as Intune puts it in the SCEP profile (see ``challenges``)."""
         return self.codec.seal(spec, self.clock())
+
+    def mint_device_challenge(self, device: str, spec: ChallengeSpec) -> tuple[str, ChallengeSpec]:
+        """A challenge for a device of ``devices`` (by any of its ids): ``spec`` with the device's Intune id
+        as its device id and the SAN URI ``IntuneDeviceId://<id>``; returns the challenge and that spec."""
+        device_spec = device_challenge_spec(spec, self.devices.intune_device_id(device))
+        return self.mint_challenge(device_spec), device_spec
 
     def untarget(self, certificate_request_id: str) -> None:
         """The profile is unassigned: its challenges now answer ScepProfileNoLongerTargetedToTheClient."""

@@ -36,7 +36,10 @@ from jwt.algorithms import RSAAlgorithm
 from jwt.types import Options
 
 INTUNE_ROLE = "scep_challenge_provider"
-GRAPH_ROLES = ("Application.Read.All",)
+APPLICATION_READ_ROLE = "Application.Read.All"
+MANAGED_DEVICES_READ_ROLE = "DeviceManagementManagedDevices.Read.All"
+DEVICE_READ_ROLE = "Device.Read.All"
+GRAPH_ROLES = (APPLICATION_READ_ROLE, MANAGED_DEVICES_READ_ROLE, DEVICE_READ_ROLE)
 TOKEN_LIFETIME = 3600
 SECRET_LIFETIME = 180 * 86400  # what Entra ID's portal proposes for a new client secret
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -48,13 +51,14 @@ _UNVERIFIED: Options = {"verify_signature": True, "verify_aud": False, "verify_e
 
 @dataclass(frozen=True, slots=True)
 class AppRegistration:
-    """An Entra ID app: its credentials, the Intune application permissions consented to it, and when
-    (unix seconds) it was registered and its secret expires."""
+    """An Entra ID app: its credentials, the Intune and Graph application permissions consented to it,
+    and when (unix seconds) it was registered and its secret expires."""
 
     client_id: str
     secret: str | None = None
     certificate: x509.Certificate | None = None
     intune_roles: tuple[str, ...] = (INTUNE_ROLE,)
+    graph_roles: tuple[str, ...] = GRAPH_ROLES
     created: float = 0.0
     secret_expires: float | None = None
 

@@ -7,6 +7,8 @@ and with ``probe`` sends one validateRequest carrying a deliberately invalid CSR
 the token, the service URL and the API version without a device. A token without the
 ``scep_challenge_provider`` role is the usual sign of a missing admin consent: Entra ID issues it anyway,
 and only Intune refuses it, so it is checked here rather than left to the first enrollment.
+When a profile has the device lifecycle sync on, one Graph call to the managed devices and one to the
+Entra ID devices prove the app's DeviceManagementManagedDevices.Read.All and Device.Read.All permissions.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ from scep_server.errors import IntuneError, IntuneProtocolError, ScepServerError
 from scep_server.intune.client import PKI_SERVICE, SCEP_SERVICE, IntuneClient
 from scep_server.intune.contract import ScepResultCode
 from scep_server.intune.credentials import app_credential_kind, certificate_not_after, secret_not_after
+from scep_server.intune.graph_devices import ENTRA_PERMISSION, INTUNE_PERMISSION, GraphDevices
 from scep_server.intune.transport import IntuneTransport
 
 __all__ = ["INTUNE_ROLE", "PROBE_CSR", "REQUIRED_SERVICES", "CheckResult", "ServiceCheck", "check_app_token",
-           "check_services", "role_problem", "run_checks", "token_claims"]
+           "check_device_permissions", "check_services", "role_problem", "run_checks", "token_claims"]
 
 INTUNE_ROLE = "scep_challenge_provider"
 REQUIRED_SERVICES = (SCEP_SERVICE, PKI_SERVICE)
 # Not a PKCS#10 request at all: Intune can only answer CertificateRequestDecodingFailed (or another refusal).
 PROBE_CSR = b"scep-server intune check --probe: this is not a certificate request"
 SECONDS_PER_DAY = 86400
+PERMISSION_CHECK_WAIT = 10.0  # seconds the permission check waits out Graph's throttling
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +142,10 @@ def _service(transport: IntuneTransport, name: str, uri: str | None, required: b
 # --- the whole check (the CLI) -----------------------------------------------------------------------------
 
 
-def run_checks(transport: IntuneTransport, *, probe: bool, now: Callable[[], datetime] | None = None
-               ) -> Iterator[CheckResult]:
-    """Every check in order; a check whose precondition failed is reported skipped. Raises nothing but
+def run_checks(transport: IntuneTransport, *, probe: bool, now: Callable[[], datetime] | None = None,
+               device_lifecycle: bool = False) -> Iterator[CheckResult]:
+    """Every check in order; a check whose precondition failed is reported skipped. ``device_lifecycle``
+    (a profile has the device lifecycle sync on): also the Graph permissions it needs. Raises nothing but
     ConfigError (the configuration cannot be used at all)."""
     graph = _graph_token(transport)
     yield graph
@@ -150,6 +155,9 @@ def run_checks(transport: IntuneTransport, *, probe: bool, now: Callable[[], dat
     services = _discovery(transport) if graph.ok else [_skip("discovery", "needs the Graph token")]
     yield from services
     yield _credential_expiry(transport, (now or _utcnow)(), graph.ok)
+    if device_lifecycle:
+        yield from check_device_permissions(transport) if graph.ok else [
+            _skip("graph-devices", "the device lifecycle sync's permissions need the Graph token")]
     if probe:
         ready = role.ok and all(result.ok for result in services)
         yield _probe(transport) if ready else _skip("probe", "needs the Intune token, its role and the services")
@@ -216,6 +224,20 @@ def _probe(transport: IntuneTransport) -> CheckResult:
     expected = "" if result.code == ScepResultCode.CERTIFICATE_REQUEST_DECODING_FAILED else (
         f"; {ScepResultCode.CERTIFICATE_REQUEST_DECODING_FAILED} was expected, but any refusal proves the path")
     return CheckResult("probe", True, f"{answer}: the token, the service URL and the API work{expected}")
+
+
+def check_device_permissions(transport: IntuneTransport) -> list[CheckResult]:
+    """The device lifecycle sync reads Intune's managed devices and Entra ID's devices: one Graph call to
+    each, where 403 means the app lacks that application permission (or its admin consent)."""
+    devices = GraphDevices(transport, max_wait=PERMISSION_CHECK_WAIT)
+    results = []
+    for permission in (INTUNE_PERMISSION, ENTRA_PERMISSION):
+        name = f"graph-permission {permission}"
+        try:
+            results.append(CheckResult(name, True, devices.probe(permission)))
+        except IntuneError as exc:
+            results.append(CheckResult(name, False, f"{exc} (the device lifecycle sync needs it)"))
+    return results
 
 
 def _skip(name: str, why: str) -> CheckResult:

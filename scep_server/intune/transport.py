@@ -260,6 +260,33 @@ class IntuneTransport:
         except _Unauthorized as exc:
             raise IntuneAuthError(f"Graph refused the token: {exc.detail}", activity_id=call.activity_id) from None
 
+    def graph_request(
+        self, operation: str, method: str, url: str, body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """One Graph request with the Graph token (and ``headers``, such as ``Prefer``), one attempt: the
+        caller paces its own retries (:mod:`.graph_devices` honours Retry-After within its own bound). A
+        refused token is fetched anew once. 429 and 5xx raise IntuneUnavailable carrying the status and
+        Graph's Retry-After as sent."""
+        call = _Call(operation, str(uuid.uuid4()))
+        with logs.log_context(activity_id=call.activity_id):
+            for fresh in (False, True):
+                try:
+                    if fresh:
+                        self._drop_tokens(call)
+                    sent = {**(headers or {}), "Authorization": f"Bearer {self._token(self._graph_scope, call)}",
+                            "client-request-id": call.activity_id, "Accept": "application/json"}
+                    response = self._send(call, method, url, sent, 1, body=body)
+                    return Reply(self._checked(call, response, "Graph"), call.activity_id, response.status_code)
+                except _Transient as exc:
+                    raise IntuneUnavailable(f"{operation}: {exc.detail}", activity_id=call.activity_id,
+                                            status=exc.status, retry_after=exc.retry_after) from None
+                except _Unauthorized as exc:
+                    if fresh:
+                        raise IntuneAuthError(f"Graph refused the token: {exc.detail}",
+                                              activity_id=call.activity_id, status=401) from None
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
     def service_problem(self, uri: str) -> str | None:
         """Why this transport would refuse to call the discovered ``uri``, or None (for admins' checks)."""
         return service_url_problem(uri, self.config.allowed_service_hosts)

@@ -11,6 +11,8 @@ Singletons (``lock`` set: exactly one process of all that share the store runs t
 * ``intune-revocation-sync``: downloads Intune's revocation requests and uploads the results. Intune
   hands the same requests to every caller until it has results, so two runners would process and
   report them twice. Each round also takes the round lock, which the CLI command takes too.
+* ``device-lifecycle``: asks Graph about the devices behind valid certificates and revokes, holds or
+  releases them (service/device_lifecycle.py); one runner keeps one delta link and revokes once.
 
 Claimed row by row (``lock`` None: every process runs them; a conditional update hands each row to
 one of them, and a runner that dies leaves its rows to the others when its lease runs out):
@@ -27,6 +29,7 @@ warnings and gauge are each process's own.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +50,8 @@ OCSP_RENEWAL_CHECK_SECONDS = 60.0
 UNDELIVERED_SWEEP_SECONDS = 300.0
 CREDENTIAL_EXPIRY_SECONDS = 3600.0
 RA_RENEWAL_CHECK_SECONDS = 600.0
+DEVICE_LIFECYCLE = "device-lifecycle"  # the lock electing the device lifecycle sync's one runner
+DEVICE_LIFECYCLE_TICK_SECONDS = 60.0
 
 
 def crl_publishing(publish_due: Callable[[], bool]) -> Task:
@@ -64,6 +69,13 @@ def ra_renewal(renew_due: Callable[[], bool]) -> Task:
 
 def intune_revocation_sync(rounds: RevocationRounds, every: float) -> Task:
     return Task("intune-revocation-sync", rounds.run_safely, lock=INTUNE_REVOCATION_SYNC, every=every)
+
+
+def device_lifecycle(run: Callable[[], object]) -> Task:
+    """The device lifecycle sync (``run``: ``DeviceLifecycleSync.run_safely``), tried every minute: the sync
+    starts a pass each ``intune.device_lifecycle_interval_seconds`` and goes on with one that a run's time
+    budget cut short."""
+    return Task("device-lifecycle", run, lock=DEVICE_LIFECYCLE, every=DEVICE_LIFECYCLE_TICK_SECONDS)
 
 
 def intune_outbox(deliver_due: Callable[[], int]) -> Task:
@@ -94,6 +106,20 @@ class RevocationRounds:
         if not self._lock.try_acquire():
             log.debug("Intune revocation round skipped: another one is running")
             return None
+        try:
+            return self._sync.run_safely()
+        finally:
+            self._lock.release()
+
+    def run_when_free(self, timeout: float, *, pause: float = 0.1) -> SyncReport | None:
+        """One round as soon as no other one runs, waiting up to ``timeout`` seconds for that (the revocation
+        poll before a reissue, service/reissue_poll.py); None when it stayed taken or the round failed."""
+        deadline = time.monotonic() + timeout
+        while not self._lock.try_acquire():
+            if time.monotonic() >= deadline:
+                log.info("Intune revocation round not run: another one kept running for %g s", timeout)
+                return None
+            time.sleep(pause)
         try:
             return self._sync.run_safely()
         finally:

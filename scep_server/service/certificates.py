@@ -33,6 +33,7 @@ __all__ = [
     "Revoked",
     "WasRevoked",
     "describe",
+    "device_fields",
     "parse_serial",
     "pem",
     "text_rows",
@@ -120,7 +121,8 @@ def pem(record: CertificateRecord) -> str:
 
 
 def describe(record: CertificateRecord) -> dict[str, Any]:
-    """The stored certificate as JSON-ready values (the requester's address stays out: see ``text_rows``)."""
+    """The stored certificate as JSON-ready values (the requester's address stays out: see ``text_rows``;
+    the device behind it: ``device_fields``)."""
     return {
         "serial": f"{record.serial:x}",
         "subject": record.subject,
@@ -139,6 +141,17 @@ def describe(record: CertificateRecord) -> dict[str, Any]:
     }
 
 
+def device_fields(record: CertificateRecord) -> dict[str, Any]:
+    """The device behind the certificate as JSON-ready values: ``device_id`` and ``device_id_kind``
+    (``intune`` or ``entra``, None when the certificate names no device), and ``device_hold_at``, set
+    while OCSP answers it certificateHold because that device is disabled."""
+    return {
+        "device_id": record.device_id,
+        "device_id_kind": record.device_id_kind,
+        "device_hold_at": record.device_hold_at.isoformat() if record.device_hold_at else None,
+    }
+
+
 _LABELS = (
     ("serial", "serial"),
     ("status", "status"),
@@ -153,17 +166,22 @@ _LABELS = (
     ("issued_at", "issued at"),
     ("sha1_thumbprint", "SHA-1"),
     ("sha256_thumbprint", "SHA-256"),
+    ("device_id", "device id"),
+    ("device_id_kind", "device id kind"),
 )
 _REVOCATION_LABELS = (("revoked_at", "revoked at"), ("revocation_reason", "reason"))
+_HOLD_LABELS = (("device_hold_at", "on hold since"),)  # OCSP answers certificateHold: its device is disabled
 
 
 def text_rows(record: CertificateRecord) -> list[tuple[str, str]]:
     """:func:`describe`'s fields and the requester's address, labelled for a terminal; absent values are
     ``-`` and the revocation rows appear once revoked. The caller escapes what a device chose (names)."""
-    fields = describe(record) | {"requester_ip": record.requester_ip}
+    fields = describe(record) | device_fields(record) | {"requester_ip": record.requester_ip}
     rows = [(label, _text(fields[key])) for key, label in _LABELS]
     if record.revoked_at is not None:
         rows += [(label, _text(fields[key])) for key, label in _REVOCATION_LABELS]
+    if record.device_hold_at is not None:
+        rows += [(label, _text(fields[key])) for key, label in _HOLD_LABELS]
     return rows
 
 

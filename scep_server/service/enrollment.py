@@ -66,6 +66,7 @@ from scep_server.service.issuance import Deferred, IssuanceService
 from scep_server.service.outcome import OperationStatus, Outcome
 from scep_server.service.profile import GetCertScope, Profile
 from scep_server.service.publishing import CrlSource
+from scep_server.service.reissue_poll import ReissuePoll
 from scep_server.store import (
     AuditEvent,
     CertificateRecord,
@@ -89,16 +90,19 @@ class EnrollmentService:
     def __init__(
         self, ca: CertificateAuthority | LiveAuthority, store: Store, profiles: Mapping[str, Profile],
         crls: CrlSource, issuance: IssuanceService, *, claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+        reissue_poll: ReissuePoll | None = None,
     ) -> None:
         """``ca``: a LiveAuthority follows RA rotations on disk. ``claim_lease``: how long a PENDING
         transaction's handler is presumed alive; after that a retry of the request takes the transaction
-        over (and delivers what that handler stored)."""
+        over (and delivers what that handler stored). ``reissue_poll``: the Intune revocation round a
+        PKCSReq for a subject or device that holds a valid certificate waits for (service/reissue_poll.py)."""
         self.authority = as_live(ca)
         self.store = store
         self.profiles = profiles
         self.crls = crls
         self.claim_lease = claim_lease
         self.issuance = issuance
+        self.reissue_poll = reissue_poll
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -187,6 +191,7 @@ class EnrollmentService:
         )
         if not claimed:
             return self._replay(request, record)
+        self._poll_revocations_before_reissue(profile, request, record)
         result = self.issuance.decide(profile, validation, record, renewal=request.renewal)
         if isinstance(result, Deferred):
             return Outcome(_pending(context), OperationStatus.PENDING, result.reason)
@@ -194,6 +199,14 @@ class EnrollmentService:
         if record.serial is not None:  # stored by a handler that did not finish: counted when it was issued
             return self._success(request, [result], f"re-delivered {result.serial_number:x}")
         return replace(self._success(request, [result], f"issued {result.serial_number:x}"), issued=True)
+
+    def _poll_revocations_before_reissue(
+        self, profile: Profile, request: CertificateRequest, record: TransactionRecord
+    ) -> None:
+        """A new PKCSReq (not a renewal, nothing stored for it yet) waits, boundedly, for one Intune
+        revocation round when its subject or device still holds a valid certificate; never fails it."""
+        if self.reissue_poll is not None and not request.renewal and record.serial is None:
+            self.reissue_poll.before_issuing(profile.name, request.csr)
 
     def _enroll_at_once(
         self, profile: Profile, request: CertificateRequest, transaction: NewTransaction,

@@ -40,7 +40,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
@@ -49,9 +49,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scep_server.ca.authority import CertificateAuthority
 from scep_server.ca.csr import check_csr, describe_sans
+from scep_server.ca.device_ids import device_id_of
 from scep_server.ca.issue import build_certificate, thumbprints
 from scep_server.ca.live import LiveAuthority, as_live
-from scep_server.challenge import IssuedCertificate, ValidationRequest
+from scep_server.challenge import IssuanceNarrowing, IssuedCertificate, ValidationRequest
 from scep_server.errors import (
     BadRequest,
     Conflict,
@@ -64,6 +65,7 @@ from scep_server.errors import (
     ValidatorUnavailable,
 )
 from scep_server.pki.reasons import CRLReason
+from scep_server.scep.types import MessageType
 from scep_server.service.profile import Profile
 from scep_server.service.revocation import RevocationService
 from scep_server.store import (
@@ -113,9 +115,16 @@ class IssuanceService:
         """The issuing CA now."""
         return self.authority.current()
 
-    def _sign(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
+    def _sign(
+        self, profile: Profile, validation: ValidationRequest, narrowing: IssuanceNarrowing | None = None
+    ) -> x509.Certificate:
+        """The certificate under the profile's policy, narrowed as the validator said (BadRequest when
+        the narrowing would widen it)."""
         ca = self.ca
-        return build_certificate(validation.csr, ca, profile.policy.for_generation(ca.generation))
+        policy = profile.policy.for_generation(ca.generation)
+        if narrowing is not None:
+            policy = policy.narrowed(sans=narrowing.sans, validity_days=narrowing.validity_days)
+        return build_certificate(validation.csr, ca, policy)
 
     def _issuer_of(self, certificate: x509.Certificate) -> CertificateAuthority:
         """The generation's CA that issued ``certificate`` (it may have been replaced since)."""
@@ -135,16 +144,16 @@ class IssuanceService:
         self, profile: Profile, validation: ValidationRequest, *, renewal: bool
     ) -> x509.Certificate | Deferred:
         """Validate and issue for a freshly claimed transaction. Raises PKIFailure (already recorded) on refusal."""
+        narrowing: IssuanceNarrowing | None = None
         try:
-            if _validates(profile, renewal=renewal):
-                profile.validator.validate(validation)
+            narrowing = _validate(profile, validation, renewal=renewal)
         except ValidatorUnavailable as exc:
             if profile.defer_when_unavailable:
                 return self._defer(profile, validation, exc, attempts=0)
             self._fail(profile, validation, RetryLater(f"the challenge could not be validated now: {exc.detail}"))
         except PKIFailure as failure:
             self._fail(profile, validation, failure)
-        return self._issue_validated(profile, validation)
+        return self._issue_validated(profile, validation, narrowing)
 
     def issues_at_once(self, profile: Profile) -> bool:
         """Whether a new transaction of ``profile`` may be decided and stored in one step (see the module)."""
@@ -158,10 +167,9 @@ class IssuanceService:
         is refused, undecided or cannot be built: the caller then takes the claimed path, which decides it
         again and records why."""
         try:
-            if _validates(profile, renewal=renewal):
-                profile.validator.validate(validation)
+            narrowing = _validate(profile, validation, renewal=renewal)
             check_csr(validation.csr, profile.policy)
-            return self._sign(profile, validation)
+            return self._sign(profile, validation, narrowing)
         except Exception:  # noqa: BLE001 - every refusal is recorded by the claimed path, which repeats it
             return None
 
@@ -212,12 +220,14 @@ class IssuanceService:
         assert record.csr_der is not None
         now = now or datetime.now(UTC)
         csr = x509.load_der_x509_csr(record.csr_der)
-        validation = ValidationRequest(profile.name, record.transaction_id, csr, record.csr_der, record.requester_ip)
+        validation = ValidationRequest(profile.name, record.transaction_id, csr, record.csr_der, record.requester_ip,
+                                       renewal=record.message_type == MessageType.RENEWAL_REQ)
         if record.serial is not None:  # an earlier attempt stored the certificate and died
             self._redeliver(profile, validation, record.serial)
             return
+        narrowing: IssuanceNarrowing | None = None
         try:
-            profile.validator.validate(validation)
+            narrowing = profile.validator.validate(validation)
         except ValidatorUnavailable as exc:
             if now - record.created_at > profile.pending_timeout:
                 self._fail(profile, validation, RetryLater(f"Intune stayed unavailable for too long: {exc.detail}"))
@@ -225,7 +235,7 @@ class IssuanceService:
             return
         except PKIFailure as failure:
             self._fail(profile, validation, failure)
-        self._issue_validated(profile, validation)
+        self._issue_validated(profile, validation, narrowing)
 
     def withdraw_abandoned(self, profiles: Mapping[str, Profile], now: datetime | None = None) -> int:
         """Revoke the certificates stored for transactions whose handler died and whose device has not come
@@ -254,8 +264,10 @@ class IssuanceService:
         validation = ValidationRequest(profile.name, record.transaction_id, csr, record.csr_der, record.requester_ip)
         profile.validator.notify_failed(validation, E_FAIL, reason)
 
-    def _issue_validated(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
-        certificate = self._build(profile, validation)
+    def _issue_validated(
+        self, profile: Profile, validation: ValidationRequest, narrowing: IssuanceNarrowing | None = None
+    ) -> x509.Certificate:
+        certificate = self._build(profile, validation, narrowing)
         self._store_undelivered(profile, validation, certificate)
         self._confirm(profile, validation, certificate)
         self._complete(profile, validation, certificate)
@@ -280,10 +292,12 @@ class IssuanceService:
         self._complete(profile, validation, certificate)
         return certificate
 
-    def _build(self, profile: Profile, validation: ValidationRequest) -> x509.Certificate:
+    def _build(
+        self, profile: Profile, validation: ValidationRequest, narrowing: IssuanceNarrowing | None = None
+    ) -> x509.Certificate:
         try:
             check_csr(validation.csr, profile.policy)
-            return self._sign(profile, validation)
+            return self._sign(profile, validation, narrowing)
         except PKIFailure as failure:
             profile.validator.notify_failed(validation, E_INVALIDARG, failure.detail)
             self._fail(profile, validation, failure)
@@ -392,6 +406,7 @@ class IssuanceService:
         self, certificate: x509.Certificate, profile: Profile, validation: ValidationRequest
     ) -> NewCertificate:
         sha1, sha256 = thumbprints(certificate)
+        device = device_id_of(certificate, profile.device_id)
         return NewCertificate(
             serial=certificate.serial_number,
             issuer=certificate.issuer.rfc4514_string(),
@@ -405,7 +420,17 @@ class IssuanceService:
             der=certificate.public_bytes(Encoding.DER),
             sha1_thumbprint=sha1,
             sha256_thumbprint=sha256,
+            device_id=device.value if device else None,
+            device_id_kind=device.kind if device else None,
         )
+
+
+def _validate(profile: Profile, validation: ValidationRequest, *, renewal: bool) -> IssuanceNarrowing | None:
+    """The validator's decision on the request, told whether it is a RenewalReq; None when it does not
+    decide renewals (``_validates``) or grants all that was asked."""
+    if not _validates(profile, renewal=renewal):
+        return None
+    return profile.validator.validate(replace(validation, renewal=renewal))
 
 
 def _validates(profile: Profile, *, renewal: bool) -> bool:

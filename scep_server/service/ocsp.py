@@ -3,8 +3,9 @@
 Only answers to requests without a nonce whose certificates are all known are kept: a nonce makes a
 response unique (RFC 6960 §4.4.1), and an ``unknown`` may turn ``good`` when the certificate is issued.
 A kept answer is served until half its validity has passed, and never once the
-:class:`~scep_server.service.publishing.RevocationWatch` reports a revocation (in this process at once,
-in another one within the watch's interval).
+:class:`~scep_server.service.publishing.RevocationWatch` reports a revocation or a change of device holds
+(in this process at once, in another one within the watch's interval). A held certificate (its device
+disabled, ``device_lifecycle: ocsp-only``) is answered revoked with reason certificateHold since the hold.
 
 Two indexes lead to the same kept answers. The exact request bytes answer a repeated request without
 parsing it (:meth:`OcspResponder.cached`, the HTTP layer's fast path); they can only hold requests that
@@ -193,6 +194,10 @@ class OcspResponder:
         record = self._record(cert_id) if self._issuer.issued(cert_id) else None
         if record is None:
             return SingleAnswer(cert_id, x509_ocsp.OCSPCertStatus.UNKNOWN)
+        if record.status is CertStatus.VALID and record.device_hold_at is not None:
+            # Its device is disabled (an ocsp-only profile): on hold until it is enabled again, never on the CRL.
+            return SingleAnswer(cert_id, x509_ocsp.OCSPCertStatus.REVOKED, record.device_hold_at,
+                                CRLReason.CERTIFICATE_HOLD.flag)
         if record.status is not CertStatus.REVOKED or record.revoked_at is None:
             return SingleAnswer(cert_id, x509_ocsp.OCSPCertStatus.GOOD)
         # As in the CRL, an 'unspecified' reason is left out (RFC 5280 §5.3.1).

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from scep_server.ca.policy import IssuancePolicy
 from scep_server.challenge import ChallengeValidator
+from scep_server.config.model import DeviceIdConfig
 from scep_server.scep.message import DecodeOptions
 
 __all__ = ["GetCertScope", "Profile"]
@@ -40,3 +41,4 @@ class Profile:
     pending_timeout: timedelta = timedelta(hours=1)
     get_cert: GetCertScope = GetCertScope.OWN
     require_signer_subject: bool = False
+    device_id: DeviceIdConfig = DeviceIdConfig()  # how its certificates name their device (ca/device_ids.py)

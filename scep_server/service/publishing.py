@@ -8,7 +8,9 @@ reports a revocation (:meth:`RevocationWatch.notify`, called by ``invalidate``) 
 revoked certificates in the store has changed since it last looked (at most once per ``interval``, one
 cheap count). An OCSP response built under an older generation, or a CRL covering fewer revoked
 certificates than counted, is replaced before it is served. Revocations are never undone
-(removeFromCRL is refused), so the count only grows.
+(removeFromCRL is refused), so the count only grows. Device holds (OCSP's certificateHold while an
+``ocsp-only`` profile's device is disabled, never on the CRL) come and go: a watch made with ``holds``
+also reads when they last changed, and moves its generation when that does.
 """
 
 from __future__ import annotations
@@ -45,13 +47,20 @@ def utcnow() -> datetime:
 class RevocationWatch:
     """A generation number that changes whenever a revocation may have happened (see the module doc)."""
 
-    def __init__(self, store: Store, *, interval: float = DEFAULT_CHECK_INTERVAL, clock: Monotonic = time.monotonic):
+    def __init__(
+        self, store: Store, *, interval: float = DEFAULT_CHECK_INTERVAL, clock: Monotonic = time.monotonic,
+        holds: bool = False,
+    ):
+        """``holds``: also follow the device holds (``ocsp-only`` profiles), which come and go: when they
+        last changed is read beside the count."""
         self._store = store
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
         self._generation = 0
         self._revoked: int | None = None
+        self._holds = holds
+        self._holds_changed: tuple[datetime | None] | None = None
         self._checked_at = -math.inf
         self._changed_at = clock()
 
@@ -72,7 +81,16 @@ class RevocationWatch:
                 if self._revoked is not None and revoked != self._revoked:
                     self._bump()
                 self._revoked = revoked
+                self._follow_holds()
             return self._generation
+
+    def _follow_holds(self) -> None:
+        if not self._holds:
+            return
+        changed = (self._store.holds_changed_at(),)
+        if self._holds_changed is not None and changed != self._holds_changed:
+            self._bump()
+        self._holds_changed = changed
 
     @property
     def revoked(self) -> int:

@@ -1,6 +1,7 @@
 """A small client of the Intune emulator's admin API (``scep_server.emulator.admin``): what Intune's
-console does (mint a challenge for a device) and what a test harness does (inject faults, read back
-the validations and notifications Intune received).
+console does (mint a challenge for a device; create, retire, delete, disable and re-enable devices in
+Intune and Entra ID) and what a test harness does (inject faults, read back the validations and
+notifications Intune received).
 
 HTTPS verified against the emulator's CA bundle; proxies and ``REQUESTS_CA_BUNDLE`` from the
 environment are ignored (``trust_env=False``): the emulator is always reached directly.
@@ -19,7 +20,9 @@ import requests
 
 from scep_server.intune.contract import ChallengeSpec
 
-__all__ = ["EmulatorAdmin", "EmulatorAdminError", "Fault"]
+__all__ = ["DEVICE_CHANGES", "EmulatorAdmin", "EmulatorAdminError", "Fault"]
+
+DEVICE_CHANGES = ("delete-intune", "retire", "wipe", "delete-entra", "disable", "enable")
 
 
 class EmulatorAdminError(RuntimeError):
@@ -72,6 +75,38 @@ class EmulatorAdmin:
             raise EmulatorAdminError("POST /admin/challenges answered without a challenge")
         return challenge
 
+    def create_device(
+        self, name: str, os: str, *, intune_device_id: str | None = None, entra_device_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A managed device in Intune and its Entra ID device; the emulator's view of it."""
+        body = {"name": name, "os": os, "intuneDeviceId": intune_device_id, "entraDeviceId": entra_device_id}
+        return self._object("POST", "/admin/devices", {k: v for k, v in body.items() if v is not None})
+
+    def devices(self) -> list[dict[str, Any]]:
+        return self._values("/admin/devices")
+
+    def device(self, device: str) -> dict[str, Any]:
+        return self._object("GET", f"/admin/devices/{device}")
+
+    def change_device(self, device: str, change: str) -> dict[str, Any]:
+        """One of ``DEVICE_CHANGES``, as an admin does it in Intune or Entra ID; the device afterwards."""
+        if change not in DEVICE_CHANGES:
+            raise ValueError(f"a device change is one of {', '.join(DEVICE_CHANGES)}, not {change!r}")
+        return self._object("POST", f"/admin/devices/{device}/{change}")
+
+    def mint_device_challenge(self, device: str, spec: ChallengeSpec) -> tuple[str, ChallengeSpec]:
+        """The challenge Intune puts in the device's SCEP profile, and the profile as Intune completed it
+        (the device's Intune id, the ``IntuneDeviceId://`` SAN URI)."""
+        body = {k: v for k, v in spec.to_json().items() if k != "deviceId"}
+        answer = self._object("POST", f"/admin/devices/{device}/challenges", body)
+        challenge, completed = answer.get("challenge"), answer.get("spec")
+        if not isinstance(challenge, str) or not isinstance(completed, Mapping):
+            raise EmulatorAdminError(f"POST /admin/devices/{device}/challenges answered without a challenge")
+        try:
+            return challenge, ChallengeSpec.from_json(completed)
+        except ValueError as exc:
+            raise EmulatorAdminError(f"the emulator answered an unreadable spec: {exc}") from None
+
     def inject_fault(self, fault: Fault) -> None:
         self._call("POST", "/admin/faults", fault.to_json())
 
@@ -96,6 +131,12 @@ class EmulatorAdmin:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def _object(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        answer = self._call(method, path, body)
+        if not isinstance(answer, Mapping):
+            raise EmulatorAdminError(f"{method} {path} answered without a JSON object")
+        return dict(answer)
 
     def _values(self, path: str) -> list[dict[str, Any]]:
         answer = self._call("GET", path)

@@ -1,9 +1,11 @@
-"""``scep-simulator``: enroll simulated Intune devices for TestMatrix rows and report per device.
+"""``scep-simulator``: enroll simulated Intune devices for TestMatrix rows and report per device, or run
+the device lifecycle scenario (``--scenario lifecycle``) and report it as JSON.
 
 ::
 
     scep-simulator --profile all --devices 2
     scep-simulator --profile "SN Format: IMEI" --scep-url http://127.0.0.1:8080/scep
+    scep-simulator --scenario lifecycle --devices 5 --lifecycle-profile intune
 
 Exit status 0 when every device passed, 1 when one did not, 2 on a usage or setup error.
 """
@@ -11,6 +13,7 @@ Exit status 0 when every device passed, 1 when one did not, 2 on a usage or setu
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -20,6 +23,7 @@ from typing import TextIO
 
 from scep_server.pki.names import printable
 from scep_server.simulator.admin import EmulatorAdmin, EmulatorAdminError
+from scep_server.simulator.lifecycle import CHANGES, LifecycleScenario
 from scep_server.simulator.matrix import ROWS, find_rows
 from scep_server.simulator.runner import DeviceResult, Settings, Simulator
 
@@ -28,6 +32,7 @@ ADMIN_TOKEN_ENV = "INTUNE_EMULATOR_ADMIN_TOKEN"
 LOG_LEVEL_ENV = "SCEP_SERVER_LOG_LEVEL"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 HEADERS = ("ROW", "DEVICE", "RESULT", "DETAIL")
+SCENARIOS = ("testmatrix", "lifecycle")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,17 +55,17 @@ def run(argv: list[str] | None = None) -> int:
     if args.list:
         _print_rows(sys.stdout)
         return 0
+    if args.scenario == "lifecycle":
+        return _run_lifecycle(args)
     try:
         rows = find_rows(args.profile)
     except KeyError:
         print(f"{PROG}: no TestMatrix row {args.profile!r} (see --list)", file=sys.stderr)
         return 2
-    settings = Settings(scep_url=args.scep_url, timeout=args.timeout, poll_interval=args.poll_interval)
-    token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
     started = time.monotonic()
     try:
-        with EmulatorAdmin(args.emulator_url, ca_bundle=args.ca_bundle, token=token) as admin:
-            results = Simulator(admin, settings).run(rows, args.devices, args.concurrency)
+        with _admin(args) as admin:
+            results = Simulator(admin, _settings(args)).run(rows, args.devices or 1, args.concurrency)
     except EmulatorAdminError as exc:
         print(f"{PROG}: the Intune emulator's admin API failed: {exc}", file=sys.stderr)
         return 2
@@ -68,6 +73,28 @@ def run(argv: list[str] | None = None) -> int:
     passed = sum(r.passed for r in results)
     print(f"\n{passed}/{len(results)} devices passed in {time.monotonic() - started:.1f} s")
     return 0 if passed == len(results) else 1
+
+
+def _run_lifecycle(args: argparse.Namespace) -> int:
+    """The lifecycle scenario; its JSON report on stdout."""
+    try:
+        with _admin(args) as admin:
+            scenario = LifecycleScenario(admin, _settings(args), profile=args.lifecycle_profile)
+            report = scenario.run(args.devices or len(CHANGES), args.concurrency)
+    except EmulatorAdminError as exc:
+        print(f"{PROG}: the Intune emulator's admin API failed: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=2))
+    return 0 if report.passed else 1
+
+
+def _admin(args: argparse.Namespace) -> EmulatorAdmin:
+    token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    return EmulatorAdmin(args.emulator_url, ca_bundle=args.ca_bundle, token=token)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(scep_url=args.scep_url, timeout=args.timeout, poll_interval=args.poll_interval)
 
 
 def print_table(results: Sequence[DeviceResult], out: TextIO) -> None:
@@ -98,7 +125,14 @@ def _parser() -> argparse.ArgumentParser:
                     "with challenges minted by the Intune emulator; check every certificate against its profile.")
     parser.add_argument("--profile", default="all", metavar="ROW|all",
                         help="a TestMatrix row by name or slug (see --list), or all (default)")
-    parser.add_argument("--devices", type=_positive_int, default=1, help="devices per row (default 1)")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="testmatrix",
+                        help="testmatrix (default): the TestMatrix rows; lifecycle: enroll devices, then delete, "
+                             "retire and disable them in Intune and Entra ID, and report JSON")
+    parser.add_argument("--devices", type=_positive_int, default=None,
+                        help=f"devices per row (default 1); lifecycle: devices in all (default {len(CHANGES)}, "
+                             "one per change; more stay unchanged)")
+    parser.add_argument("--lifecycle-profile", default="intune", metavar="PROFILE",
+                        help="lifecycle: the SCEP profile the devices enroll with (default %(default)s)")
     parser.add_argument("--scep-url", default="http://127.0.0.1:8080/scep",
                         help="SCEP base URL; /<profile> of the row is appended (default %(default)s)")
     parser.add_argument("--emulator-url", default="https://127.0.0.1:8443", help="the Intune emulator (%(default)s)")

@@ -52,7 +52,10 @@ class Settings:
     http_timeout: float = 30.0
 
     def url_for(self, row: Row) -> str:
-        return f"{self.scep_url.rstrip('/')}/{row.profile.name}"
+        return self.url_for_profile(row.profile.name)
+
+    def url_for_profile(self, profile: str) -> str:
+        return f"{self.scep_url.rstrip('/')}/{profile}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from scep_server.store.base import Repository, aware, check_length, check_page, guard, utcnow
 from scep_server.store.records import CertificateRecord, CertStatus, NewCertificate
 from scep_server.store.serials import serial_hex
-from scep_server.store.tables import IP_LENGTH, PROFILE_LENGTH, TRANSACTION_ID_LENGTH, certificates
+from scep_server.store.tables import (
+    DEVICE_ID_LENGTH,
+    IP_LENGTH,
+    PROFILE_LENGTH,
+    TRANSACTION_ID_LENGTH,
+    certificates,
+)
+
+DEVICE_ID_KIND_LENGTH = 16
 
 VALID_CERT = certificates.c.status == CertStatus.VALID.value
 
@@ -85,6 +93,8 @@ def certificate_values(certificate: NewCertificate) -> dict[str, Any]:
     check_length(certificate.profile, PROFILE_LENGTH, "profile")
     check_length(certificate.transaction_id, TRANSACTION_ID_LENGTH, "transaction_id")
     check_length(certificate.requester_ip, IP_LENGTH, "requester_ip")
+    check_length(certificate.device_id, DEVICE_ID_LENGTH, "device_id")
+    check_length(certificate.device_id_kind, DEVICE_ID_KIND_LENGTH, "device_id_kind")
     return {
         "serial_hex": serial_hex(certificate.serial),
         "issuer": certificate.issuer,
@@ -102,6 +112,9 @@ def certificate_values(certificate: NewCertificate) -> dict[str, Any]:
         "issued_at": utcnow(),
         "revoked_at": None,
         "revocation_reason": None,
+        "device_id": certificate.device_id,
+        "device_id_kind": certificate.device_id_kind,
+        "device_hold_at": None,
     }
 
 
@@ -124,4 +137,7 @@ def certificate_record(row: Row[Any]) -> CertificateRecord:
         issued_at=m["issued_at"],
         revoked_at=m["revoked_at"],
         revocation_reason=m["revocation_reason"],
+        device_id=m.get("device_id"),
+        device_id_kind=m.get("device_id_kind"),
+        device_hold_at=m.get("device_hold_at"),
     )

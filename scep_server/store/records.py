@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -75,16 +75,24 @@ class NewCertificate:
     der: bytes
     sha1_thumbprint: str
     sha256_thumbprint: str
+    # The device behind the certificate (ca/device_ids.py): a lowercase GUID, and ``intune`` (Intune's
+    # managed device id) or ``entra`` (the Entra ID device id); None when it names none.
+    device_id: str | None = field(default=None, kw_only=True)
+    device_id_kind: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class CertificateRecord(NewCertificate):
-    """A stored certificate: what was handed to the store plus its state; datetimes are UTC-aware."""
+    """A stored certificate: what was handed to the store plus its state; datetimes are UTC-aware.
+
+    ``device_hold_at``: since when OCSP answers it revoked (certificateHold) because its device is
+    disabled (an ``ocsp-only`` profile's device lifecycle sync); the CRL does not list it."""
 
     status: CertStatus
     issued_at: datetime
     revoked_at: datetime | None
     revocation_reason: int | None
+    device_hold_at: datetime | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,8 +150,12 @@ def _identity_conditions(wanted: CertificateFilter) -> list[ColumnElement[bool]]
     if wanted.san_contains is not None:
         conditions.append(_sans_like(like_pattern(_json_text(wanted.san_contains))))
     if wanted.device_id is not None:
-        # The whole quoted array element: the id given, not one it is the start of.
-        conditions.append(_sans_like(like_pattern(json.dumps(INTUNE_DEVICE_URI + wanted.device_id))))
+        # The device the certificate was bound to when it was stored (any kind, ids kept lowercase), or,
+        # for one stored before device binding, the whole quoted SAN element naming the Intune device.
+        conditions.append(or_(
+            _cert.device_id == wanted.device_id.lower(),
+            _sans_like(like_pattern(json.dumps(INTUNE_DEVICE_URI + wanted.device_id))),
+        ))
     return conditions
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine
@@ -30,6 +31,7 @@ from scep_server.store.certificates import CertificateRepository
 from scep_server.store.crls import CrlRepository, PublishedCrlRecord
 from scep_server.store.deferred import DeferredRepository
 from scep_server.store.deliveries import DeliveryRepository
+from scep_server.store.devices import DeviceRepository
 from scep_server.store.engine import SchemaRepository, open_engine
 from scep_server.store.enrollments import EnrollmentRepository
 from scep_server.store.intune_revocations import (
@@ -424,3 +426,12 @@ class Store:
 
     def has_active_tokens(self) -> bool:
         return self.tokens.has_active_tokens()
+
+    # -- certificates bound to devices, their OCSP holds, Graph delta links (devices.py) --------
+
+    @cached_property
+    def devices(self) -> DeviceRepository:
+        return DeviceRepository(self._engine)
+
+    def holds_changed_at(self) -> datetime | None:
+        return self.devices.holds_changed_at()

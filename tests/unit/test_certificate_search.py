@@ -124,6 +124,17 @@ def test_a_device_id_matches_the_whole_intune_device_uri_in_any_case(store: Stor
     assert _found(store, device_id="a%b") == [4]
 
 
+def test_a_device_id_finds_the_certificates_bound_to_that_device_of_any_kind(store: Store) -> None:
+    entra = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    _issue(store, 1, sans=("dns:laptop.example",), device_id=entra, device_id_kind="entra")  # from an OID
+    _issue(store, 2, sans=(f"uri:IntuneDeviceId://{DEVICE}",), device_id=DEVICE, device_id_kind="intune",
+           issued_ago=timedelta(minutes=1))
+    _issue(store, 3, sans=("dns:other.example",), device_id=DEVICE.replace("0", "1"), device_id_kind="intune",
+           issued_ago=timedelta(minutes=2))
+    assert _found(store, device_id=entra.upper()) == [1]
+    assert _found(store, device_id=DEVICE) == [2]
+
+
 def test_before_keeps_the_rows_after_the_cursor_breaking_time_ties_by_id(store: Store) -> None:
     for serial in (1, 2, 3, 4):
         _issue(store, serial, issued_ago=timedelta(hours=1 if serial < 4 else 2))

@@ -20,25 +20,28 @@ from scep_server.challenge import (
     validator_class,
 )
 from scep_server.challenge.intune import IntuneChallenge, IntuneChallengeConfig, IntuneLink
+from scep_server.challenge.otp import OtpChallenge, OtpChallengeConfig
 from scep_server.challenge.static import StaticChallenge, StaticChallengeConfig
+from scep_server.challenge.webhook import WebhookChallenge, WebhookChallengeConfig
 from scep_server.config import ChallengeConfig, ProfileConfig, SecretSource, UnavailablePolicy, load_config
 from scep_server.config.sections import section_class
 from scep_server.errors import ConfigError
 
+UNKNOWN_MAGIC = "unknown challenge type 'magic'; the registered types are intune, otp, static, webhook"
 
 @dataclass(frozen=True, slots=True)
-class OtpChallengeConfig(ChallengeConfig):
-    type: str = "otp"
+class PinChallengeConfig(ChallengeConfig):
+    type: str = "pin"
     digits: int = 6
 
 
-class OtpChallenge:
+class PinChallenge:
     """A validator defined outside the package, as a new module would define it."""
 
-    name = "otp"
+    name = "pin"
     validates_renewals = False
     confirms_issuance = True
-    settings_class = OtpChallengeConfig
+    settings_class = PinChallengeConfig
     may_be_unavailable = False
 
     def __init__(self, digits: int) -> None:
@@ -46,7 +49,7 @@ class OtpChallenge:
 
     @classmethod
     def from_settings(cls, profile: str, settings: ChallengeConfig, resources: Resources) -> ChallengeValidator:
-        assert isinstance(settings, OtpChallengeConfig)
+        assert isinstance(settings, PinChallengeConfig)
         return cls(settings.digits)
 
     def validate(self, request: ValidationRequest) -> None: ...
@@ -62,29 +65,31 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_the_package_registers_static_and_intune() -> None:
-    assert registered_types() == ("intune", "static")
+def test_the_package_registers_its_validators() -> None:
+    assert registered_types() == ("intune", "otp", "static", "webhook")
     assert validator_class("static") is StaticChallenge and validator_class("intune") is IntuneChallenge
+    assert validator_class("otp") is OtpChallenge and validator_class("webhook") is WebhookChallenge
     assert section_class("static") is StaticChallengeConfig and section_class("intune") is IntuneChallengeConfig
+    assert section_class("otp") is OtpChallengeConfig and section_class("webhook") is WebhookChallengeConfig
 
 
 def test_unknown_type_is_a_config_error_listing_the_registered_types() -> None:
-    with pytest.raises(ConfigError, match="unknown challenge type 'magic'; the registered types are intune, static"):
+    with pytest.raises(ConfigError, match=UNKNOWN_MAGIC):
         validator_class("magic")
-    with pytest.raises(ConfigError, match="unknown challenge type 'magic'; the registered types are intune, static"):
+    with pytest.raises(ConfigError, match=UNKNOWN_MAGIC):
         build_validator(ProfileConfig(challenge=ChallengeConfig(type="magic")), Resources())
 
 
 @pytest.mark.usefixtures("isolated_registry")
 def test_a_registered_validator_is_configured_and_built(tmp_path: Path) -> None:
-    assert register(OtpChallenge) is OtpChallenge
-    assert "otp" in registered_types()
-    profile = load_config(_write(tmp_path, "profiles: {p: {challenge: {type: otp, digits: 8}}}\n"), env={}).profiles[0]
-    assert profile.challenge == OtpChallengeConfig(digits=8)
+    assert register(PinChallenge) is PinChallenge
+    assert "pin" in registered_types()
+    profile = load_config(_write(tmp_path, "profiles: {p: {challenge: {type: pin, digits: 8}}}\n"), env={}).profiles[0]
+    assert profile.challenge == PinChallengeConfig(digits=8)
     validator = build_validator(profile, Resources())
-    assert isinstance(validator, OtpChallenge) and validator.digits == 8
+    assert isinstance(validator, PinChallenge) and validator.digits == 8
     with pytest.raises(ConfigError, match=r"^unknown key profiles.p.challenge.secret$"):
-        load_config(_write(tmp_path, "profiles: {p: {challenge: {type: otp, secret: x}}}\n"), env={})
+        load_config(_write(tmp_path, "profiles: {p: {challenge: {type: pin, secret: x}}}\n"), env={})
 
 
 @pytest.mark.usefixtures("isolated_registry")
@@ -93,7 +98,7 @@ def test_a_type_is_registered_once() -> None:
     class Other(ChallengeConfig):
         type: str = "static"
 
-    class Impostor(OtpChallenge):
+    class Impostor(PinChallenge):
         name = "static"
         settings_class = Other
 

@@ -26,7 +26,7 @@ def app_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def clock() -> FakeClock[float]:
     return FakeClock(1_800_000_000.0)  # unix seconds
 
 

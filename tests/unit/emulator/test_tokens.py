@@ -65,7 +65,8 @@ def test_secret_grants_an_intune_token(client: FlaskClient, emulator: IntuneEmul
 
 def test_graph_token_and_trailing_slashes(client: FlaskClient, emulator: IntuneEmulator) -> None:
     graph = _claims(emulator, token(client, GRAPH_SCOPE))
-    assert graph["aud"] == f"{BASE}/graph/" and graph["roles"] == ["Application.Read.All"]
+    assert graph["aud"] == f"{BASE}/graph/"
+    assert graph["roles"] == ["Application.Read.All", "DeviceManagementManagedDevices.Read.All", "Device.Read.All"]
     doubled = _claims(emulator, token(client, f"{BASE}/intune-api//.default"))
     bare = _claims(emulator, token(client, INTUNE_SCOPE))
     assert doubled["aud"] == bare["aud"] == f"{BASE}/intune-api/"
