@@ -26,7 +26,7 @@ from scep_server.pki.names import printable
 from scep_server.pki.reasons import CRLReason
 from scep_server.scep.types import MessageType
 from scep_server.service.audit_listing import AuditQuery, RevocationQuery, audit_page, revocation_page
-from scep_server.service.certificates import describe, parse_serial
+from scep_server.service.certificates import describe, device_fields, parse_serial
 from scep_server.service.outcome import OperationStatus
 from scep_server.service.paging import CursorPage, check_limit, decode_cursor, page_of
 from scep_server.store import CertificateRecord, CertStatus, OperationRecord, Store, serial_hex, serial_storable
@@ -83,6 +83,7 @@ OUTCOMES = ("success", "pending", "failure", *(
 CERTIFICATE_COLUMNS = (
     "serial", "issuer", "subject", "sans", "profile", "status", "expired", "not_before", "not_after",
     "issued_at", "revoked_at", "revocation_reason", "transaction_id", "sha1_thumbprint", "sha256_thumbprint",
+    "device_id", "device_id_kind", "device_hold_at",
 )
 EVENT_COLUMNS = (
     "occurred_at", "outcome", "profile", "operation", "message_type", "transaction_id", "requester_ip", "detail",
@@ -276,9 +277,10 @@ def parse_outcome(text: str, option: str = "--outcome") -> tuple[str, ...]:
 
 
 def certificate_row(record: CertificateRecord, now: datetime) -> dict[str, Any]:
-    """:func:`~scep_server.service.certificates.describe`'s fields, whether the certificate has expired at
-    ``now``, and the revocation reason by its RFC 5280 name."""
-    return describe(record) | {
+    """:func:`~scep_server.service.certificates.describe`'s fields, the device behind the certificate
+    (:func:`~scep_server.service.certificates.device_fields`), whether it has expired at ``now``, and the
+    revocation reason by its RFC 5280 name."""
+    return describe(record) | device_fields(record) | {
         "expired": record.not_after < now,
         "revocation_reason": _reason_name(record.revocation_reason),
     }

@@ -1,4 +1,5 @@
-"""The admin API v1 (``/api/v1``): certificates, enrollments, revocations, the audit log and operations.
+"""The admin API v1 (``/api/v1``): certificates, enrollments, revocations, the audit log, operations and
+one-time challenge passwords.
 
 Described by the OpenAPI 3.1 document of :mod:`scep_server.web.openapi`, served at ``/api/v1/openapi.json``
 (without a token, while the API is on). Every other call needs a bearer token with the scope the document
@@ -15,14 +16,16 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn, TypeGuard, TypeVar
 
 from flask import Blueprint, Response, abort, jsonify, request
 from werkzeug.exceptions import NotFound
 
+from scep_server.errors import InvalidInput
 from scep_server.service.certificates import NoSuchCertificate, Revoked, WasRevoked, parse_serial, pem
 from scep_server.service.enrollments import EnrollmentSearch
+from scep_server.service.otp import parse_ttl
 from scep_server.service.reports import (
     CERTIFICATE_COLUMNS,
     AuditQuery,
@@ -38,17 +41,22 @@ from scep_server.service.tokens import Scope
 from scep_server.web import auth, openapi
 from scep_server.web.context import runtime
 from scep_server.web.errors import problem
-from scep_server.web.openapi import COMMENT_PATTERN, MAX_COMMENT, PATH, QUERY, Parameter
+from scep_server.web.openapi import COMMENT_PATTERN, MAX_COMMENT, PATH, QUERY, SCHEMAS, Parameter
+from scep_server.web.otp import otp_page, otp_row, otp_service
 
 log = logging.getLogger("scep_server.web.api_v1")
 
 bp = Blueprint("api_v1", __name__, url_prefix=openapi.BASE)
 T = TypeVar("T")
 
-SCOPES = {"revoke_certificate": Scope.REVOKE, "retry_outbox": Scope.ADMIN}  # every other call: read
+SCOPES = {  # every other call: read
+    "revoke_certificate": Scope.REVOKE, "retry_outbox": Scope.ADMIN, "create_otps": Scope.ADMIN,
+    "revoke_otp": Scope.ADMIN,
+}
 PUBLIC = frozenset({"openapi_document"})
 _INTEGER = re.compile(r"-?[0-9]{1,20}")  # ASCII digits only: int() also reads "²" and "١"
 _BODY_FIELDS = ("reason", "comment")
+_OTP_FIELDS: dict[str, Any] = SCHEMAS["OtpRequest"]["properties"]
 
 
 @bp.before_request
@@ -318,6 +326,83 @@ def list_audit() -> Response:
     )
     page = _parsed(lambda: runtime().reports.audit(query))
     return _page(page.items, page.next_cursor)
+
+
+# --- one-time challenge passwords --------------------------------------------------------------------------
+
+
+@bp.get("/otp")
+def list_otps() -> Response:
+    args = Arguments("list_otps")
+    service = otp_service(args.now)
+    page = _parsed(lambda: otp_page(service, profile=args.text("profile"), cursor=args.text("cursor"),
+                                    limit=args.number("limit")))
+    return _page(page.items, page.next_cursor)
+
+
+@bp.post("/otp")
+def create_otps() -> Response:
+    args = Arguments("create_otps")
+    profile, ttl, pattern, count = _otp_request(_json_body())
+    try:
+        passwords = otp_service(args.now).create(profile, ttl, pattern, count, actor=auth.actor(), source="api")
+    except InvalidInput as exc:  # a profile without the otp challenge, a lifetime out of range
+        _bad_body(str(exc))
+    log.info("admin API v1: %d one-time password(s) of %s minted by %s", count, profile, auth.actor())
+    answer = jsonify({"passwords": passwords, "expires_at": (args.now + ttl).isoformat(), "profile": profile,
+                      "subject_pattern": pattern})
+    answer.status_code = 201
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
+
+
+@bp.post("/otp/<otp_id>/revoke")
+def revoke_otp(otp_id: str) -> Response:
+    args = Arguments("revoke_otp")
+    number = int(_path_value("revoke_otp", "id", otp_id))
+    service = otp_service(args.now)
+    record, changed = service.revoke(number, actor=auth.actor(), source="api")  # none: NotFound, a 404
+    if not changed:
+        return problem(409, "conflict", f"one-time password {number} was used or had expired already")
+    log.info("admin API v1: one-time password %d revoked by %s", number, auth.actor())
+    return jsonify(otp_row(service, record))
+
+
+def _otp_request(body: Any) -> tuple[str, timedelta, str | None, int]:
+    """The profile, lifetime, subject pattern and count of a mint body (the OtpRequest schema); 400
+    ``invalid_body`` otherwise."""
+    if not isinstance(body, dict):
+        _bad_body('the body must be a JSON object such as {"profile": "kiosks", "ttl": "1h"}')
+    unknown = sorted(set(body) - set(_OTP_FIELDS))
+    if unknown:
+        _bad_body(f"unknown field {_shown(unknown[0])}; minting takes: {', '.join(_OTP_FIELDS)}")
+    profile, ttl, pattern = body.get("profile"), body.get("ttl", "1h"), body.get("subject_pattern")
+    if not _conforms(profile, _OTP_FIELDS["profile"]):
+        _bad_body("profile must name a profile with the otp challenge")
+    if not _conforms(ttl, _OTP_FIELDS["ttl"]):
+        _bad_body("ttl must be a number and s, m, h or d, from 1m to 30d (like 15m or 1h)")
+    if pattern is not None and not _conforms(pattern, _OTP_FIELDS["subject_pattern"]):
+        maximum = _OTP_FIELDS["subject_pattern"]["maxLength"]
+        _bad_body(f"subject_pattern must be one line of 1 to {maximum} printable characters, or null")
+    return profile, parse_ttl(ttl), pattern, _otp_count(body.get("count", 1))
+
+
+def _otp_count(value: Any) -> int:
+    schema = _OTP_FIELDS["count"]
+    if isinstance(value, float) and value.is_integer():  # JSON Schema counts 2.0 as an integer
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not schema["minimum"] <= value <= schema["maximum"]:
+        _bad_body(f"count must be a whole number from {schema['minimum']} to {schema['maximum']}")
+    return value
+
+
+def _conforms(value: object, schema: dict[str, Any]) -> TypeGuard[str]:
+    """Whether a JSON value is text that meets a string schema's length and pattern (and is text at all)."""
+    if not isinstance(value, str):
+        return False
+    if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
+        return False
+    return re.fullmatch(_unanchored(schema["pattern"]), value) is not None and _encodes(value)
 
 
 # --- operations, the document ------------------------------------------------------------------------------

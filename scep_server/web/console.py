@@ -1,14 +1,15 @@
-"""The web console at /console/: a dashboard, certificate and enrollment search, revocation, the audit log.
+"""The web console at /console/: a dashboard, certificate and enrollment search, revocation, the audit log,
+and the one-time challenge passwords (their pages are :mod:`scep_server.web.console_otp`'s).
 
 Server-rendered pages (templates/console/), one stylesheet and no script (static/console/). An operator
 signs in with an API token (``scep_server.service.console``: the session cookie holds the token's
 SHA-256, checked again on every request, for at most 8 hours and 1 hour idle); the console needs the
-``read`` scope and revoking needs ``revoke``. The cookie is HttpOnly, SameSite=Strict, limited to
-/console and Secure on https (behind a TLS proxy too: ``trusted_proxy_hops`` makes the app trust its
-X-Forwarded-Proto). Every POST carries the session's CSRF token in a hidden field and, when the browser
-says where it comes from (Sec-Fetch-Site, Origin or Referer), comes from this server; anything else is
-refused with 400. Every console
-answer carries a strict Content-Security-Policy and no-store. Revocations go through the same
+``read`` scope, revoking needs ``revoke``, and minting or revoking one-time passwords ``admin``. The
+cookie is HttpOnly, SameSite=Strict, limited to /console and Secure on https (behind a TLS proxy too:
+``trusted_proxy_hops`` makes the app trust its X-Forwarded-Proto). Every POST carries the session's CSRF
+token in a hidden field and, when the browser says where it comes from (Sec-Fetch-Site, Origin or
+Referer), comes from this server; anything else is refused with 400. Every console answer carries a
+strict Content-Security-Policy and no-store. Revocations go through the same
 ``CertificateQueries.revoke`` as the APIs, audited as the token's actor with source ``console``.
 """
 
@@ -52,7 +53,7 @@ from scep_server.service.tokens import Scope, TokenGrant
 from scep_server.web.auth import READ_METHODS, tokens
 from scep_server.web.context import runtime
 
-__all__ = ["COOKIE_NAME", "CONSOLE_AUTH_EXTENSION", "bp"]
+__all__ = ["COOKIE_NAME", "CONSOLE_AUTH_EXTENSION", "bp", "require_scope", "signed_in_grant"]
 
 log = logging.getLogger("scep_server.web.console")
 
@@ -202,15 +203,17 @@ def _extension(key: str, kind: type[T], make: Callable[[], T]) -> T:
     return value
 
 
-def _grant() -> TokenGrant:
+def signed_in_grant() -> TokenGrant:
+    """The grant of the signed-in session a view runs for."""
     grant = g.get("console_grant")
     if not isinstance(grant, TokenGrant):
         raise TypeError("a console view ran without a signed-in session")
     return grant
 
 
-def _require(scope: Scope) -> TokenGrant:
-    grant = _grant()
+def require_scope(scope: Scope) -> TokenGrant:
+    """The signed-in session's grant, which must allow ``scope``; 403 otherwise."""
+    grant = signed_in_grant()
     if not grant.allows(scope):
         log.warning("console: %s lacks the %s scope for %s", grant.actor, scope, request.path)
         abort(403, description=f"Your token ({grant.actor}) lacks the {scope} scope this needs.")
@@ -337,7 +340,7 @@ def certificate_pem(serial: str) -> ResponseReturnValue:
 
 @bp.route("/certificates/<serial>/revoke", methods=["GET", "POST"])
 def revoke(serial: str) -> ResponseReturnValue:
-    grant = _require(Scope.REVOKE)
+    grant = require_scope(Scope.REVOKE)
     record = _certificate(serial)
     row = certificate_row(record, datetime.now(UTC))
     if request.method == "GET":
@@ -435,3 +438,8 @@ def _search_page(template: str, **values: Any) -> str:
     values.setdefault("next_cursor", None)
     return render_template(template, form=request.args, page_sizes=PAGE_SIZES,
                            page_size=request.args.get("limit", str(DEFAULT_PAGE_SIZE)), **values)
+
+
+# The one-time password pages are a module of their own (this one is long enough); importing it, last, adds
+# its views to bp.
+from scep_server.web import console_otp  # noqa: E402, F401

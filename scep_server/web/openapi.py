@@ -16,12 +16,18 @@ from scep_server.config.load import PROFILE_NAME
 from scep_server.service.audit_listing import REVOCATION_ACTIONS
 from scep_server.service.enrollments import FAIL_INFO_NAMES
 from scep_server.service.enrollments import OUTCOMES as ENROLLMENT_OUTCOMES
+from scep_server.service.otp import MAX_COUNT as MAX_OTP_COUNT
+from scep_server.service.otp import MAX_PATTERN_LENGTH, OtpState
 from scep_server.service.paging import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT
 from scep_server.service.reports import REPORT_STATUSES
 from scep_server.service.revocation import REASON_NAMES
+from scep_server.web import openapi_webhooks
 from scep_server.web.errors import ERROR_CODES
 
-__all__ = ["BASE", "COMMENT_PATTERN", "MAX_COMMENT", "PATH", "QUERY", "Parameter", "document"]
+__all__ = [
+    "BASE", "COMMENT_PATTERN", "MAX_COMMENT", "OTP_PASSWORD_PATTERN", "OTP_PATTERN_PATTERN", "OTP_TTL_PATTERN", "PATH",
+    "QUERY", "SCHEMAS", "Parameter", "document",
+]
 
 BASE = "/api/v1"
 MAX_COMMENT = 500  # characters of a revocation comment
@@ -34,6 +40,9 @@ COMMENT_PATTERN = f"^{_PRINTABLE}*$"
 _SERIAL = r"^(?:0[xX])?[0-9A-Fa-f:]{1,64}$"
 _THUMBPRINT = r"^(?:(?:[0-9A-Fa-f]:?){39}[0-9A-Fa-f]|(?:[0-9A-Fa-f]:?){63}[0-9A-Fa-f])$"
 _TIME_FORMS = "a duration back from now (`30m`, `24h`, `7d`, `2w`) or an ISO 8601 time with its zone"
+OTP_TTL_PATTERN = "^[0-9]{1,7}[smhd]$"  # a lifetime: what service.otp.parse_ttl reads, in ASCII digits only
+OTP_PATTERN_PATTERN = f"^{_PRINTABLE}{{1,{MAX_PATTERN_LENGTH}}}$"  # a subject pattern: one line of printable text
+OTP_PASSWORD_PATTERN = "^[A-Z2-7]{32}$"  # 20 random bytes in base32
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +132,9 @@ QUERY: dict[str, tuple[Parameter, ...]] = {
     ),
     "show_operations": (),
     "retry_outbox": (),
+    "list_otps": (_PROFILE, *_PAGING),
+    "create_otps": (),
+    "revoke_otp": (),
     "openapi_document": (),
 }
 
@@ -132,6 +144,8 @@ PATH: dict[str, tuple[Parameter, ...]] = {
     "show_enrollment": (_text("transaction_id", "The SCEP transactionID.", max_length=255),),
     "retry_outbox": (Parameter("id", "The outbox entry's id.", {"type": "integer", "minimum": 1,
                                                                   "maximum": 2**63 - 1}),),
+    "revoke_otp": (Parameter("id", "The one-time password's id.", {"type": "integer", "minimum": 1,
+                                                                     "maximum": 2**63 - 1}),),
 }
 
 
@@ -173,7 +187,13 @@ def _certificate_fields(revocation_reason: Schema) -> dict[str, Schema]:
     }
 
 
-_ROW_FIELDS = _certificate_fields(_nullable(_STRING)) | {"expired": {"type": "boolean"}}
+_ROW_FIELDS = _certificate_fields(_nullable(_STRING)) | {
+    "expired": {"type": "boolean"},
+    # The device the certificate was bound to when it was stored (profile setting device_id), and since
+    # when OCSP answers it certificateHold because that device is disabled (device_lifecycle: ocsp-only).
+    "device_id": _nullable(_STRING), "device_id_kind": _nullable({"type": "string", "enum": ["intune", "entra"]}),
+    "device_hold_at": _nullable(_TIME),
+}
 _ENROLLMENT = _object({
     "profile": _STRING, "transaction_id": _STRING, "state": {"type": "string", "enum": list(ENROLLMENT_OUTCOMES)},
     "message_type": _STRING, "requester_ip": _nullable(_STRING), "created_at": _TIME,
@@ -199,6 +219,36 @@ _NOTIFICATION = _object({
 _DEFERRED_ENTRY = _object({
     "profile": _STRING, "transaction_id": _STRING, "attempts": _COUNT, "next_attempt_at": _nullable(_TIME),
     "last_error": _nullable(_STRING),
+})
+
+
+_OTP = _object({
+    "id": {"type": "integer", "minimum": 1}, "profile": _STRING, "subject_pattern": _nullable(_STRING),
+    "created_at": _TIME, "expires_at": _TIME, "created_by": _STRING,
+    "state": {"type": "string", "enum": [str(state) for state in OtpState],
+              "description": "`unused`, `used`, or `expired` (a revoked password too: it expired when revoked)."},
+    "used_at": _nullable(_TIME), "used_by_transaction": _nullable(_STRING),
+})
+_OTP_REQUEST: Schema = {
+    "type": "object", "additionalProperties": False, "required": ["profile"],
+    "properties": {
+        "profile": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": PROFILE_NAME.pattern,
+                    "description": "A profile whose challenge is `otp`."},
+        "ttl": {"type": "string", "pattern": OTP_TTL_PATTERN, "default": "1h",
+                "description": "How long the passwords are valid: a number and `s`, `m`, `h` or `d`, from `1m` to "
+                               "`30d`."},
+        "subject_pattern": _nullable({
+            "type": "string", "minLength": 1, "maxLength": MAX_PATTERN_LENGTH, "pattern": OTP_PATTERN_PATTERN,
+            "description": "A shell-style glob the request's subject (RFC 4514) or one of its subjectAltName "
+                           "values must match; none (or null) binds the passwords to nothing."}),
+        "count": {"type": "integer", "minimum": 1, "maximum": MAX_OTP_COUNT, "default": 1},
+    },
+}
+_OTP_BATCH = _object({
+    "passwords": {"type": "array", "minItems": 1, "maxItems": MAX_OTP_COUNT,
+                  "items": {"type": "string", "pattern": OTP_PASSWORD_PATTERN},
+                  "description": "The new passwords: shown only in this answer, the server keeps their SHA-256."},
+    "expires_at": _TIME, "profile": _STRING, "subject_pattern": _nullable(_STRING),
 })
 
 
@@ -260,7 +310,11 @@ SCHEMAS: dict[str, Schema] = {
     }),
     "RetryAnswer": _object({"id": {"type": "integer", "minimum": 1},
                             "state": {"type": "string", "enum": ["pending"]}}),
-}
+    "OtpRequest": _OTP_REQUEST,
+    "OtpBatch": _OTP_BATCH,
+    "Otp": _OTP,
+    "OtpPage": _page("Otp"),
+} | openapi_webhooks.SCHEMAS
 
 
 # --- paths ---------------------------------------------------------------------------------------------------
@@ -280,7 +334,8 @@ def _header(description: str, schema: Schema, *, required: bool = False) -> dict
 
 
 _BAD_REQUEST = _error("An unknown, repeated or invalid parameter (`unknown_parameter`, `repeated_parameter`, "
-                      "`invalid_parameter`) or body (`invalid_body`).")
+                      "`invalid_parameter`) or body (`invalid_body`: outside its schema, or values the server "
+                      "refuses, such as a profile without the otp challenge).")
 _NOT_FOUND = _error("Not found; every path answers 404 while the API is off (no token configured).")
 _RETRY_AFTER = _header("Seconds to wait before trying again.", {"type": "integer"}, required=True)
 _UNAVAILABLE = _error("The store is unavailable for now.", {"Retry-After": _RETRY_AFTER})
@@ -292,12 +347,13 @@ _REFUSALS = {
 
 
 def _operation(
-    operation_id: str, summary: str, scope: str | None, ok: dict[str, Any], **extra: Any
+    operation_id: str, summary: str, scope: str | None, ok: dict[str, Any], *, ok_status: str = "200",
+    **extra: Any,
 ) -> dict[str, Any]:
     """An operation with its parameters from :data:`PATH` and :data:`QUERY` and the answers every call can get."""
     parameters = [p.openapi("path") for p in PATH.get(operation_id, ())]
     parameters += [p.openapi("query") for p in QUERY[operation_id]]
-    responses: dict[str, Any] = {"200": ok, "400": _BAD_REQUEST}
+    responses: dict[str, Any] = {ok_status: ok, "400": _BAD_REQUEST}
     if scope is not None:
         responses |= _REFUSALS
     responses |= {"404": _NOT_FOUND} | extra.pop("responses", {}) | {"503": _UNAVAILABLE}
@@ -315,6 +371,8 @@ def _ok(
 
 
 _CSV = {"schema": {"type": "string"}}
+_NO_STORE = {"Cache-Control": _header("`no-store`: the passwords must not be kept by any cache.",
+                                      {"type": "string", "enum": ["no-store"]}, required=True)}
 _NEXT_CURSOR = {"X-Next-Cursor": _header("The cursor of the next page of a CSV export, when there is one.", _STRING)}
 _REVOKE_BODY = {
     "required": False, "description": "The reason (RFC 5280 name; `unspecified` when absent) and a comment.",
@@ -360,6 +418,24 @@ _PATHS: dict[str, dict[str, Any]] = {
         "retry_outbox", "Make a pending or dead Intune notification due now (attempts kept); audited", "admin",
         _ok("The entry is pending and due now.", _ref("RetryAnswer")),
     )},
+    "/otp": {
+        "get": _operation(
+            "list_otps", "One-time challenge passwords, newest first (never the passwords themselves)", "read",
+            _ok("A page of one-time passwords.", _ref("OtpPage")),
+        ),
+        "post": _operation(
+            "create_otps", "Mint one-time challenge passwords for an otp profile; audited as the token", "admin",
+            _ok("The new passwords, shown only now.", _ref("OtpBatch"), headers=_NO_STORE), ok_status="201",
+            requestBody={"required": True, "content": _json(_ref("OtpRequest")),
+                         "description": "The profile, the lifetime, a subject pattern and how many."},
+            responses={"413": _error("The body is too large.")},
+        ),
+    },
+    "/otp/{id}/revoke": {"post": _operation(
+        "revoke_otp", "Make an unused one-time password expire now; audited as the token", "admin",
+        _ok("The password, expired now.", _ref("Otp")),
+        responses={"409": _error("The password was used or had expired already.")},
+    )},
     "/openapi.json": {"get": _operation(
         "openapi_document", "This document (no token needed while the API is on)", None,
         _ok("The OpenAPI 3.1 document.", {"type": "object"}),
@@ -373,14 +449,21 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "scep-server admin API", "version": "1.0.0",
-            "description": "Certificates, enrollments, revocations, the audit log and operations of a scep-server. "
-                           "Every call but this document's needs `Authorization: Bearer <token>`: the configured "
-                           "`admin_token` or a named token (`scep-server tokens create`) with the scope the "
-                           "operation names (`read`, `revoke`, or `admin` for all). Lists are paged with cursors.",
+            "description": "Certificates, enrollments, revocations, the audit log, operations and one-time "
+                           "challenge passwords of a scep-server. Every call but this document's needs "
+                           "`Authorization: Bearer <token>`: the configured `admin_token` or a named token "
+                           "(`scep-server tokens create`) with the scope the operation names (`read`, `revoke`, "
+                           "or `admin` for all). Lists are paged with cursors.\n\n"
+                           "The `webhook` challenge's POST to a profile's `challenge.url` is described under "
+                           "`webhooks` (`challengeValidation`): its body is "
+                           f"[`{openapi_webhooks.REQUEST}`](#/components/schemas/{openapi_webhooks.REQUEST}), "
+                           "the answer the server acts on "
+                           f"[`{openapi_webhooks.ANSWER}`](#/components/schemas/{openapi_webhooks.ANSWER}).",
         },
         "servers": [{"url": BASE}],
         "security": [{"bearer": []}],
         "paths": _PATHS,
+        "webhooks": openapi_webhooks.WEBHOOKS,
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

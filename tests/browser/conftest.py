@@ -32,7 +32,11 @@ ADMIN_TOKEN = "console-admin-token-for-the-browser-tests"
 SCREENSHOTS_ENV = "SCEP_CONSOLE_SCREENSHOTS_DIR"
 ISSUING_ROWS = ("SN Format: Common Name", "SAN: Email", "Key Usage: Digital signature")
 FAILING_ROWS = ("Challenge Authentication Failure", "Challenge Authentication Failure - 2")
-PROFILES: dict[str, Any] = {"intune": {"challenge": {"type": "intune", "on_intune_unavailable": "fail"}}}
+OTP_PROFILE = "kiosks"
+PROFILES: dict[str, Any] = {
+    "intune": {"challenge": {"type": "intune", "on_intune_unavailable": "fail"}},
+    OTP_PROFILE: {"challenge": {"type": "otp"}},  # for the one-time passwords page to mint for
+}
 INTUNE_TUNING = {"connect_timeout": 2.0, "read_timeout": 5.0, "max_retries": 1, "backoff_base": 0.05,
                  "backoff_max": 0.2}
 

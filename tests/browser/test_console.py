@@ -1,7 +1,8 @@
 """The console as an operator uses it, in headless Chromium: sign in, read the dashboard the simulated
 devices filled, find a device, read its enrollment's story, revoke its certificate and see OCSP say so,
-sign out; and what must be refused: a POST without the CSRF token, a form on another site, no token, a
-token without the revoke scope. No page may make the browser log an error (a CSP violation is one)."""
+sign out; mint a one-time password and see it listed; and what must be refused: a POST without the CSRF
+token, a form on another site, no token, a token without the revoke scope. No page may make the browser
+log an error (a CSP violation is one)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from scep_server.simulator.runner import DeviceResult
 
-from .conftest import ConsolePage, ConsoleStack, screenshot
+from .conftest import OTP_PROFILE, ConsolePage, ConsoleStack, screenshot
 
 pytestmark = pytest.mark.browser
 ATTACKER = "http://attacker.test"
@@ -117,6 +118,37 @@ def test_an_operator_finds_a_device_reads_its_story_and_revokes_it(
     expect(page.get_by_role("status")).to_contain_text("You have signed out")
     page.goto(stack.url + "audit")
     expect(page).to_have_url(re.compile(r"/console/sign-in\?next=/console/audit"))
+    assert tab.errors == []
+
+
+def test_an_operator_mints_a_one_time_password_and_sees_it_listed(
+    stack: ConsoleStack, tab: ConsolePage, tmp_path: Path
+) -> None:
+    page = tab.page
+    _sign_in(page, stack, stack.admin_token)
+    page.get_by_role("navigation", name="Console sections").get_by_role("link", name="One-time passwords").click()
+    expect(page.get_by_role("heading", name="One-time passwords", level=1)).to_be_visible()
+    mint = page.locator("form", has=page.get_by_role("button", name="Mint passwords"))
+    mint.get_by_label("Profile").select_option(OTP_PROFILE)
+    mint.get_by_label("Valid for").fill("15m")
+    mint.get_by_label(re.compile("Subject pattern")).fill("CN=kiosk-browser-*")
+    mint.get_by_label("How many").fill("1")
+    mint.get_by_role("button", name="Mint passwords").click()
+
+    expect(page.get_by_role("heading", name="New one-time passwords", level=1)).to_be_visible()
+    password = page.locator("ol.passwords code").inner_text()
+    assert re.fullmatch(r"[A-Z2-7]{32}", password), password
+    assert password not in page.url
+    page.screenshot(path=str(tmp_path / "otp-minted.png"))  # the test's own record, not one of the docs' pictures
+    page.get_by_role("link", name="Back to the one-time passwords").click()
+    row = page.get_by_role("row").filter(has_text="CN=kiosk-browser-*")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("unused")
+    expect(row).to_contain_text(OTP_PROFILE)
+    expect(row).to_contain_text("admin-token")
+    expect(row.get_by_role("link", name=re.compile("Revoke"))).to_be_visible()
+    assert password not in page.content()
+    page.screenshot(path=str(tmp_path / "otp.png"))
     assert tab.errors == []
 
 

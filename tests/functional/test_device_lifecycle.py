@@ -62,13 +62,20 @@ class Lab:
         return sync
 
 
+API_TOKEN = "lifecycle-api-token"
+
+
 def _config(tmp_path: Path, intune: dict[str, Any], profiles: str = PROFILES) -> tuple[ServerConfig, Path]:
     intune = {**intune, "connect_timeout": 2, "read_timeout": 5, "max_retries": 1, "backoff_base": 0.01,
               "backoff_max": 0.05}
     path = tmp_path / "scep.yaml"
-    path.write_text(f"data_dir: {tmp_path / 'var'}\nca: {{name: t, subject: 'CN=Lifecycle CA', key_size: 2048}}\n"
+    path.write_text(f"data_dir: {tmp_path / 'var'}\nadmin_token: {{value: {API_TOKEN}}}\n"
+                    "ca: {name: t, subject: 'CN=Lifecycle CA', key_size: 2048}\n"
                     f"intune: {json.dumps(intune)}\n{profiles}")
     return load_config(path, env={}), path
+
+
+
 
 
 @pytest.fixture
@@ -213,3 +220,19 @@ def test_a_reissue_waits_for_one_revocation_round_first(lab: Lab) -> None:
     assert _status(lab, first) is ocsp.OCSPCertStatus.REVOKED  # revoked before the new one was issued
     assert _status(lab, second) is ocsp.OCSPCertStatus.GOOD
     assert [r["accepted"] for r in lab.admin("GET", "revocation-results")["value"]] == [True]
+
+
+def test_the_admin_api_finds_a_certificate_by_its_device_and_shows_its_hold(lab: Lab) -> None:
+    device, cert = _enroll_device(lab, "searched")
+    _enroll_device(lab, "other")
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    found = lab.server.http.get(f"/api/v1/certificates?device_id={device['intuneDeviceId'].upper()}", headers=auth)
+    assert found.status_code == 200
+    [row] = found.get_json()["items"]
+    assert row["serial"] == f"{cert.serial_number:x}"
+    assert (row["device_id"], row["device_id_kind"], row["device_hold_at"]) == (
+        device["intuneDeviceId"].lower(), "intune", None)
+    lab.admin("POST", f"devices/{device['entraDeviceId']}/disable")
+    assert lab.sync.run_pass().held == 1
+    shown = lab.server.http.get(f"/api/v1/certificates/{cert.serial_number:x}", headers=auth).get_json()
+    assert shown["device_hold_at"] is not None and shown["status"] == "valid"  # held for OCSP, not revoked
