@@ -53,11 +53,20 @@ def otp_hash(password: str) -> str:
     return hashlib.sha256(password.encode("utf-8")).hexdigest()
 
 
+PATTERN_SEPARATOR = "|"
+
+
 def pattern_matches(pattern: str, csr: x509.CertificateSigningRequest) -> bool:
-    """Whether ``pattern`` matches the CSR's RFC 4514 subject or any of its subjectAltName values."""
-    if fnmatchcase(csr.subject.rfc4514_string(), pattern):
-        return True
-    return any(fnmatchcase(described.partition(":")[2], pattern) for described in describe_sans(csr))
+    """Whether every name the CSR asks to be certified for matches ``pattern``: its RFC 4514 subject (unless
+    empty) and each subjectAltName value. ``pattern`` is one glob or several separated by ``|``, any of
+    which a name may match: ``CN=kiosk-*|*.kiosk.example``. A password bound to one name must not
+    certify others beside it, so one matching name among foreign ones is not enough."""
+    alternatives = [alternative for alternative in pattern.split(PATTERN_SEPARATOR) if alternative]
+    subject = csr.subject.rfc4514_string()
+    names = ([subject] if subject else []) + [described.partition(":")[2] for described in describe_sans(csr)]
+    if not names or not alternatives:
+        return False
+    return all(any(fnmatchcase(name, alternative) for alternative in alternatives) for name in names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +141,7 @@ class OtpChallenge:
         if record.subject_pattern is not None and not pattern_matches(record.subject_pattern, request.csr):
             raise ChallengeRejected(
                 f"the one-time password {record.id} is bound to subject pattern {record.subject_pattern!r}, which "
-                "matches neither the subject nor a subjectAltName of the request", reason="OtpSubjectMismatch",
+                "the request's subject or one of its subjectAltNames does not match", reason="OtpSubjectMismatch",
             )
         if record.used_at is not None:
             return  # used by this very transaction: its enrollment is being decided again

@@ -50,6 +50,7 @@ log = logging.getLogger("scep_server.intune.graph_devices")
 BATCH_LIMIT = 20  # requests in one JSON batch (Graph's limit)
 MAX_WAIT = 120.0  # seconds one run may spend waiting out throttling
 DEFAULT_RETRY_AFTER = 5.0
+MIN_RETRY_AFTER = 1.0  # seconds: the least a throttled call waits, whatever Retry-After says
 THROTTLED = frozenset({429, 503})
 EXPIRED_LINK = frozenset({400, 410})  # what Graph answers a delta link it no longer has the state of
 INTUNE_PERMISSION = "DeviceManagementManagedDevices.Read.All"
@@ -183,6 +184,10 @@ class GraphDevices:
                             answer.status, device_id)
                 continue
             devices = [device for device in map(_entra, values) if device is not None]
+            if values and not devices:  # entries Graph sent but we cannot read: not the same as none
+                log.warning("Graph's answer for Entra ID device %s holds no device we can read; its certificates "
+                            "are left alone", device_id)
+                continue
             found[device_id] = devices[0] if devices else None
         return found
 
@@ -275,6 +280,9 @@ class GraphDevices:
                 raise
 
     def _wait(self, seconds: float, what: str) -> None:
+        # A Retry-After of 0 (or a date in the past, or no number) still waits: an answer that kept saying
+        # "now" would otherwise be asked again and again without a pause, and never reach max_wait.
+        seconds = max(seconds, MIN_RETRY_AFTER)
         if self._waited + seconds > self._max_wait:
             raise IntuneUnavailable(f"Graph throttles the device lookups ({what}: retry after {seconds:g} s); "
                                     f"this run stops after waiting {self._waited:g} s, the next one starts over",

@@ -108,8 +108,9 @@ class CertificateQuery:
 
     ``serial`` as a number or as people write it (hex, ``0x``, ``:``); ``subject`` and ``san`` are
     substrings, any case; ``thumbprint`` a hex SHA-1 (40 digits) or SHA-256 (64 digits), any case, ``:``
-    allowed; ``device_id`` the Intune device id a SAN ``IntuneDeviceId://<id>`` names (the whole id, any
-    case). Issued in ``[issued_since, issued_until)``; notAfter before ``expires_before``. ``cursor``:
+    allowed; ``device_id`` the device the certificate is bound to (Intune or Entra ID id), or for one
+    stored before device binding the id its SAN ``IntuneDeviceId://<id>`` names (the whole id, any case).
+    Issued in ``[issued_since, issued_until)``; notAfter before ``expires_before``. ``cursor``:
     the previous page's ``next_cursor``.
     """
 

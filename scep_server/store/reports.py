@@ -67,7 +67,7 @@ class CertificateFilter:
     serial: str | None = None  # serial_hex form: lowercase hex without leading zeros
     san_contains: str | None = None  # a substring of any SAN (``dns:host.example``), any case
     thumbprint: str | None = None  # hex SHA-1 (40 digits) or SHA-256 (64 digits), without separators
-    device_id: str | None = None  # the Intune device id of a SAN ``uri:IntuneDeviceId://<id>``, any case
+    device_id: str | None = None  # the bound device (any kind), or the id of a SAN ``uri:IntuneDeviceId://<id>``
     before: tuple[datetime, int] | None = None  # (issued_at, id) of the last row seen; NEWEST_FIRST only
 
 

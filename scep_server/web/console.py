@@ -244,7 +244,9 @@ def _when(value: str | datetime | None) -> str:
 
 def _page_url(cursor: str) -> str:
     """This listing with the same filters, at ``cursor``."""
-    args: dict[str, Any] = {key: value for key, value in request.args.items() if key != "cursor" and value}
+    # Only the listing's own filters: url_for takes keys such as _method or _external as its own options.
+    args: dict[str, Any] = {key: value for key, value in request.args.items()
+                            if key != "cursor" and value and not key.startswith("_")}
     return url_for(request.endpoint or "console.dashboard", **args, cursor=cursor)
 
 
@@ -346,14 +348,18 @@ def revoke(serial: str) -> ResponseReturnValue:
     if request.method == "GET":
         return render_template("console/revoke.html", certificate=row, reasons=REASON_NAMES)
     reason = request.form.get("reason", "")
-    comment = request.form.get("comment", "").strip() or None
+    comment = " ".join(request.form.get("comment", "").split()) or None  # the audit log keeps one line
     if reason not in REASON_NAMES or (comment is not None and len(comment) > MAX_COMMENT_LENGTH):
         error = ("Choose one of the reasons listed." if reason not in REASON_NAMES
                  else f"The comment is longer than {MAX_COMMENT_LENGTH} characters.")
         return render_template("console/revoke.html", certificate=row, reasons=REASON_NAMES, error=error,
                                chosen=reason, comment=comment or ""), 400
-    answer = runtime().certificates.revoke(record.serial, reason=reason, issuer=record.issuer, actor=grant.actor,
-                                           source="console", comment=comment)
+    try:
+        answer = runtime().certificates.revoke(record.serial, reason=reason, issuer=record.issuer,
+                                               actor=grant.actor, source="console", comment=comment)
+    except ValueError as exc:  # a comment the audit log cannot hold (a line break, a control character)
+        return render_template("console/revoke.html", certificate=row, reasons=REASON_NAMES, error=str(exc),
+                               chosen=reason, comment=comment or ""), 400
     match answer:
         case Revoked():
             log.info("console: %s revoked %x (%s) from %s", grant.actor, record.serial, reason, request.remote_addr)
@@ -398,7 +404,10 @@ def story() -> ResponseReturnValue:
     transaction_id = form_text(request.args, "transaction_id")
     if transaction_id is None:
         abort(400, description="Name the transaction (transaction_id).")
-    found = runtime().enrollments.story(transaction_id, form_text(request.args, "profile"))
+    try:
+        found = runtime().enrollments.story(transaction_id, form_text(request.args, "profile"))
+    except ValueError as exc:  # longer than a transactionID can be, say
+        abort(400, description=str(exc))
     if found is None:
         abort(404, description="There is no such enrollment.")
     return render_template("console/story.html", story=found)

@@ -99,7 +99,9 @@ QUERY: dict[str, tuple[Parameter, ...]] = {
         _time("issued_since", "Issued from this time on"),
         _time("issued_until", "Issued before this time"),
         _time("expires_before", "Whose notAfter comes before this time"),
-        _text("device_id", "The Intune device id (the SAN URI `IntuneDeviceId://<id>`).", max_length=128),
+        _text("device_id", "The device the certificate is bound to (Intune or Entra ID device id), or for a "
+              "certificate stored before device binding the Intune id of its SAN URI `IntuneDeviceId://<id>`.",
+              max_length=128),
         *_PAGING,
         _enum("format", "`json` (a page) or `csv` (the page as CSV; the next cursor in `X-Next-Cursor`).",
               ("json", "csv"), "json"),

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from flask import request
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeSerializer
 from werkzeug.test import TestResponse
@@ -205,6 +206,31 @@ def test_a_revocation_needs_a_listed_reason_and_a_short_comment(site: ScepTestSe
                                 data={"csrf_token": page_csrf(site.http), **form})
         assert answer.status_code == 400 and 'role="alert"' in answer.get_data(as_text=True)
     assert site.runtime.certificates.show(serial).status.value == "valid"  # type: ignore[union-attr]
+
+
+def test_a_comment_over_several_lines_is_kept_as_one_and_a_control_character_is_refused(site: ScepTestServer) -> None:
+    serial = enrolled_serial(site)
+    sign_in(site.http)
+    refused = site.http.post(f"/console/certificates/{serial:x}/revoke",
+                             data={"csrf_token": page_csrf(site.http), "reason": "superseded", "comment": "a\x07b"})
+    assert refused.status_code == 400 and 'role="alert"' in refused.get_data(as_text=True)
+    answer = site.http.post(f"/console/certificates/{serial:x}/revoke", data={
+        "csrf_token": page_csrf(site.http), "reason": "superseded", "comment": "replaced by\r\n  the new laptop\n"})
+    assert answer.status_code == 303
+    [revocation] = site.runtime.reports.revocations(RevocationQuery()).items
+    assert revocation["comment"] == "replaced by the new laptop"
+
+
+def test_odd_query_strings_are_answered_not_crashed_on(site: ScepTestServer) -> None:
+    app = site.http.application
+    with app.test_request_context("/console/certificates?subject=x&_method=POST&_external=1&cursor=old"):
+        request.url_rule = app.url_map.bind("localhost").match("/console/certificates", return_rule=True)[0]
+        link = console._page_url("next")
+    assert link.startswith("/console/certificates?") and "subject=x" in link and "cursor=next" in link
+    assert "_method" not in link and "_external" not in link and "old" not in link
+    sign_in(site.http)
+    story = site.http.get("/console/enrollments/story?transaction_id=" + "T" * 300)
+    assert story.status_code == 400
 
 
 # -- how sessions end -----------------------------------------------------------------------------------

@@ -154,11 +154,13 @@ def test_a_pattern_mismatch_is_refused_and_leaves_the_password_to_a_matching_req
 def test_a_pattern_may_match_a_subject_alternative_name(
     server: ScepTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    [password] = mint(tmp_path, capsys, "--subject-pattern", "*.fleet.example")
+    [password] = mint(tmp_path, capsys, "--subject-pattern", "CN=pc-42|*.fleet.example")
     other = [x509.DNSName("printer.example")]
-    refused(server, request(server, password, common_name="anything", sans=other))
-    fleet = [x509.DNSName("printer.example"), x509.DNSName("pc-42.fleet.example")]
-    succeeded(request(server, password, common_name="anything", sans=fleet))
+    refused(server, request(server, password, common_name="pc-42", sans=other))
+    beside = [x509.DNSName("printer.example"), x509.DNSName("pc-42.fleet.example")]  # one foreign name beside
+    refused(server, request(server, password, common_name="pc-42", sans=beside))
+    fleet = [x509.DNSName("pc-42.fleet.example")]
+    succeeded(request(server, password, common_name="pc-42", sans=fleet))
 
 
 def test_a_password_is_its_profiles_only(

@@ -146,12 +146,19 @@ def test_built_from_its_section_over_the_process_ledger(ledger: OtpRepository) -
     [
         ("CN=device-?,O=Corp", "CN=device-1,O=Corp", (), True),  # RFC 4514: most specific first
         ("O=Corp,CN=*", "CN=device-1,O=Corp", (), False),
-        ("*.fleet.example", "CN=x", (x509.DNSName("pc-1.fleet.example"),), True),
-        ("*@example.com", "CN=x", (x509.RFC822Name("user@example.com"),), True),
-        ("192.0.2.*", "CN=x", (x509.IPAddress(ipaddress.ip_address("192.0.2.9")),), True),
-        ("dns:*", "CN=x", (x509.DNSName("pc-1.fleet.example"),), False),  # the value, without its kind
-        ("*.FLEET.example", "CN=x", (x509.DNSName("pc-1.fleet.example"),), False),  # case-sensitive
+        ("*.fleet.example", "", (x509.DNSName("pc-1.fleet.example"),), True),
+        ("*@example.com", "", (x509.RFC822Name("user@example.com"),), True),
+        ("192.0.2.*", "", (x509.IPAddress(ipaddress.ip_address("192.0.2.9")),), True),
+        ("dns:*", "", (x509.DNSName("pc-1.fleet.example"),), False),  # the value, without its kind
+        ("*.FLEET.example", "", (x509.DNSName("pc-1.fleet.example"),), False),  # case-sensitive
         ("CN=device-[0-9]", "CN=device-7", (), True),
+        # Every name must match: the subject and each SAN, one of the alternatives each.
+        ("*.fleet.example", "CN=x", (x509.DNSName("pc-1.fleet.example"),), False),
+        ("CN=kiosk-*", "CN=kiosk-1", (x509.DNSName("dc01.corp.example"),), False),
+        ("*.fleet.example", "", (x509.DNSName("pc-1.fleet.example"), x509.DNSName("dc01.corp.example")), False),
+        ("CN=kiosk-*|*.kiosk.example", "CN=kiosk-1", (x509.DNSName("kiosk-1.kiosk.example"),), True),
+        ("CN=kiosk-*|*.kiosk.example", "CN=kiosk-1", (x509.DNSName("kiosk-1.other.example"),), False),
+        ("|", "CN=kiosk-1", (), False),  # no alternative at all matches nothing
     ],
 )
 def test_pattern_syntax(pattern: str, subject: str, sans: tuple[x509.GeneralName, ...], matches: bool) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 from flask import Response, jsonify
@@ -281,3 +282,26 @@ def test_a_stopped_delta_round_goes_on_from_its_next_page(graph: FakeGraph, devi
     assert rest.complete and "$deltatoken=" in rest.delta_link
     assert {d.object_id for d in (*first.changed, *rest.changed)} == set(objects)
     assert all(headers == {"Prefer": "odata.maxpagesize=999"} for headers in graph.headers)
+
+
+def test_a_retry_after_of_zero_still_waits_and_the_bound_ends_the_run(
+    graph: FakeGraph, devices: GraphDevices, sleeps: list[float]
+) -> None:
+    graph.throttle.extend(Refusal(429, 0) for _ in range(1000))
+    with pytest.raises(IntuneUnavailable, match="throttles"):
+        devices.managed_devices([_guid()])
+    assert sleeps == [1.0] * 60  # at least a second each, until the run's 60 s are spent
+    assert len(graph.calls) == 61
+
+
+def test_entries_graph_sent_that_cannot_be_read_are_not_a_deleted_device(
+    graph: FakeGraph, devices: GraphDevices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unreadable, empty = _guid(), _guid()
+
+    def devices_answer(query: Mapping[str, str]) -> tuple[int, Any]:
+        filtered = query.get("$filter", "")
+        return 200, {"value": [{"displayName": "no ids"}] if unreadable in filtered else []}
+
+    monkeypatch.setattr(graph, "_devices", devices_answer)
+    assert devices.entra_devices([unreadable, empty]) == {empty: None}  # the unreadable one is left out
