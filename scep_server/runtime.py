@@ -238,7 +238,8 @@ def _device_services(
     lifecycle = None
     if policies:
         lifecycle = DeviceLifecycleSync(store, GraphDevices(transport), revocations, policies, caches=(issuers,),
-                                        interval=config.intune.device_lifecycle_interval_seconds)
+                                        interval=config.intune.device_lifecycle_interval_seconds,
+                                        max_revocations=config.intune.device_lifecycle_max_revocations)
         tasks.append(jobs.device_lifecycle(lifecycle.run_safely))
     return poll, lifecycle
 

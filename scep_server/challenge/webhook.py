@@ -193,7 +193,9 @@ class WebhookClient:
     def _read(self, response: requests.Response, deadline: float) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(_CHUNK):
+        # read1: what one receive brings, so the deadline is looked at after each, not only once 8 KiB are
+        # in (a webhook dripping a byte at a time would otherwise hold the request far past the timeout).
+        while chunk := response.raw.read1(_CHUNK):
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
                 raise ChallengeRejected(f"the webhook's answer exceeds {MAX_ANSWER_BYTES // 1024} KiB",

@@ -339,6 +339,9 @@ class IntuneConfig:
     # The device lifecycle sync's interval, and how long a PKCSReq for a subject or device that still
     # holds a valid certificate waits for one Intune revocation round first (0: it does not).
     device_lifecycle_interval_seconds: int = field(default=3600, metadata=parser(integer(60)))
+    # Revocation is final: a pass that finds more gone devices than this (a wrong tenant, a Graph outage
+    # answering 404) stops revoking, logs an error and leaves the rest to an operator.
+    device_lifecycle_max_revocations: int = field(default=500, metadata=parser(integer(1)))
     revocation_poll_before_reissue_seconds: float = field(default=5.0, metadata=parser(_seconds(0, 60)))
 
     @property

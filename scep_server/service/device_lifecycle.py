@@ -55,6 +55,7 @@ SOURCE = "device-lifecycle"
 ENTRA_DELTA_STATE = "entra-devices"
 PAGE_SIZE = 500  # certificates read, and their devices asked about, per batch
 DEFAULT_INTERVAL = 3600.0  # seconds from the start of one pass to the start of the next
+DEFAULT_MAX_REVOCATIONS = 500  # per pass: more gone devices than this look like a mistake, not a fleet change
 RUN_BUDGET = 90.0  # seconds of work per run; with Graph's throttling waits (120 s) it stays under the worker's stall
 RETRY_PAUSE = 300.0  # seconds after a failed run before the pass goes on
 GONE = frozenset({DeviceState.DELETED, DeviceState.RETIRED})
@@ -85,6 +86,7 @@ class LifecycleReport:
     held: int = 0
     released: int = 0
     unanswered: int = 0
+    withheld: int = 0  # gone devices whose certificates were not revoked: the pass reached max_revocations
 
 
 class DeviceLifecycleSync:
@@ -93,11 +95,12 @@ class DeviceLifecycleSync:
     def __init__(
         self, store: Store, graph: GraphDevices, revocations: RevocationService,
         policies: Mapping[str, LifecyclePolicy], *, caches: Sequence[RevocationCache] = (),
-        interval: float = DEFAULT_INTERVAL, budget: float = RUN_BUDGET,
+        interval: float = DEFAULT_INTERVAL, budget: float = RUN_BUDGET, max_revocations: int = DEFAULT_MAX_REVOCATIONS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC), clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``caches``: what serves OCSP answers in this process, told when holds change (revocations tell
-        them themselves). ``interval``: between the starts of two passes; ``budget``: seconds of one run."""
+        them themselves). ``interval``: between the starts of two passes; ``budget``: seconds of one run;
+        ``max_revocations``: of one pass, beyond which it revokes nothing more (see :meth:`_revoke`)."""
         self._store = store
         self._graph = graph
         self._revocations = revocations
@@ -105,6 +108,8 @@ class DeviceLifecycleSync:
         self._caches = tuple(caches)
         self._interval = interval
         self._budget = budget
+        self._max_revocations = max_revocations
+        self._pass_revoked = 0  # revocations of the pass under way
         self._now = now
         self._clock = clock
         self._actor = Actor(ACTOR, SOURCE)
@@ -135,7 +140,7 @@ class DeviceLifecycleSync:
         under way is started over. IntuneError, StoreError escape, as from :meth:`run_once`."""
         report = LifecycleReport()
         self._pass_started, self._cursor, self._pass_asked = self._clock(), 0, set()
-        self._resume_at = -math.inf
+        self._resume_at, self._pass_revoked = -math.inf, 0
         try:
             self._work(report, deadline=math.inf)
         finally:
@@ -153,7 +158,7 @@ class DeviceLifecycleSync:
         if self._pass_started is None:
             if self._last_pass_started is not None and started - self._last_pass_started < self._interval:
                 return report
-            self._pass_started, self._cursor = started, 0
+            self._pass_started, self._cursor, self._pass_revoked = started, 0, 0
         try:
             self._work(report, deadline=started + self._budget)
         except (IntuneError, StoreError):
@@ -193,9 +198,15 @@ class DeviceLifecycleSync:
         if report.held or report.released:
             for cache in self._caches:
                 cache.invalidate()
-        if report.revoked or report.held or report.released or report.unanswered:
-            log.info("device lifecycle sync: checked=%d revoked=%d held=%d released=%d unanswered=%d",
-                     report.checked, report.revoked, report.held, report.released, report.unanswered)
+        if report.withheld:
+            log.error("device lifecycle sync: %d more certificates belong to devices that look gone, but this pass "
+                      "has revoked %d already (intune.device_lifecycle_max_revocations): they are left valid. Check "
+                      "the tenant and Graph's answers; raise the limit if the fleet really shrank",
+                      report.withheld, self._pass_revoked)
+        if report.revoked or report.held or report.released or report.unanswered or report.withheld:
+            log.info("device lifecycle sync: checked=%d revoked=%d held=%d released=%d unanswered=%d withheld=%d",
+                     report.checked, report.revoked, report.held, report.released, report.unanswered,
+                     report.withheld)
 
     def _page(self, now: datetime, after_id: int) -> list[DeviceBinding]:
         return self._store.devices.bound_certificates(profiles=list(self._policies), now=now, after_id=after_id,
@@ -220,8 +231,12 @@ class DeviceLifecycleSync:
             state = _state_of(binding, managed, entra)
             if state is None:
                 report.unanswered += 1
+            elif state in GONE and self._pass_revoked >= self._max_revocations:
+                report.withheld += 1
             elif state in GONE:
-                report.revoked += self._revoke(binding, state)
+                revoked = self._revoke(binding, state)
+                report.revoked += revoked
+                self._pass_revoked += revoked
             elif state is DeviceState.DISABLED and binding.held_since is None and self._holds(binding):
                 holds.append(binding.row_id)
             elif state is DeviceState.ACTIVE and binding.held_since is not None:

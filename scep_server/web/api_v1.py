@@ -49,7 +49,7 @@ log = logging.getLogger("scep_server.web.api_v1")
 bp = Blueprint("api_v1", __name__, url_prefix=openapi.BASE)
 T = TypeVar("T")
 
-SCOPES = {  # every other call: read
+SCOPES = {  # every other GET: read; a write not listed here needs admin (a new one fails closed)
     "revoke_certificate": Scope.REVOKE, "retry_outbox": Scope.ADMIN, "create_otps": Scope.ADMIN,
     "revoke_otp": Scope.ADMIN,
 }
@@ -66,7 +66,7 @@ def _authenticate() -> None:
         if not auth.api_is_on():
             raise NotFound()
         return
-    auth.require(SCOPES.get(operation, Scope.READ))
+    auth.require(SCOPES.get(operation, Scope.READ if request.method in auth.READ_METHODS else Scope.ADMIN))
 
 
 def _operation() -> str:

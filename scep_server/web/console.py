@@ -121,9 +121,17 @@ def _write_session(response: Response) -> Response:
     if isinstance(session, ConsoleSession) and request.endpoint != "console.static":
         response.set_cookie(
             COOKIE_NAME, _serializer().dumps(session.to_cookie()), path=COOKIE_PATH, httponly=True,
-            samesite="Strict", secure=request.is_secure,
+            samesite="Strict", secure=_over_tls(),
         )
     return response
+
+
+def _over_tls() -> bool:
+    """Whether the browser reaches the console over TLS: this request came by https (directly, or as
+    the trusted proxy says), or the server's public URL is https (a TLS proxy that is not trusted to
+    forward the scheme, trusted_proxy_hops 0, still serves the browser https)."""
+    public_url = runtime().config.public_url or ""
+    return request.is_secure or public_url.lower().startswith("https://")
 
 
 @bp.after_app_request

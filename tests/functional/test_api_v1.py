@@ -24,7 +24,7 @@ from scep_server.cli import main
 from scep_server.config import SecretSource
 from scep_server.service.intune_outbox import FAILURE_NOTIFICATION
 from scep_server.service.reports import CERTIFICATE_COLUMNS
-from scep_server.web import openapi
+from scep_server.web import api_v1, openapi
 from scep_server.web.errors import ERROR_CODES
 
 from .conftest import CHALLENGE, Device, ScepTestServer, make_config, serving
@@ -515,3 +515,10 @@ def test_a_row_names_what_the_certificate_says(populated: Population) -> None:
     assert row["subject"] == laptop.subject.rfc4514_string() == "CN=laptop-7"
     assert row["sha256_thumbprint"] == laptop.fingerprint(hashes.SHA256()).hex().upper()
     assert row["sans"] == ["dns:laptop-7.corp.example", f"uri:IntuneDeviceId://{populated.device_id}"]
+
+
+def test_every_write_names_the_scope_it_needs(populated: Population) -> None:
+    app = populated.server.http.application
+    writes = {rule.endpoint.rpartition(".")[2] for rule in app.url_map.iter_rules()
+              if rule.endpoint.startswith("api_v1.") and rule.methods and "POST" in rule.methods}
+    assert writes and writes <= set(api_v1.SCOPES)  # none falls back to the default

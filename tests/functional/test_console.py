@@ -135,6 +135,13 @@ def test_the_cookie_is_secure_over_https_and_behind_a_trusted_tls_proxy(tmp_path
         assert proxied.get_cookie(console.COOKIE_NAME, path="/console").secure  # type: ignore[union-attr]
 
 
+def test_the_cookie_is_secure_when_the_public_url_is_https_whatever_the_proxy_forwards(tmp_path: Path) -> None:
+    """A TLS proxy not trusted to forward the scheme still serves the browser https: the public URL says so."""
+    with serving(console_config(tmp_path, public_url="https://scep.example")) as site:
+        site.http.get("/console/sign-in")
+        assert site.http.get_cookie(console.COOKIE_NAME, path="/console").secure  # type: ignore[union-attr]
+
+
 def test_without_a_trusted_proxy_a_forwarded_proto_is_ignored(site: ScepTestServer) -> None:
     site.http.get("/console/sign-in", headers={"X-Forwarded-Proto": "https"})
     assert site.http.get_cookie(console.COOKIE_NAME, path="/console").secure is False  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -87,6 +88,7 @@ class Webhook:
     url: str = ""
     answer: Callable[[dict[str, Any]], Answer] = lambda document: _json({"allow": True})
     delay: float = 0.0
+    drip: float = 0.0  # seconds between the bytes of the answer's body (0: all at once)
     deliveries: list[Delivery] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)
@@ -125,7 +127,13 @@ def _handler(hook: Webhook) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(answer)
+                if not hook.drip:
+                    self.wfile.write(answer)
+                for index in range(len(answer) if hook.drip else 0):
+                    self.wfile.write(answer[index:index + 1])
+                    self.wfile.flush()
+                    if hook.release.wait(hook.drip):
+                        return
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 pass  # the validator gave up waiting
 
@@ -291,6 +299,16 @@ def test_a_webhook_that_does_not_answer_in_time_fails_closed(server: ScepTestSer
     assert reply.fail_info_text == "temporarily unable to issue; retry later"
     assert "did not answer within 1 s" in _audited(server, built.transaction_id)[0]
     assert server.issued_count() == 0
+
+
+def test_a_webhook_dripping_its_answer_is_given_up_on_at_the_timeout(server: ScepTestServer, hook: Webhook) -> None:
+    hook.answer = lambda document: _json({"allow": True, "reason": "x" * 40})
+    hook.drip = TIMEOUT / 4  # each byte in time for a read, the whole answer far from it
+    started = time.monotonic()
+    reply, built = _send(server, Device(common_name="dripping-webhook"))
+    assert reply.status is PKIStatus.FAILURE and server.issued_count() == 0
+    assert time.monotonic() - started < TIMEOUT * 4  # not the ~15 s the whole answer would take
+    assert "did not answer within 1 s" in _audited(server, built.transaction_id)[0]
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])

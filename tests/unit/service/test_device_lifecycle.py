@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import uuid
 from collections import deque
 from datetime import UTC, datetime, timedelta
@@ -105,11 +106,11 @@ class Clock:
 
 def _sync(store: Store, graph: FakeGraph, cache: CountingCache, sleeps: list[float], *,
           policies: dict[str, LifecyclePolicy] | None = None, max_wait: float = 60.0, clock: Clock | None = None,
-          budget: float = 90.0) -> DeviceLifecycleSync:
+          budget: float = 90.0, max_revocations: int = 500) -> DeviceLifecycleSync:
     revocations = RevocationService(store, issuer=ISSUER, caches=[cache])
     return DeviceLifecycleSync(store, GraphDevices(graph, sleep=sleeps.append, max_wait=max_wait), revocations,
                                POLICIES if policies is None else policies, caches=[cache], interval=3600.0,
-                               budget=budget, clock=clock or Clock())
+                               budget=budget, clock=clock or Clock(), max_revocations=max_revocations)
 
 
 @pytest.fixture
@@ -371,3 +372,22 @@ def test_bound_certificates_come_in_pages_by_row(store: Store) -> None:
     assert [binding.serial for binding in first + rest] == serials
     assert store.devices.bound_certificates(profiles=[], now=now) == []
     assert json.loads(json.dumps([binding.device_id for binding in rest]))  # plain strings
+
+
+def test_a_pass_revokes_at_most_max_revocations_and_says_so(
+    store: Store, graph: FakeGraph, cache: CountingCache, sleeps: list[float], tenant: Tenant,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Revocation is final: a wrong tenant or a Graph answering 404 for everything must not revoke a fleet."""
+    devices = [tenant.device() for _ in range(5)]
+    serials = [_issue(store, "revoking", device) for device in devices]
+    for device in devices:
+        del tenant.graph.managed[device]
+    sync = _sync(store, graph, cache, sleeps, max_revocations=2)
+    with caplog.at_level(logging.ERROR, logger="scep_server.service.device_lifecycle"):
+        report = sync.run_pass()
+    assert (report.checked, report.revoked, report.withheld) == (5, 2, 3)
+    assert sum(_record(store, serial).status is CertStatus.REVOKED for serial in serials) == 2
+    assert "device_lifecycle_max_revocations" in caplog.text
+    again = sync.run_pass()  # a new pass has its own allowance: an operator who raised nothing sees it again
+    assert (again.revoked, again.withheld) == (2, 1)
