@@ -322,15 +322,9 @@ def dashboard() -> ResponseReturnValue:
 
 @bp.get("/certificates")
 def certificates() -> ResponseReturnValue:
-    now = datetime.now(UTC)
-    try:
-        query = certificate_query(request.args, now)
-        page = runtime().reports.certificate_page(query)
-    except ValueError as exc:
-        return _search_page("console/certificates.html", error=str(exc), statuses=REPORT_STATUSES), 400
-    rows = [certificate_row(record, now) for record in page.items]
-    return _search_page("console/certificates.html", rows=rows, next_cursor=page.next_cursor,
-                        statuses=REPORT_STATUSES)
+    return _listing("console/certificates.html",
+                    lambda now: runtime().reports.certificate_page(certificate_query(request.args, now)),
+                    row=certificate_row, statuses=REPORT_STATUSES)
 
 
 @bp.get("/certificates/<serial>")
@@ -394,13 +388,9 @@ def _certificate(serial: str) -> Any:
 
 @bp.get("/enrollments")
 def enrollments() -> ResponseReturnValue:
-    now = datetime.now(UTC)
-    try:
-        page = runtime().enrollments.search(enrollment_search(request.args, now))
-    except ValueError as exc:
-        return _search_page("console/enrollments.html", error=str(exc), **_enrollment_choices()), 400
-    return _search_page("console/enrollments.html", rows=page.items, next_cursor=page.next_cursor,
-                        **_enrollment_choices())
+    return _listing("console/enrollments.html",
+                    lambda now: runtime().enrollments.search(enrollment_search(request.args, now)),
+                    **_enrollment_choices())
 
 
 def _enrollment_choices() -> dict[str, Any]:
@@ -427,27 +417,32 @@ def story() -> ResponseReturnValue:
 
 @bp.get("/audit")
 def audit() -> ResponseReturnValue:
-    now = datetime.now(UTC)
-    try:
-        query = audit_query(request.args, now)
-        page = runtime().reports.audit(query)
-    except ValueError as exc:
-        return _search_page("console/audit.html", error=str(exc)), 400
-    return _search_page("console/audit.html", rows=page.items, next_cursor=page.next_cursor)
+    return _listing("console/audit.html", lambda now: runtime().reports.audit(audit_query(request.args, now)))
 
 
 @bp.get("/revocations")
 def revocations() -> ResponseReturnValue:
-    now = datetime.now(UTC)
-    try:
-        query = revocation_query(request.args, now)
-        page = runtime().reports.revocations(query)
-    except ValueError as exc:
-        return _search_page("console/revocations.html", error=str(exc)), 400
-    return _search_page("console/revocations.html", rows=page.items, next_cursor=page.next_cursor)
+    return _listing("console/revocations.html",
+                    lambda now: runtime().reports.revocations(revocation_query(request.args, now)))
 
 
 # -- the search pages ---------------------------------------------------------------------------------
+
+
+def _listing(
+    template: str, fetch: Callable[[datetime], Any], *, row: Callable[[Any, datetime], Any] | None = None,
+    **choices: Any,
+) -> ResponseReturnValue:
+    """A search page: ``fetch(now)`` reads the page the query string asks for (a CursorPage), ``row`` turns
+    each item into what the template shows; a query the service refuses (ValueError) is the form again,
+    saying why, with 400."""
+    now = datetime.now(UTC)
+    try:
+        page = fetch(now)
+    except ValueError as exc:
+        return _search_page(template, error=str(exc), **choices), 400
+    rows = [row(item, now) for item in page.items] if row is not None else page.items
+    return _search_page(template, rows=rows, next_cursor=page.next_cursor, **choices)
 
 
 def _search_page(template: str, **values: Any) -> str:
